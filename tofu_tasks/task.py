@@ -1,0 +1,312 @@
+"""The ``tofu_forgetXX_unlearn`` lm-eval tasks.
+
+One task scores the Forget set of its split together with Retain, Real Authors and World Facts:
+each document carries its set, and emits one greedy generation plus one log-likelihood request per
+answer (ground truth, paraphrase, perturbed answers). Per-set metrics are averaged by lm-eval; model
+utility and forget quality are corpus-level aggregations over all documents of the run.
+
+Options come from the task metadata, i.e. ``--metadata '{...}'`` or ``--model_args``:
+
+==========================  =========================================================
+``rows``                    ``legacy`` (TOFU's first-300 rule, default) or ``full``
+``max_rows_per_set``        keep at most N rows of each set (quick runs)
+``data_dir``                local TOFU directory (else ``TOFU_DATA_DIR``, else the hub)
+``prompt_format``           ``plain`` (default), ``llama2``, ``phi``; ``chat`` comes with
+                            ``--apply_chat_template``
+``retain_reference``        retain-model results/samples file or legacy log (forget quality)
+``generation_max_length``   prompt + generation token budget (TOFU: 200)
+``tokenizer``               tokenizer for token counts when ``pretrained`` is not a path/id
+==========================  =========================================================
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from lm_eval.api.instance import Instance
+from lm_eval.api.task import ConfigurableTask
+
+from harness_ext import lm_eval_registry
+from harness_ext.metrics import mean_nll
+from harness_ext.reference import RetainReference, load_retain_reference
+from harness_ext.scoring import SampleScore, align_reference
+from tofu_tasks import data
+from tofu_tasks.eval_sets import FORGET, TOFU_SET_METRICS, get_eval_set
+from tofu_tasks.prompts import PromptFormat, resolve_prompt_format
+
+logger = logging.getLogger("lm-unlearn")
+
+FQ_HOW_TO = (
+    "Forget quality needs the retain model's forget-set truth ratios: score a retain model "
+    "(never trained on the forget set) with this task and --log_samples, then pass its "
+    'results or samples file with --metadata \'{"retain_reference": "PATH"}\' '
+    "(a legacy TOFU log directory works too)."
+)
+
+
+class TaskSetupError(ValueError):
+    """The task cannot run with the options it was given."""
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    forget_split: str
+    rows: str = "legacy"
+    max_rows_per_set: int | None = None
+    data_dir: str | None = None
+    prompt_format: str | None = None
+    retain_reference: str | None = None
+    generation_max_length: int = 200
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> TaskOptions:
+        if "forget_split" not in metadata:
+            raise TaskSetupError("task metadata lacks 'forget_split' (set by the task YAML)")
+        known = {name for name in cls.__dataclass_fields__ if metadata.get(name) is not None}
+        options = cls(**{name: metadata[name] for name in known})
+        if int(options.generation_max_length) <= 0:
+            raise TaskSetupError("generation_max_length must be a positive number of tokens")
+        return options
+
+
+def load_tofu_eval_dataset(**metadata: Any):
+    """``custom_dataset`` of the tasks: the checked documents of all four eval sets."""
+    import datasets
+
+    options = TaskOptions.from_metadata(metadata)
+    docs = data.build_eval_docs(
+        options.forget_split, options.rows, options.max_rows_per_set, options.data_dir
+    )
+    return {"test": datasets.Dataset.from_list(docs)}
+
+
+def load_tokenizer(metadata: dict[str, Any]):
+    """The evaluated model's tokenizer, loaded as lm-eval's hf backend loads it."""
+    from transformers import AutoTokenizer
+
+    name = metadata.get("tokenizer") or metadata.get("pretrained")
+    if not isinstance(name, str) or not name:
+        raise TaskSetupError(
+            "the TOFU tasks count answer tokens with the model's tokenizer but cannot find it: "
+            "pass pretrained=<id or path> in --model_args, or tokenizer=<id or path> in "
+            "--metadata when the model object is built by hand"
+        )
+    kwargs: dict[str, Any] = {"trust_remote_code": bool(metadata.get("trust_remote_code", False))}
+    if metadata.get("revision"):
+        kwargs["revision"] = metadata["revision"]
+    if metadata.get("gguf_file") and not metadata.get("tokenizer"):
+        kwargs["gguf_file"] = metadata["gguf_file"]
+    try:
+        return AutoTokenizer.from_pretrained(name, **kwargs)
+    except Exception as err:
+        raise TaskSetupError(f"cannot load the tokenizer of {name!r}: {err}") from err
+
+
+def continuation_token_counts(tokenizer, pairs: list[tuple[str, str]]) -> list[int]:
+    """Tokens of each continuation given its context, counted as lm-eval's hf backend does.
+
+    Trailing whitespace of the context moves to the continuation, then
+    count = len(tok(context + continuation)) − len(tok(context)).
+    """
+    moved = []
+    for context, continuation in pairs:
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        moved.append((context, context + continuation))
+
+    def encode(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    context_lengths = encode([c for c, _ in moved])
+    whole_lengths = encode([w for _, w in moved])
+    return [w - c for w, c in zip(whole_lengths, context_lengths, strict=True)]
+
+
+class TofuUnlearnTask(ConfigurableTask):
+    """A TOFU forget split plus the three utility sets, scored with TOFU's metrics."""
+
+    def __init__(self, data_dir=None, cache_dir=None, download_mode=None, config=None) -> None:
+        lm_eval_registry.register()
+        config = dict(config or {})
+        config.pop("class", None)
+        config["metric_list"] = lm_eval_registry.metric_list()
+        super().__init__(config=config)
+        metadata = self.config.metadata
+        self.options = TaskOptions.from_metadata(metadata)
+        self.reference: RetainReference | None = (
+            load_retain_reference(self.options.retain_reference)
+            if self.options.retain_reference
+            else None
+        )
+        self.prompt_format: PromptFormat | None = None
+        self._tokenizer = None
+        self._token_counts: dict[tuple[str, int], list[int]] = {}
+        self._reference_ratios: dict[str, float] = {}
+        metadata["tofu"] = self._provenance()
+
+    # ------------------------------------------------------------------ provenance
+    def _provenance(self) -> dict[str, Any]:
+        docs = list(self.eval_docs)
+        sets: dict[str, int] = {}
+        for doc in docs:
+            sets[doc["set"]] = sets.get(doc["set"], 0) + 1
+        source = data.resolve_data_dir(self.options.data_dir)
+        return {
+            "options": asdict(self.options),
+            "data_source": str(source) if source else f"hub:{data.TOFU_HUB_REPO}",
+            "data_sha256": data.content_hash(docs),
+            "rows_per_set": sets,
+            "prompt_format": None,
+            "generation": {"do_sample": False, "prompt_plus_generation_max_tokens": None},
+            "metric_variants": {"forget_truth_ratio": "tofu: mean min(R, 1/R)"},
+            "forget_quality_reference": self.reference.describe() if self.reference else None,
+        }
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.config.metadata)
+        return self._tokenizer
+
+    # ------------------------------------------------------------------ prompts
+    def fewshot_context(
+        self,
+        doc: dict,
+        num_fewshot: int = 0,
+        system_instruction: str | None = None,
+        apply_chat_template: bool = False,
+        fewshot_as_multiturn: bool = False,
+        chat_template: Callable[..., str] | None = None,
+        gen_prefix: str | None = None,
+    ) -> str:
+        fmt = self._format(apply_chat_template)
+        if fmt.name == "chat":
+            if chat_template is None:
+                raise TaskSetupError("--apply_chat_template was set but no chat template exists")
+            messages = [{"role": "system", "content": system_instruction}] * bool(
+                system_instruction
+            ) + [{"role": "user", "content": doc["question"]}]
+            return chat_template(messages)
+        prompt = fmt.prompt.format(question=doc["question"])
+        return f"{system_instruction}\n\n{prompt}" if system_instruction else prompt
+
+    def _format(self, apply_chat_template: bool) -> PromptFormat:
+        if self.prompt_format is None:
+            self.prompt_format = resolve_prompt_format(
+                self.options.prompt_format, apply_chat_template
+            )
+            self.config.metadata["tofu"]["prompt_format"] = self.prompt_format.name
+        return self.prompt_format
+
+    @staticmethod
+    def scored_answers(doc: dict) -> list[str]:
+        """Answers scored by log-likelihood, in request order after the generation."""
+        eval_set = get_eval_set(doc["set"])
+        base = [] if eval_set.base_answer_field == "answer" else [doc["base_answer"]]
+        return [doc["answer"], *base, *doc["perturbed_answers"]]
+
+    # ------------------------------------------------------------------ requests
+    def build_all_requests(self, **kwargs) -> None:
+        self.prompt_format = None
+        self._format(bool(kwargs.get("apply_chat_template", False)))
+        self.config.metadata["tofu"]["generation"]["prompt_plus_generation_max_tokens"] = int(
+            self.options.generation_max_length
+        )
+        super().build_all_requests(**kwargs)
+        loglikelihood = [i for i in self._instances if i.request_type == "loglikelihood"]
+        counts = continuation_token_counts(self.tokenizer, [i.arguments for i in loglikelihood])
+        self._token_counts = {}
+        for instance, count in zip(loglikelihood, counts, strict=True):
+            key = (instance.doc["set"], instance.doc["row"])
+            self._token_counts.setdefault(key, []).append((instance.idx, count))
+        self._token_counts = {
+            key: [count for _, count in sorted(pairs)] for key, pairs in self._token_counts.items()
+        }
+        self._check_reference()
+
+    def _check_reference(self) -> None:
+        forget_questions = [
+            i.doc["question"] for i in self._instances if i.idx == 0 and i.doc["set"] == FORGET.name
+        ]
+        if self.reference is None:
+            if forget_questions:
+                logger.warning(
+                    "%s: forget_quality will NOT be computed. %s", self.task_name, FQ_HOW_TO
+                )
+            return
+        if self.reference.prompt_format and self.reference.prompt_format != self.prompt_format.name:
+            raise TaskSetupError(
+                f"the retain reference {self.reference.source} was scored with prompt format "
+                f"{self.reference.prompt_format!r} but this run uses {self.prompt_format.name!r}; "
+                f"score both models with the same format"
+            )
+        ratios = align_reference(forget_questions, self.reference.ratios, self.reference.source)
+        self._reference_ratios = dict(zip(forget_questions, ratios, strict=True))
+
+    def construct_requests(self, doc: dict, ctx: str, **kwargs) -> list[Instance]:
+        apply_chat_template = kwargs.pop("apply_chat_template", False)
+        kwargs.pop("chat_template", None)
+        fmt = self._format(apply_chat_template)
+        generation = Instance(
+            request_type="generate_until",
+            doc=doc,
+            arguments=(ctx, self._generation_kwargs(ctx)),
+            idx=0,
+            **kwargs,
+        )
+        scored = [
+            Instance(
+                request_type="loglikelihood",
+                doc=doc,
+                arguments=(ctx, fmt.answer.format(answer=answer)),
+                idx=index,
+                **kwargs,
+            )
+            for index, answer in enumerate(self.scored_answers(doc), start=1)
+        ]
+        return [generation, *scored]
+
+    def _generation_kwargs(self, ctx: str) -> dict[str, Any]:
+        """Greedy; prompt + generation within generation_max_length tokens (TOFU's rule)."""
+        kwargs: dict[str, Any] = {"until": [], "do_sample": False}
+        kwargs.update(self.config.generation_kwargs or {})
+        if "max_gen_toks" not in (self.config.generation_kwargs or {}):
+            prompt_tokens = len(self.tokenizer(ctx)["input_ids"])
+            kwargs["max_gen_toks"] = max(1, int(self.options.generation_max_length) - prompt_tokens)
+        return kwargs
+
+    # ------------------------------------------------------------------ results
+    def process_results(self, doc: dict, results: list) -> dict[str, Any]:
+        generation, *likelihoods = results
+        counts = self._token_counts.get((doc["set"], doc["row"]))
+        if counts is None or len(counts) != len(likelihoods):
+            raise TaskSetupError(
+                f"no answer token counts for {doc['set']} row {doc['row']}; requests must be "
+                f"built by this task (request caching is not supported)"
+            )
+        nlls = [mean_nll(ll, n) for (ll, _greedy), n in zip(likelihoods, counts, strict=True)]
+        eval_set = get_eval_set(doc["set"])
+        n_base = 0 if eval_set.base_answer_field == "answer" else 1
+        sample = SampleScore(
+            set_name=doc["set"],
+            question=doc["question"],
+            generation=generation.strip(),
+            target=doc["answer"],
+            answer_nll=nlls[0],
+            base_nll=nlls[n_base],
+            perturbed_nlls=tuple(nlls[1 + n_base :]),
+        )
+        values = sample.metrics()
+        out: dict[str, Any] = {f"{doc['set']}_{m}": values[m] for m in TOFU_SET_METRICS}
+        out["tofu_model_utility"] = {"set": doc["set"], **values}
+        if doc["set"] == FORGET.name:
+            out["forget_quality"] = {
+                "question": doc["question"],
+                "raw_truth_ratio": values["raw_truth_ratio"],
+                "reference_ratio": self._reference_ratios.get(doc["question"]),
+            }
+        return out

@@ -1,0 +1,1 @@
+"""Unlearning methods as TRL-based trainers (built in a later release)."""
