@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -62,6 +63,13 @@ def cmd_eval(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from harness_ext.demo import run_demo
+
+    run_demo(rows_per_set=args.rows_per_set, output=args.output)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lm-unlearn", description="Machine unlearning of LLMs on lm-evaluation-harness."
@@ -80,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agg.add_argument("--json", action="store_true", help="print JSON instead of a table")
     agg.set_defaults(handler=cmd_aggregate)
+
+    demo = sub.add_parser("demo", help="score the packaged SmolLM2 on tofu_forget01_unlearn (CPU)")
+    demo.add_argument("--rows-per-set", type=int, default=5, help="rows of each eval set")
+    demo.add_argument("--output", type=Path, default=Path("results/demo/runs"))
+    demo.set_defaults(handler=cmd_demo)
 
     path = sub.add_parser("tasks-path", help="print the folder holding the task YAMLs")
     path.set_defaults(handler=cmd_tasks_path)

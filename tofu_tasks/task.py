@@ -126,6 +126,10 @@ def continuation_token_counts(tokenizer, pairs: list[tuple[str, str]]) -> list[i
     return [w - c for w, c in zip(whole_lengths, context_lengths, strict=True)]
 
 
+def _doc_key(doc: dict) -> tuple[str, int]:
+    return doc["set"], doc["row"]
+
+
 class TofuUnlearnTask(ConfigurableTask):
     """A TOFU forget split plus the three utility sets, scored with TOFU's metrics."""
 
@@ -146,6 +150,7 @@ class TofuUnlearnTask(ConfigurableTask):
         self._tokenizer = None
         self._token_counts: dict[tuple[str, int], list[int]] = {}
         self._reference_ratios: dict[str, float] = {}
+        self._budgets: dict[tuple[str, int], int] = {}
         metadata["tofu"] = self._provenance()
 
     # ------------------------------------------------------------------ provenance
@@ -161,7 +166,7 @@ class TofuUnlearnTask(ConfigurableTask):
             "data_sha256": data.content_hash(docs),
             "rows_per_set": sets,
             "prompt_format": None,
-            "generation": {"do_sample": False, "prompt_plus_generation_max_tokens": None},
+            "generation": {"do_sample": False, "until": "eos"},
             "metric_variants": {"forget_truth_ratio": "tofu: mean min(R, 1/R)"},
             "forget_quality_reference": self.reference.describe() if self.reference else None,
         }
@@ -213,20 +218,40 @@ class TofuUnlearnTask(ConfigurableTask):
     def build_all_requests(self, **kwargs) -> None:
         self.prompt_format = None
         self._format(bool(kwargs.get("apply_chat_template", False)))
-        self.config.metadata["tofu"]["generation"]["prompt_plus_generation_max_tokens"] = int(
-            self.options.generation_max_length
-        )
         super().build_all_requests(**kwargs)
+        self._set_generation_budgets()
         loglikelihood = [i for i in self._instances if i.request_type == "loglikelihood"]
         counts = continuation_token_counts(self.tokenizer, [i.arguments for i in loglikelihood])
-        self._token_counts = {}
+        by_doc: dict[tuple[str, int], list[tuple[int, int]]] = {}
         for instance, count in zip(loglikelihood, counts, strict=True):
-            key = (instance.doc["set"], instance.doc["row"])
-            self._token_counts.setdefault(key, []).append((instance.idx, count))
-        self._token_counts = {
-            key: [count for _, count in sorted(pairs)] for key, pairs in self._token_counts.items()
-        }
+            by_doc.setdefault(_doc_key(instance.doc), []).append((instance.idx, count))
+        self._token_counts = {key: [n for _, n in sorted(pairs)] for key, pairs in by_doc.items()}
         self._check_reference()
+
+    def _set_generation_budgets(self) -> None:
+        """TOFU's rule: prompt + generation <= generation_max_length tokens, per row.
+
+        All rows get the same max_gen_toks (the largest budget), so the backend can batch them;
+        each generation is then cut to its own row's budget. Greedy decoding makes the cut
+        generation equal to a generation stopped at that budget.
+        """
+        generations = [i for i in self._instances if i.request_type == "generate_until"]
+        user_kwargs = self.config.generation_kwargs or {}
+        info = self.config.metadata["tofu"]["generation"]
+        if "max_gen_toks" in user_kwargs:
+            self._budgets = {}
+            info["max_gen_toks"] = user_kwargs["max_gen_toks"]
+            return
+        limit = int(self.options.generation_max_length)
+        prompts = [i.arguments[0] for i in generations]
+        lengths = [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
+        self._budgets = {
+            _doc_key(i.doc): max(1, limit - n) for i, n in zip(generations, lengths, strict=True)
+        }
+        uniform = max(self._budgets.values(), default=1)
+        for instance in generations:
+            instance.arguments[1]["max_gen_toks"] = uniform
+        info["prompt_plus_generation_max_tokens"] = limit
 
     def _check_reference(self) -> None:
         forget_questions = [
@@ -254,7 +279,7 @@ class TofuUnlearnTask(ConfigurableTask):
         generation = Instance(
             request_type="generate_until",
             doc=doc,
-            arguments=(ctx, self._generation_kwargs(ctx)),
+            arguments=(ctx, self._generation_kwargs()),
             idx=0,
             **kwargs,
         )
@@ -270,19 +295,23 @@ class TofuUnlearnTask(ConfigurableTask):
         ]
         return [generation, *scored]
 
-    def _generation_kwargs(self, ctx: str) -> dict[str, Any]:
-        """Greedy; prompt + generation within generation_max_length tokens (TOFU's rule)."""
-        kwargs: dict[str, Any] = {"until": [], "do_sample": False}
-        kwargs.update(self.config.generation_kwargs or {})
-        if "max_gen_toks" not in (self.config.generation_kwargs or {}):
-            prompt_tokens = len(self.tokenizer(ctx)["input_ids"])
-            kwargs["max_gen_toks"] = max(1, int(self.options.generation_max_length) - prompt_tokens)
-        return kwargs
+    def _generation_kwargs(self) -> dict[str, Any]:
+        """Greedy until EOS; the token budget is filled in by _set_generation_budgets."""
+        return {"until": [], "do_sample": False, **(self.config.generation_kwargs or {})}
+
+    def _cut_to_budget(self, doc: dict, generation: str) -> str:
+        budget = self._budgets.get(_doc_key(doc))
+        if budget is None:
+            return generation
+        ids = self.tokenizer(generation, add_special_tokens=False)["input_ids"]
+        if len(ids) <= budget:
+            return generation
+        return self.tokenizer.decode(ids[:budget], skip_special_tokens=True)
 
     # ------------------------------------------------------------------ results
     def process_results(self, doc: dict, results: list) -> dict[str, Any]:
         generation, *likelihoods = results
-        counts = self._token_counts.get((doc["set"], doc["row"]))
+        counts = self._token_counts.get(_doc_key(doc))
         if counts is None or len(counts) != len(likelihoods):
             raise TaskSetupError(
                 f"no answer token counts for {doc['set']} row {doc['row']}; requests must be "
@@ -294,7 +323,7 @@ class TofuUnlearnTask(ConfigurableTask):
         sample = SampleScore(
             set_name=doc["set"],
             question=doc["question"],
-            generation=generation.strip(),
+            generation=self._cut_to_budget(doc, generation).strip(),
             target=doc["answer"],
             answer_nll=nlls[0],
             base_nll=nlls[n_base],
@@ -302,7 +331,8 @@ class TofuUnlearnTask(ConfigurableTask):
         )
         values = sample.metrics()
         out: dict[str, Any] = {f"{doc['set']}_{m}": values[m] for m in TOFU_SET_METRICS}
-        out["tofu_model_utility"] = {"set": doc["set"], **values}
+        # The full per-document record (with the generation as scored, after the budget cut).
+        out["tofu_model_utility"] = {"set": doc["set"], "generation": sample.generation, **values}
         if doc["set"] == FORGET.name:
             out["forget_quality"] = {
                 "question": doc["question"],

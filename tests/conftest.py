@@ -1,0 +1,71 @@
+"""Shared fixtures: offline environment, TOFU location and tiny models built on the fly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = (PROJECT_ROOT.parent / "shared" / "data").resolve()
+TOFU_DIR = Path(os.environ.get("TOFU_DATA_DIR") or SHARED_DATA / "tofu").resolve()
+LEGACY_LOGS = SHARED_DATA / "tofu_legacy_eval_logs"
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TOFU_DATA_DIR"] = str(TOFU_DIR)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_configure(config):
+    if not (TOFU_DIR / "forget01_perturbed.json").is_file():
+        raise pytest.UsageError(
+            f"TOFU data not found at {TOFU_DIR}: set TOFU_DATA_DIR or place ../shared/data beside "
+            f"the project"
+        )
+
+
+@pytest.fixture(scope="session")
+def tofu_dir() -> Path:
+    return TOFU_DIR
+
+
+@pytest.fixture(scope="session")
+def legacy_logs() -> Path:
+    if not LEGACY_LOGS.is_dir():
+        pytest.fail(f"legacy TOFU logs not found at {LEGACY_LOGS}")
+    return LEGACY_LOGS
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from harness_ext.tiny_models import build_tokenizer, tofu_texts
+
+    return build_tokenizer(tofu_texts(TOFU_DIR), vocab_size=1024, chat_template=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A tiny random Llama with a chat template, saved as a normal HF directory."""
+    from harness_ext.tiny_models import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tokenizer=tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_lora_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """A LoRA adapter on the tiny model whose weights change its outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    config = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    adapter = get_peft_model(model, config)
+    out = tmp_path_factory.mktemp("tiny-lora")
+    adapter.save_pretrained(out)
+    return out

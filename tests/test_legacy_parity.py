@@ -1,0 +1,120 @@
+"""Parity with the original TOFU evaluation logs."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy.stats import hmean, ks_2samp
+
+from harness_ext.legacy_logs import directory_samples
+from harness_ext.metrics import rouge_l_recall
+from harness_ext.reference import load_retain_reference
+from harness_ext.scoring import summarize
+from tofu_tasks.eval_sets import EVAL_SETS
+
+LOG_DIRS = [
+    "llama2-7b_full_wd0.01",
+    "llama2-7b_retain90_wd0.01",
+    "llama2-7b_retain95_wd0.01",
+    "llama2-7b_retain99_wd0.01",
+    "phi_full_wd0.01",
+    "phi_retain90_wd0.01",
+]
+
+
+@pytest.mark.parametrize("log_dir", LOG_DIRS)
+def test_rouge_l_recall_matches_every_logged_row(legacy_logs, log_dir):
+    checked = 0
+    for eval_set in EVAL_SETS:
+        log = json.loads((legacy_logs / log_dir / eval_set.legacy_log_file).read_text())
+        for row, (_prompt, generation, target) in log["generated_text"].items():
+            assert rouge_l_recall(generation, target) == pytest.approx(
+                log["rougeL_recall"][row], abs=1e-12
+            ), f"{log_dir}/{eval_set.legacy_log_file} row {row}"
+            checked += 1
+    forget_rows = {"retain95": 200, "retain99": 40}.get(log_dir.split("_")[1], 300)
+    assert checked == forget_rows + 300 + 100 + 117
+
+
+def _independent_mu9(log_dir):
+    """MU-9 written out from the raw logs with numpy/scipy, as TOFU aggregates it."""
+    values = []
+    for name in (
+        "eval_log.json",
+        "eval_real_author_wo_options.json",
+        "eval_real_world_wo_options.json",
+    ):
+        log = json.loads((log_dir / name).read_text())
+        gt = np.array(list(log["avg_gt_loss"].values()))
+        para = np.array(list(log["avg_paraphrased_loss"].values()))
+        pert = np.array(list(log["average_perturb_loss"].values()))
+        if name == "eval_log.json":
+            prob = np.exp(-gt).mean()
+        else:
+            prob = (np.exp(-gt) / (np.exp(-gt) + np.exp(-pert).sum(-1))).mean()
+        ratio = np.exp(pert.mean(-1) - para)
+        values += [
+            prob,
+            np.mean(list(log["rougeL_recall"].values())),
+            np.maximum(0, 1 - 1 / ratio).mean(),
+        ]
+    return hmean(values)
+
+
+def test_model_utility_of_llama2_full_is_tofus_number(legacy_logs):
+    log_dir = legacy_logs / "llama2-7b_full_wd0.01"
+    mu = summarize(directory_samples(log_dir))["tofu_model_utility"]
+    assert mu == pytest.approx(_independent_mu9(log_dir), rel=1e-12)
+    assert mu == pytest.approx(0.6227, abs=5e-4)
+
+
+def test_forget_quality_of_full_against_retain90_is_the_ks_p_value(legacy_logs):
+    full = legacy_logs / "llama2-7b_full_wd0.01"
+    retain = legacy_logs / "llama2-7b_retain90_wd0.01"
+    reference = load_retain_reference(retain)
+    fq = summarize(directory_samples(full), reference.ratios)["forget_quality"]
+    logged = [
+        list(json.loads((d / "eval_log_forget.json").read_text())["truth_ratio"].values())
+        for d in (full, retain)
+    ]
+    assert fq == pytest.approx(ks_2samp(*logged).pvalue, rel=1e-9)
+    assert fq < 1e-10
+    assert summarize(directory_samples(retain), reference.ratios)["forget_quality"] == 1.0
+    assert reference.prompt_format == "llama2" and len(reference.ratios) == 300
+
+
+def test_aggregate_cli_prints_every_metric_as_json(legacy_logs):
+    full = legacy_logs / "llama2-7b_full_wd0.01"
+    retain = legacy_logs / "llama2-7b_retain90_wd0.01"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness_ext.cli",
+            "aggregate",
+            "--legacy-logs",
+            str(full),
+            "--reference-logs",
+            str(retain),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    metrics = json.loads(out.stdout)
+    expected = {
+        f"{s.name}_{m}" for s in EVAL_SETS for m in ("rougeL_recall", "prob", "truth_ratio")
+    }
+    assert expected | {"tofu_model_utility", "forget_quality"} == set(metrics)
+    assert metrics["tofu_model_utility"] == pytest.approx(0.6227, abs=5e-4)
+    assert metrics["forget_quality"] < 1e-10
+
+
+def test_a_reference_from_other_rows_is_refused(legacy_logs):
+    # retain99's log holds forget01's 40 rows; llama2 full's holds forget10's first 300.
+    reference = load_retain_reference(legacy_logs / "llama2-7b_retain99_wd0.01")
+    with pytest.raises(ValueError, match="does not cover the evaluated forget rows"):
+        summarize(directory_samples(legacy_logs / "llama2-7b_full_wd0.01"), reference.ratios)

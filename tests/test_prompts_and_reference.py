@@ -1,0 +1,94 @@
+"""Prompt-format resolution and retain-reference loading."""
+
+import json
+
+import pytest
+
+from harness_ext.reference import ReferenceError, load_retain_reference
+from tofu_tasks.prompts import PromptFormatError, resolve_prompt_format
+
+
+def test_default_formats():
+    assert resolve_prompt_format(None, apply_chat_template=False).name == "plain"
+    assert resolve_prompt_format(None, apply_chat_template=True).name == "chat"
+    assert resolve_prompt_format("phi", apply_chat_template=False).name == "phi"
+
+
+def test_conflicting_formats_are_errors():
+    with pytest.raises(PromptFormatError, match="conflicts with --apply_chat_template"):
+        resolve_prompt_format("llama2", apply_chat_template=True)
+    with pytest.raises(PromptFormatError, match="needs --apply_chat_template"):
+        resolve_prompt_format("chat", apply_chat_template=False)
+    with pytest.raises(PromptFormatError, match="unknown prompt_format"):
+        resolve_prompt_format("alpaca", apply_chat_template=False)
+
+
+def test_legacy_formats_match_tofus_training_text():
+    llama = resolve_prompt_format("llama2", False)
+    phi = resolve_prompt_format("phi", False)
+    assert (
+        llama.prompt.format(question="Q?") + llama.answer.format(answer="A.")
+        == "[INST] Q? [/INST]A."
+    )
+    assert (
+        phi.prompt.format(question="Q?") + phi.answer.format(answer="A.")
+        == "Question: Q?\nAnswer: A."
+    )
+
+
+def write_run(directory, ratios, prompt_format="plain", date="2026-01-01T00-00-00.0"):
+    directory.mkdir(parents=True, exist_ok=True)
+    results = {
+        "configs": {
+            "tofu_forget01_unlearn": {"metadata": {"tofu": {"prompt_format": prompt_format}}}
+        }
+    }
+    (directory / f"results_{date}.json").write_text(json.dumps(results))
+    lines = [
+        {
+            "doc": {"set": "forget"},
+            "forget_quality": {"question": q, "raw_truth_ratio": r, "reference_ratio": None},
+        }
+        for q, r in ratios.items()
+    ] + [{"doc": {"set": "retain"}, "retain_prob": 0.5}]
+    samples = directory / f"samples_tofu_forget01_unlearn_{date}.jsonl"
+    samples.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    return directory / f"results_{date}.json", samples
+
+
+def test_reference_from_results_samples_or_directory(tmp_path):
+    results, samples = write_run(tmp_path / "run", {"a?": 0.5, "b?": 2.0}, prompt_format="llama2")
+    for path in (results, samples, tmp_path / "run"):
+        reference = load_retain_reference(path)
+        assert reference.ratios == {"a?": 0.5, "b?": 2.0}
+        assert reference.prompt_format == "llama2"
+        assert reference.kind == "lm-eval-samples"
+
+
+def test_results_without_samples_asks_for_log_samples(tmp_path):
+    results, samples = write_run(tmp_path / "run", {"a?": 0.5})
+    samples.unlink()
+    with pytest.raises(ReferenceError, match="--log_samples"):
+        load_retain_reference(results)
+
+
+def test_unusable_references_are_refused(tmp_path):
+    with pytest.raises(ReferenceError, match="does not exist"):
+        load_retain_reference(tmp_path / "missing.jsonl")
+    (tmp_path / "other.jsonl").write_text(json.dumps({"doc": {}, "acc": 1}) + "\n")
+    with pytest.raises(ReferenceError, match="no forget-set truth ratios"):
+        load_retain_reference(tmp_path / "other.jsonl")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReferenceError, match="neither a legacy TOFU log directory"):
+        load_retain_reference(tmp_path / "empty")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ReferenceError, match="not a recognised reference"):
+        load_retain_reference(tmp_path / "notes.txt")
+
+
+def test_legacy_reference_knows_its_prompt_format(legacy_logs):
+    assert load_retain_reference(legacy_logs / "phi_retain90_wd0.01").prompt_format == "phi"
+    reference = load_retain_reference(
+        legacy_logs / "llama2-7b_retain99_wd0.01" / "eval_log_forget.json"
+    )
+    assert reference.prompt_format == "llama2" and len(reference.ratios) == 40
