@@ -56,3 +56,29 @@ def test_entry_point_is_declared_for_future_lm_eval():
     from importlib.metadata import entry_points
 
     assert [ep.value for ep in entry_points(group="lm_eval.tasks")] == ["tofu_tasks"]
+
+
+def test_built_wheel_carries_the_pth_and_the_task_yamls(tmp_path):
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(root),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("lm_unlearn-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "lm_unlearn_autoload.pth" in names
+    assert {"tofu_tasks/_default_template_yaml", "tofu_tasks/tofu_forget01_unlearn.yaml"} <= names
