@@ -10,43 +10,51 @@ from __future__ import annotations
 import logging
 
 from harness_ext import scoring
-from tofu_tasks.eval_sets import EVAL_SETS, FORGET, TOFU_SET_METRICS
+from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS, FORGET
 
-# Metrics where a lower value is the goal of unlearning.
-_LOWER_IS_BETTER_ON_FORGET = {"rougeL_recall", "prob"}
+# On the forget set these fall as a model forgets; everywhere else higher is better.
+_LOWER_IS_BETTER_ON_FORGET = {"rougeL_recall", "prob", "cosine_similarity", "entailment"}
+# Metrics that may be "N/A (reason)" for a whole run (no model to compute them).
+_MAY_BE_UNAVAILABLE = {"cosine_similarity", "entailment", "bertscore_f1"}
 
 AGGREGATIONS = {
+    "tofu_mean_or_na": scoring.aggregate_mean_or_na,
     "tofu_model_utility": scoring.aggregate_model_utility,
+    "tofu_model_utility_18": scoring.aggregate_model_utility_18,
+    "tofu_forget_efficacy": scoring.aggregate_forget_efficacy,
     "tofu_forget_quality": scoring.aggregate_forget_quality,
 }
+# (metric, aggregation, higher_is_better) of the corpus-level aggregates.
+CORPUS_METRICS = (
+    ("tofu_model_utility", "tofu_model_utility", True),
+    ("model_utility", "tofu_model_utility_18", True),
+    ("forget_efficacy", "tofu_forget_efficacy", True),
+    ("forget_quality", "tofu_forget_quality", True),
+)
 
 
-def per_set_metrics() -> dict[str, bool]:
-    """Every "<set>_<metric>" name with its higher-is-better flag."""
+def per_set_metrics() -> dict[str, tuple[str, bool]]:
+    """Every "<set>_<metric>" name with its aggregation and higher-is-better flag."""
     names = {}
     for eval_set in EVAL_SETS:
-        for metric in TOFU_SET_METRICS:
+        for metric in (*CLOSER_LOOK_SET_METRICS, "bertscore_f1"):
             lower = eval_set is FORGET and metric in _LOWER_IS_BETTER_ON_FORGET
-            names[f"{eval_set.name}_{metric}"] = not lower
+            aggregation = "tofu_mean_or_na" if metric in _MAY_BE_UNAVAILABLE else "mean"
+            names[f"{eval_set.name}_{metric}"] = (aggregation, not lower)
+    names["forget_truth_ratio_closer_look"] = ("mean", False)
     return names
 
 
 def metric_list() -> list[dict]:
     """The task's lm-eval metric_list: per-set means plus the corpus-level aggregates."""
     entries = [
-        {"metric": name, "aggregation": "mean", "higher_is_better": higher}
-        for name, higher in per_set_metrics().items()
+        {"metric": name, "aggregation": aggregation, "higher_is_better": higher}
+        for name, (aggregation, higher) in per_set_metrics().items()
     ]
-    entries.append(
-        {
-            "metric": "tofu_model_utility",
-            "aggregation": "tofu_model_utility",
-            "higher_is_better": True,
-        }
-    )
-    entries.append(
-        {"metric": "forget_quality", "aggregation": "tofu_forget_quality", "higher_is_better": True}
-    )
+    entries += [
+        {"metric": name, "aggregation": aggregation, "higher_is_better": higher}
+        for name, aggregation, higher in CORPUS_METRICS
+    ]
     return entries
 
 

@@ -10,13 +10,16 @@ metric contract (NLLs are per-token means unless a name says otherwise).
 0.36787944117144233
 >>> harmonic_mean([0.5, 0.0, 1.0])
 0.0
+>>> token_entropy("a b a b".split())
+0.5
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Hashable, Sequence
 
 
 @functools.lru_cache(maxsize=1)
@@ -89,3 +92,49 @@ def forget_quality(ratios: Sequence[float], reference_ratios: Sequence[float]) -
     if len(ratios) == 0 or len(reference_ratios) == 0:
         raise ValueError("forget quality needs truth ratios from both models")
     return float(ks_2samp(list(ratios), list(reference_ratios)).pvalue)
+
+
+# ---------------------------------------------------------------- closer-look metrics
+ENTAILMENT_ROUGE_GATE = 0.1
+
+
+def truth_ratio_closer_look(ratio: float) -> float:
+    """Per-sample term of the closer-look forget truth ratio, 1 − min(R, 1/R).
+
+    Its mean is the paper's "1 − mean min(R, 1/R)" (higher = less forgotten).
+    """
+    return 1.0 - truth_ratio_forget(ratio)
+
+
+def token_entropy(tokens: Sequence[Hashable]) -> float:
+    """Normalised unigram entropy of a generation's tokens: (−Σ f log2 f) / log2(n).
+
+    0 for a single repeated token (or n ≤ 1), 1 when all n tokens differ. Low values flag the
+    repetitive gibberish some unlearning methods produce.
+    """
+    n = len(tokens)
+    if n <= 1:
+        return 0.0
+    entropy = -sum((c / n) * math.log2(c / n) for c in Counter(tokens).values())
+    return entropy / math.log2(n)
+
+
+def clipped_cosine(u: Sequence[float], v: Sequence[float]) -> float:
+    """max(0, cos(u, v)); 0 when either vector is zero."""
+    dot = sum(a * b for a, b in zip(u, v, strict=True))
+    norm = math.sqrt(sum(a * a for a in u)) * math.sqrt(sum(b * b for b in v))
+    return max(0.0, dot / norm) if norm > 0 else 0.0
+
+
+def entailment_score(label: str, rouge_recall: float) -> float:
+    """1.0 when the NLI model's top label is entailment and ROUGE-L recall ≥ 0.1, else 0.0."""
+    if rouge_recall < ENTAILMENT_ROUGE_GATE:
+        return 0.0
+    return 1.0 if label.strip().lower() == "entailment" else 0.0
+
+
+def forget_efficacy(
+    rouge_recall: float, prob: float, truth_ratio_cl: float, cosine: float, entailment: float
+) -> float:
+    """FE = 1 − mean of the five forget-set numbers (truth ratio in its closer-look form)."""
+    return 1.0 - (rouge_recall + prob + truth_ratio_cl + cosine + entailment) / 5.0

@@ -1,27 +1,37 @@
-"""Retain-model references for forget quality.
+"""References: what another model (or the same model before unlearning) said on the same rows.
 
-Forget quality compares the evaluated model's forget-set truth ratios with those of a retain model
-(one never trained on the forget set) on the same rows. A reference can come from:
+Two metrics compare a run with a reference:
 
-* a legacy TOFU log directory, or its ``eval_log_forget.json``;
-* the ``--log_samples`` file (``samples_tofu_forgetXX_unlearn_*.jsonl``) of an earlier run of the
-  ``tofu_*_unlearn`` tasks on the retain model;
-* that run's ``results_*.json`` (its samples file, written beside it, is read), or the lm-eval
-  output directory holding them (the newest run is used).
+* forget quality needs the *retain model's* forget-set truth ratios;
+* cosine similarity and entailment on Real Authors / World Facts compare with the *pre-unlearning*
+  model's own generations.
 
-Rows are matched by question text, so a reference scored on other rows is an error, not a
-silently wrong p-value.
+Both read the same things, from any of:
+
+* a reference file written by ``lm-unlearn reference`` (model, data hash, prompt format,
+  generation settings and, per row, the generation and the raw truth ratio);
+* the ``--log_samples`` file (``samples_tofu_forgetXX_unlearn_*.jsonl``) of a run of the tasks, its
+  ``results_*.json`` (the samples file beside it is read), or the lm-eval output folder;
+* a legacy TOFU log directory (all four sets) or its ``eval_log_forget.json``.
+
+Rows are matched by (set, question text), so a reference scored on other rows is an error, never
+a silently wrong number.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from harness_ext import legacy_logs
-from tofu_tasks.eval_sets import FORGET
+from harness_ext.metrics import raw_truth_ratio
+from harness_ext.provenance import write_json_atomic
+from tofu_tasks.eval_sets import EVAL_SETS, FORGET
+
+REFERENCE_FORMAT = "lm-unlearn-reference/1"
 
 
 class ReferenceError(ValueError):
@@ -29,30 +39,68 @@ class ReferenceError(ValueError):
 
 
 @dataclass(frozen=True)
-class RetainReference:
-    ratios: dict[str, float]  # forget question -> raw truth ratio R
+class ReferenceRow:
+    set_name: str
+    question: str
+    generation: str | None
+    raw_truth_ratio: float | None
+
+
+@dataclass(frozen=True)
+class ScoredReference:
     source: str
-    kind: str  # "legacy-log" | "lm-eval-samples"
+    kind: str  # "reference-file" | "lm-eval-samples" | "legacy-log"
     prompt_format: str | None
+    rows: tuple[ReferenceRow, ...]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def forget_ratios(self) -> dict[str, float]:
+        """Forget question -> raw truth ratio R (the retain-model reference of forget quality)."""
+        return {
+            r.question: r.raw_truth_ratio
+            for r in self.rows
+            if r.set_name == FORGET.name and r.raw_truth_ratio is not None
+        }
+
+    def generations(self, set_name: str) -> dict[str, str]:
+        """Question -> generation for one set (the pre-unlearning outputs)."""
+        return {
+            r.question: r.generation
+            for r in self.rows
+            if r.set_name == set_name and r.generation is not None
+        }
 
     def describe(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for row in self.rows:
+            counts[row.set_name] = counts.get(row.set_name, 0) + 1
         return {
             "source": self.source,
             "kind": self.kind,
             "prompt_format": self.prompt_format,
-            "rows": len(self.ratios),
+            "rows": counts,
+            **({"model": self.provenance["model"]} if "model" in self.provenance else {}),
         }
 
 
-def _from_legacy(path: Path) -> RetainReference:
-    log_path = legacy_logs.forget_log_path(path)
-    samples = legacy_logs.log_samples(log_path, FORGET)
-    ratios = {s.question: s.metrics()["raw_truth_ratio"] for s in samples}
-    return RetainReference(
-        ratios, str(log_path), "legacy-log", legacy_logs.prompt_format_of(log_path)
-    )
+# ---------------------------------------------------------------- legacy logs
+def _from_legacy(path: Path) -> ScoredReference:
+    if path.is_dir():
+        files = [(s, path / s.legacy_log_file) for s in EVAL_SETS]
+        files = [(s, f) for s, f in files if f.is_file()]
+    else:
+        files = [(FORGET, path)]
+    rows = []
+    for eval_set, log_path in files:
+        for sample in legacy_logs.log_samples(log_path, eval_set):
+            ratio = raw_truth_ratio(sample.base_nll, sample.perturbed_nlls)
+            rows.append(ReferenceRow(eval_set.name, sample.question, sample.generation, ratio))
+    prompt_format = legacy_logs.prompt_format_of(files[0][1])
+    return ScoredReference(str(path), "legacy-log", prompt_format, tuple(rows))
 
 
+# ---------------------------------------------------------------- lm-eval output files
 def _samples_for_results(path: Path) -> Path:
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
@@ -68,8 +116,8 @@ def _samples_for_results(path: Path) -> Path:
     samples = path.with_name(f"samples_{tasks[0]}_{date_id}.jsonl")
     if not samples.is_file():
         raise ReferenceError(
-            f"{path}: its samples file {samples.name} is missing. Score the retain model with "
-            f"--log_samples so the per-row truth ratios are kept."
+            f"{path}: its samples file {samples.name} is missing. Score the reference model "
+            f"with --log_samples so the per-row outputs are kept."
         )
     return samples
 
@@ -83,34 +131,49 @@ def _results_for_samples(path: Path) -> dict[str, Any] | None:
     return json.loads(results.read_text(encoding="utf-8"))
 
 
-def _prompt_format_from_results(results: dict[str, Any] | None) -> str | None:
+def _tofu_metadata(results: dict[str, Any] | None) -> dict[str, Any]:
     for config in (results or {}).get("configs", {}).values():
-        tofu = (config.get("metadata") or {}).get("tofu") or {}
-        if tofu.get("prompt_format"):
-            return tofu["prompt_format"]
-    return None
+        tofu = (config.get("metadata") or {}).get("tofu")
+        if tofu:
+            return tofu
+    return {}
 
 
-def _from_samples(path: Path) -> RetainReference:
-    ratios: dict[str, float] = {}
+def sample_row(sample: dict[str, Any]) -> ReferenceRow:
+    """The reference row of one line of a tofu task's samples file."""
+    doc = sample["doc"]
+    item = sample.get("model_utility") or sample.get("tofu_model_utility") or {}
+    generation = item.get("generation")
+    if generation is None:  # written before the scored generation was recorded
+        generation = str(sample["filtered_resps"][0]).strip()
+    ratio = item.get("raw_truth_ratio")
+    if ratio is None and isinstance(sample.get("forget_quality"), dict):
+        ratio = sample["forget_quality"].get("raw_truth_ratio")
+    return ReferenceRow(doc["set"], doc["question"], generation, ratio)
+
+
+def read_samples(path: Path) -> list[dict[str, Any]]:
+    samples = []
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                sample = json.loads(line)
+                samples.append(json.loads(line))
             except json.JSONDecodeError as err:
                 raise ReferenceError(f"{path} line {line_no}: not valid JSON ({err.msg})") from err
-            item = sample.get("forget_quality")
-            if isinstance(item, dict) and "raw_truth_ratio" in item:
-                ratios[item["question"]] = float(item["raw_truth_ratio"])
-    if not ratios:
+    return samples
+
+
+def _from_samples(path: Path) -> ScoredReference:
+    samples = read_samples(path)
+    rows = [sample_row(s) for s in samples if isinstance(s.get("doc"), dict) and "set" in s["doc"]]
+    if not rows:
         raise ReferenceError(
-            f"{path}: no forget-set truth ratios found; is this the samples file of a "
-            f"tofu_forgetXX_unlearn run?"
+            f"{path}: no tofu rows found; is this the samples file of a tofu_forgetXX_unlearn run?"
         )
-    prompt_format = _prompt_format_from_results(_results_for_samples(path))
-    return RetainReference(ratios, str(path), "lm-eval-samples", prompt_format)
+    tofu = _tofu_metadata(_results_for_samples(path))
+    return ScoredReference(str(path), "lm-eval-samples", tofu.get("prompt_format"), tuple(rows))
 
 
 def _latest_results_in(directory: Path) -> Path:
@@ -125,24 +188,91 @@ def _latest_results_in(directory: Path) -> Path:
     return candidates[-1]
 
 
-def load_retain_reference(path: str | Path) -> RetainReference:
-    """Load a retain-model reference from any of the supported files (see module docs)."""
+# ---------------------------------------------------------------- reference files
+def _from_reference_file(path: Path, payload: dict[str, Any]) -> ScoredReference:
+    try:
+        rows = tuple(
+            ReferenceRow(r["set"], r["question"], r.get("generation"), r.get("raw_truth_ratio"))
+            for r in payload["rows"]
+        )
+    except (KeyError, TypeError) as err:
+        raise ReferenceError(f"{path}: malformed reference rows ({err})") from err
+    provenance = {k: v for k, v in payload.items() if k != "rows"}
+    return ScoredReference(
+        str(path), "reference-file", payload.get("prompt_format"), rows, provenance
+    )
+
+
+def write_reference_file(
+    path: str | Path, rows: list[ReferenceRow], provenance: dict[str, Any]
+) -> Path:
+    """Write a reference file atomically (see the module docs for what it holds)."""
+    payload = {
+        "format": REFERENCE_FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance,
+        "rows": [
+            {
+                "set": r.set_name,
+                "question": r.question,
+                "generation": r.generation,
+                "raw_truth_ratio": r.raw_truth_ratio,
+            }
+            for r in rows
+        ],
+    }
+    return write_json_atomic(path, payload)
+
+
+def load_reference(path: str | Path) -> ScoredReference:
+    """Load a reference from any of the supported files (see module docs)."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise ReferenceError(f"retain reference {path} does not exist")
+        raise ReferenceError(f"reference {path} does not exist")
     if path.is_dir() and not (path / FORGET.legacy_log_file).exists():
         path = _latest_results_in(path)
     try:
-        if path.is_dir() or path.name == FORGET.legacy_log_file:
+        if path.is_dir() or path.name.startswith("eval_"):
             return _from_legacy(path)
         if path.suffix == ".jsonl":
             return _from_samples(path)
         if path.suffix == ".json":
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(payload, dict) and payload.get("format") == REFERENCE_FORMAT:
+                return _from_reference_file(path, payload)
             return _from_samples(_samples_for_results(path))
     except legacy_logs.LegacyLogError as err:
         raise ReferenceError(str(err)) from err
+    except json.JSONDecodeError as err:
+        raise ReferenceError(f"{path}: not valid JSON ({err.msg})") from err
     raise ReferenceError(
-        f"{path}: not a recognised reference (a legacy TOFU log directory or "
-        f"eval_log_forget.json, or an lm-eval samples_*.jsonl / results_*.json of a "
+        f"{path}: not a recognised reference (an `lm-unlearn reference` file, a legacy TOFU log "
+        f"directory or eval_log_*.json, or an lm-eval samples_*.jsonl / results_*.json of a "
         f"tofu_forgetXX_unlearn run)"
     )
+
+
+def reference_from_results(
+    results: dict[str, Any], model: dict[str, Any]
+) -> tuple[list[ReferenceRow], dict[str, Any]]:
+    """Reference rows and provenance from an in-process lm-eval run (with samples) of the tasks."""
+    rows: list[ReferenceRow] = []
+    tasks: dict[str, Any] = {}
+    prompt_formats = set()
+    for task, samples in results.get("samples", {}).items():
+        tofu = results["configs"][task]["metadata"].get("tofu", {})
+        prompt_formats.add(tofu.get("prompt_format"))
+        tasks[task] = {
+            "data_sha256": tofu.get("data_sha256"),
+            "data_source": tofu.get("data_source"),
+            "rows_per_set": tofu.get("rows_per_set"),
+            "options": tofu.get("options"),
+            "generation": tofu.get("generation"),
+        }
+        rows += [sample_row(s) for s in samples]
+    if not rows:
+        raise ReferenceError("the run produced no samples; were the tofu tasks evaluated?")
+    if len(prompt_formats) != 1:
+        raise ReferenceError(f"the tasks used different prompt formats: {sorted(prompt_formats)}")
+    provenance = {"model": model, "prompt_format": prompt_formats.pop(), "tasks": tasks}
+    return rows, provenance

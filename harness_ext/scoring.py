@@ -1,8 +1,12 @@
-"""From per-sample numbers to the reported TOFU metrics.
+"""From per-sample numbers to the reported metrics.
 
-A :class:`SampleScore` holds what one document yields (the generation and the per-token NLLs of
-its answers); :func:`summarize` turns a list of them into the flat metric dictionary that the
+A :class:`SampleScore` holds what one document yields: the generation and the per-token NLLs of its
+answers, plus the output-quality scores (token entropy, cosine similarity, entailment) when they
+were computed. :func:`summarize` turns a list of them into the flat metric dictionary that the
 lm-eval tasks and ``lm-unlearn aggregate`` both report. Pure: no model, no lm-eval.
+
+A value that cannot be computed is a string starting with ``"N/A"`` and giving the reason, never
+a number that could be mistaken for a score.
 
 >>> s = SampleScore("retain", "q?", "Paris", "Paris", answer_nll=0.1, base_nll=0.2,
 ...                 perturbed_nlls=(1.2, 1.2))
@@ -14,11 +18,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from harness_ext import metrics as M
 from tofu_tasks.eval_sets import (
+    CLOSER_LOOK_SET_METRICS,
     EVAL_SETS,
     FORGET,
     TOFU_SET_METRICS,
@@ -27,41 +32,17 @@ from tofu_tasks.eval_sets import (
 )
 
 NOT_COMPUTED = "N/A"
+FORGET_EFFICACY_METRICS = (
+    "rougeL_recall",
+    "prob",
+    "truth_ratio_closer_look",
+    "cosine_similarity",
+    "entailment",
+)
 
 
 class ReferenceMismatchError(ValueError):
-    """A reference (retain model) does not cover the rows being evaluated."""
-
-
-@dataclass(frozen=True)
-class SampleScore:
-    """What one evaluated document yields; NLLs are per-token means."""
-
-    set_name: str
-    question: str
-    generation: str
-    target: str
-    answer_nll: float
-    base_nll: float
-    perturbed_nlls: tuple[float, ...]
-
-    def metrics(self) -> dict[str, float]:
-        eval_set = get_eval_set(self.set_name)
-        ratio = M.raw_truth_ratio(self.base_nll, self.perturbed_nlls)
-        if eval_set.prob_form == "absolute":
-            prob = M.length_normalized_prob(self.answer_nll)
-        else:
-            prob = M.normalized_answer_prob(self.answer_nll, self.perturbed_nlls)
-        if eval_set.truth_ratio_form == "forget":
-            truth_ratio = M.truth_ratio_forget(ratio)
-        else:
-            truth_ratio = M.truth_ratio_utility(ratio)
-        return {
-            "rougeL_recall": M.rouge_l_recall(self.generation, self.target),
-            "prob": prob,
-            "truth_ratio": truth_ratio,
-            "raw_truth_ratio": ratio,
-        }
+    """A reference does not cover the rows being evaluated."""
 
 
 def not_computed(reason: str) -> str:
@@ -73,60 +54,129 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def set_means(items: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean of each metric per set, from items carrying a "set" key and metric values."""
-    sums: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+@dataclass(frozen=True)
+class SampleScore:
+    """What one evaluated document yields; NLLs are per-token means.
+
+    ``output_scores`` holds token_entropy / cosine_similarity / entailment (numbers, or
+    not-computed strings) when they were scored.
+    """
+
+    set_name: str
+    question: str
+    generation: str
+    target: str
+    answer_nll: float
+    base_nll: float
+    perturbed_nlls: tuple[float, ...]
+    output_scores: Mapping[str, float | str] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float | str]:
+        eval_set = get_eval_set(self.set_name)
+        ratio = M.raw_truth_ratio(self.base_nll, self.perturbed_nlls)
+        if eval_set.prob_form == "absolute":
+            prob = M.length_normalized_prob(self.answer_nll)
+        else:
+            prob = M.normalized_answer_prob(self.answer_nll, self.perturbed_nlls)
+        values: dict[str, float | str] = {
+            "rougeL_recall": M.rouge_l_recall(self.generation, self.target),
+            "prob": prob,
+            "raw_truth_ratio": ratio,
+        }
+        if eval_set.truth_ratio_form == "forget":
+            values["truth_ratio"] = M.truth_ratio_forget(ratio)
+            values["truth_ratio_closer_look"] = M.truth_ratio_closer_look(ratio)
+        else:
+            values["truth_ratio"] = M.truth_ratio_utility(ratio)
+        values.update(self.output_scores)
+        return values
+
+
+def mean_or_reason(values: Sequence[Any]) -> float | str:
+    """Mean of numbers; the first not-computed reason if any value is one."""
+    reasons = [v for v in values if isinstance(v, str)]
+    if reasons:
+        return reasons[0]
+    if not values:
+        return not_computed("no rows")
+    return sum(float(v) for v in values) / len(values)
+
+
+def set_values(items: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float | str]]:
+    """Per set, each metric's mean (or its not-computed reason), from per-document items."""
+    collected: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
     for item in items:
         for key, value in item.items():
-            if key != "set" and is_number(value):
-                sums[item["set"]][key].append(float(value))
+            if key != "set" and (is_number(value) or _is_reason(value)):
+                collected[item["set"]][key].append(value)
     return {
-        name: {key: sum(values) / len(values) for key, values in per_metric.items()}
-        for name, per_metric in sums.items()
+        name: {key: mean_or_reason(values) for key, values in per_metric.items()}
+        for name, per_metric in collected.items()
     }
 
 
+def _is_reason(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(NOT_COMPUTED)
+
+
 def model_utility_components(
-    means: Mapping[str, Mapping[str, float]], metric_names: Sequence[str] = TOFU_SET_METRICS
-) -> tuple[dict[str, float], list[str]]:
-    """The MU components ("<set>_<metric>") present, and the names of the missing ones."""
+    values: Mapping[str, Mapping[str, Any]], metric_names: Sequence[str]
+) -> tuple[dict[str, float], dict[str, str]]:
+    """The MU components ("<set>_<metric>") present, and the missing ones with their reason."""
     components: dict[str, float] = {}
-    missing: list[str] = []
+    missing: dict[str, str] = {}
     for eval_set in UTILITY_SETS:
         for metric in metric_names:
             name = f"{eval_set.name}_{metric}"
-            value = means.get(eval_set.name, {}).get(metric)
-            if value is None:
-                missing.append(name)
+            value = values.get(eval_set.name, {}).get(metric)
+            if is_number(value):
+                components[name] = float(value)
             else:
-                components[name] = value
+                missing[name] = value or "not scored"
     return components, missing
 
 
 def model_utility(
-    means: Mapping[str, Mapping[str, float]], metric_names: Sequence[str] = TOFU_SET_METRICS
+    values: Mapping[str, Mapping[str, Any]], metric_names: Sequence[str] = TOFU_SET_METRICS
 ) -> float | str:
-    """Harmonic mean of the utility-set components, or a not-computed note naming the gaps."""
-    components, missing = model_utility_components(means, metric_names)
+    """Harmonic mean of the utility-set components, or a note naming what is missing."""
+    components, missing = model_utility_components(values, metric_names)
     if missing:
-        return not_computed("missing " + ", ".join(missing))
+        return not_computed("missing " + _group_missing(missing))
     return M.harmonic_mean(list(components.values()))
 
 
-def align_reference(
-    questions: Sequence[str], reference: Mapping[str, float], source: str = "reference"
-) -> list[float]:
-    """The reference's raw truth ratios for exactly these questions, in order.
+def _group_missing(names: Iterable[str]) -> str:
+    """ "retain_entailment, real_authors_entailment" -> "entailment of retain, real_authors"."""
+    by_metric: dict[str, list[str]] = defaultdict(list)
+    for name in names:
+        set_name = next(s.name for s in EVAL_SETS if name.startswith(s.name + "_"))
+        by_metric[name[len(set_name) + 1 :]].append(set_name)
+    return "; ".join(f"{metric} of {', '.join(sets)}" for metric, sets in by_metric.items())
 
-    Every evaluated forget question must be in the reference; otherwise the two runs did not
-    score the same rows and a KS test between them would be meaningless.
+
+def forget_efficacy_value(forget: Mapping[str, Any]) -> float | str:
+    """FE from the forget set's means, or a note naming what is missing."""
+    missing = [name for name in FORGET_EFFICACY_METRICS if not is_number(forget.get(name))]
+    if missing:
+        return not_computed("missing " + ", ".join(f"forget_{m}" for m in missing))
+    return M.forget_efficacy(*(float(forget[name]) for name in FORGET_EFFICACY_METRICS))
+
+
+def align_reference(
+    questions: Sequence[str], reference: Mapping[str, Any], source: str = "reference"
+) -> list[Any]:
+    """The reference's values for exactly these questions, in order.
+
+    Every evaluated question must be in the reference; otherwise the two runs did not score
+    the same rows and comparing them would be meaningless.
     """
     missing = [q for q in questions if q not in reference]
     if missing:
         raise ReferenceMismatchError(
-            f"{source} does not cover the evaluated forget rows: {len(missing)} of "
-            f"{len(questions)} questions are absent (first: {missing[0]!r}). The retain-model "
-            f"reference must be scored on the same forget split and rows as this run."
+            f"{source} does not cover the evaluated rows: {len(missing)} of {len(questions)} "
+            f"questions are absent (first: {missing[0]!r}). A reference must be scored on the "
+            f"same split and rows as this run."
         )
     return [reference[q] for q in questions]
 
@@ -149,15 +199,21 @@ def forget_quality_value(
 def summarize(
     samples: Iterable[SampleScore], reference: Mapping[str, float] | None = None
 ) -> dict[str, Any]:
-    """Every TOFU metric of a run: "<set>_<metric>", tofu_model_utility, forget_quality."""
+    """Every metric of a run: "<set>_<metric>", the truth-ratio forms, MU-9, MU-18, FE, FQ."""
     per_sample = [(sample, sample.metrics()) for sample in samples]
-    means = set_means({"set": s.set_name, **m} for s, m in per_sample)
+    values = set_values({"set": s.set_name, **m} for s, m in per_sample)
     result: dict[str, Any] = {}
     for eval_set in EVAL_SETS:
-        for metric in TOFU_SET_METRICS:
-            if eval_set.name in means:
-                result[f"{eval_set.name}_{metric}"] = means[eval_set.name][metric]
-    result["tofu_model_utility"] = model_utility(means)
+        for metric in CLOSER_LOOK_SET_METRICS:
+            value = values.get(eval_set.name, {}).get(metric)
+            if value is not None:
+                result[f"{eval_set.name}_{metric}"] = value
+    forget_values = values.get(FORGET.name, {})
+    if "truth_ratio_closer_look" in forget_values:
+        result["forget_truth_ratio_closer_look"] = forget_values["truth_ratio_closer_look"]
+    result["tofu_model_utility"] = model_utility(values, TOFU_SET_METRICS)
+    result["model_utility"] = model_utility(values, CLOSER_LOOK_SET_METRICS)
+    result["forget_efficacy"] = forget_efficacy_value(forget_values)
     forget_items = [
         {"question": s.question, "raw_truth_ratio": m["raw_truth_ratio"]}
         for s, m in per_sample
@@ -169,9 +225,26 @@ def summarize(
 
 # lm-eval aggregations: each receives the per-document values of one metric. They are pure, so the
 # same functions score a run and a --log_samples file.
+def aggregate_mean_or_na(items: Sequence[Any]) -> float | str:
+    """Mean of per-document values, or the reason they could not be computed."""
+    return mean_or_reason(list(items))
+
+
 def aggregate_model_utility(items: Sequence[Mapping[str, Any]]) -> float | str:
-    """MU-9 from per-document {"set", "rougeL_recall", "prob", "truth_ratio"} items."""
-    return model_utility(set_means(items))
+    """MU-9 from per-document {"set", "rougeL_recall", "prob", "truth_ratio", ...} items."""
+    return model_utility(set_values(items), TOFU_SET_METRICS)
+
+
+def aggregate_model_utility_18(items: Sequence[Mapping[str, Any]]) -> float | str:
+    """MU-18 (the closer-look paper's model utility) from per-document items."""
+    return model_utility(set_values(items), CLOSER_LOOK_SET_METRICS)
+
+
+def aggregate_forget_efficacy(items: Sequence[Mapping[str, Any]]) -> float | str:
+    """FE from per-document forget-set items."""
+    if not items:
+        return not_computed("no forget rows evaluated")
+    return forget_efficacy_value(set_values(items).get(FORGET.name, {}))
 
 
 def aggregate_forget_quality(items: Sequence[Mapping[str, Any]]) -> float | str:

@@ -98,3 +98,32 @@ def build_tiny_llama(
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+NLI_LABELS = {0: "entailment", 1: "neutral", 2: "contradiction"}
+
+
+def build_tiny_nli(out_dir: str | Path, *, hidden_size: int = 32, seed: int = 0) -> Path:
+    """A tiny random NLI-shaped classifier (BERT encoder + 3-label head) with the packaged
+    MiniLM's WordPiece tokenizer: it exercises the entailment plumbing offline."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from harness_ext.assets import minilm_dir
+
+    out_dir = Path(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=hidden_size * 2,
+        num_labels=3,
+        id2label=NLI_LABELS,
+        label2id={v: k for k, v in NLI_LABELS.items()},
+    )
+    BertForSequenceClassification(config).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

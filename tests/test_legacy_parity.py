@@ -10,9 +10,9 @@ from scipy.stats import hmean, ks_2samp
 
 from harness_ext.legacy_logs import directory_samples
 from harness_ext.metrics import rouge_l_recall
-from harness_ext.reference import load_retain_reference
+from harness_ext.reference import load_reference
 from harness_ext.scoring import summarize
-from tofu_tasks.eval_sets import EVAL_SETS
+from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS
 
 LOG_DIRS = [
     "llama2-7b_full_wd0.01",
@@ -73,48 +73,49 @@ def test_model_utility_of_llama2_full_is_tofus_number(legacy_logs):
 def test_forget_quality_of_full_against_retain90_is_the_ks_p_value(legacy_logs):
     full = legacy_logs / "llama2-7b_full_wd0.01"
     retain = legacy_logs / "llama2-7b_retain90_wd0.01"
-    reference = load_retain_reference(retain)
-    fq = summarize(directory_samples(full), reference.ratios)["forget_quality"]
+    reference = load_reference(retain)
+    fq = summarize(directory_samples(full), reference.forget_ratios)["forget_quality"]
     logged = [
         list(json.loads((d / "eval_log_forget.json").read_text())["truth_ratio"].values())
         for d in (full, retain)
     ]
     assert fq == pytest.approx(ks_2samp(*logged).pvalue, rel=1e-9)
     assert fq < 1e-10
-    assert summarize(directory_samples(retain), reference.ratios)["forget_quality"] == 1.0
-    assert reference.prompt_format == "llama2" and len(reference.ratios) == 300
+    assert summarize(directory_samples(retain), reference.forget_ratios)["forget_quality"] == 1.0
+    assert reference.prompt_format == "llama2" and len(reference.forget_ratios) == 300
 
 
-def test_aggregate_cli_prints_every_metric_as_json(legacy_logs):
+def test_aggregate_cli_prints_every_metric_as_json(legacy_logs, tiny_model_dir):
     full = legacy_logs / "llama2-7b_full_wd0.01"
     retain = legacy_logs / "llama2-7b_retain90_wd0.01"
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness_ext.cli",
-            "aggregate",
-            "--legacy-logs",
-            str(full),
-            "--reference-logs",
-            str(retain),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+        [sys.executable, "-m", "harness_ext.cli", "aggregate", "--legacy-logs", str(full),
+         "--reference-logs", str(retain), "--pre-unlearning-logs", str(full),
+         "--tokenizer", str(tiny_model_dir), "--json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
     metrics = json.loads(out.stdout)
-    expected = {
-        f"{s.name}_{m}" for s in EVAL_SETS for m in ("rougeL_recall", "prob", "truth_ratio")
+    per_set = {f"{s.name}_{m}" for s in EVAL_SETS for m in CLOSER_LOOK_SET_METRICS}
+    aggregates = {"tofu_model_utility", "model_utility", "forget_efficacy", "forget_quality"}
+    assert set(metrics) == per_set | aggregates | {
+        "forget_truth_ratio_closer_look",
+        "metric_models",
     }
-    assert expected | {"tofu_model_utility", "forget_quality"} == set(metrics)
     assert metrics["tofu_model_utility"] == pytest.approx(0.6227, abs=5e-4)
     assert metrics["forget_quality"] < 1e-10
+    for s in EVAL_SETS:
+        assert 0 < metrics[f"{s.name}_token_entropy"] <= 1
+        assert 0 < metrics[f"{s.name}_cosine_similarity"] <= 1 + 1e-6
+        # no NLI model offline: reported as unavailable, never as a number
+        assert metrics[f"{s.name}_entailment"] == "N/A (no NLI model; pass nli_model)"
+    # the model is its own pre-unlearning reference on RA/WF
+    assert metrics["real_authors_cosine_similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert metrics["model_utility"].startswith("N/A (missing entailment of retain")
+    assert "packaged fallback" in metrics["metric_models"]["cosine_similarity"]
 
 
 def test_a_reference_from_other_rows_is_refused(legacy_logs):
     # retain99's log holds forget01's 40 rows; llama2 full's holds forget10's first 300.
-    reference = load_retain_reference(legacy_logs / "llama2-7b_retain99_wd0.01")
-    with pytest.raises(ValueError, match="does not cover the evaluated forget rows"):
-        summarize(directory_samples(legacy_logs / "llama2-7b_full_wd0.01"), reference.ratios)
+    reference = load_reference(legacy_logs / "llama2-7b_retain99_wd0.01")
+    with pytest.raises(ValueError, match="does not cover the evaluated rows"):
+        summarize(directory_samples(legacy_logs / "llama2-7b_full_wd0.01"), reference.forget_ratios)

@@ -10,15 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from harness_ext.lm_eval_registry import per_set_metrics
+from harness_ext.lm_eval_registry import CORPUS_METRICS, per_set_metrics
 from harness_ext.runs import task_metrics
 
-SET_METRICS = set(per_set_metrics())
-ALL_METRICS = SET_METRICS | {"tofu_model_utility", "forget_quality"}
+# Every metric a run reports (BERTScore only when asked for).
+ALL_METRICS = {m for m in per_set_metrics() if "bertscore" not in m} | {
+    m for m, _, _ in CORPUS_METRICS
+}
+TOFU_METRICS = {m for m in ALL_METRICS if m.endswith(("rougeL_recall", "_prob", "truth_ratio"))}
 ROWS = 2
 
 
-def run_lm_eval(output: Path, model_args: str, *extra: str, metadata=None) -> dict:
+def run_lm_eval(output: Path, model_args: str, *extra: str, metadata=None, check=True):
     metadata = {"max_rows_per_set": ROWS, **(metadata or {})}
     cmd = [
         sys.executable,
@@ -41,6 +44,8 @@ def run_lm_eval(output: Path, model_args: str, *extra: str, metadata=None) -> di
         *extra,
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    if not check:
+        return done
     assert done.returncode == 0, done.stderr[-3000:]
     (results_file,) = glob.glob(str(output / "**" / "results_*.json"), recursive=True)
     return json.loads(Path(results_file).read_text())
@@ -51,9 +56,15 @@ def metric_values(results: dict) -> dict:
 
 
 def assert_in_range(values: dict, expect_fq: bool) -> None:
+    """Every metric is reported; numbers lie in [0, 1]; the rest say why they are missing."""
     assert set(values) == ALL_METRICS
-    for name in SET_METRICS | {"tofu_model_utility"}:
-        assert 0.0 <= values[name] <= 1.0, name
+    for name, value in values.items():
+        if isinstance(value, str):
+            assert value.startswith("N/A ("), name
+        else:
+            assert 0.0 <= value <= 1.0 + 1e-6, name
+    for name in TOFU_METRICS | {"tofu_model_utility"} | {m for m in values if "token_entropy" in m}:
+        assert isinstance(values[name], float), name
     if expect_fq:
         assert 0.0 <= values["forget_quality"] <= 1.0
     else:
@@ -175,3 +186,78 @@ def test_conflicting_prompt_options_fail_before_scoring(tmp_path, tiny_model_dir
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode != 0
     assert "conflicts with --apply_chat_template" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_nli_dir(tmp_path_factory):
+    from harness_ext.tiny_models import build_tiny_nli
+
+    return build_tiny_nli(tmp_path_factory.mktemp("tiny-nli"))
+
+
+@pytest.fixture(scope="module")
+def reference_file(tmp_path_factory, tiny_model_dir):
+    """`lm-unlearn reference` on the tiny model: its pre-unlearning outputs and truth ratios."""
+    path = tmp_path_factory.mktemp("reference") / "ref.json"
+    cmd = [sys.executable, "-m", "harness_ext.cli", "reference", "--model", str(tiny_model_dir),
+           "--metadata", json.dumps({"max_rows_per_set": ROWS}), "--batch-size", "4",
+           "--output", str(path)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return path
+
+
+def test_reference_file_records_what_is_needed_to_rerun(reference_file):
+    payload = json.loads(reference_file.read_text())
+    assert payload["format"] == "lm-unlearn-reference/1" and payload["prompt_format"] == "plain"
+    assert len(payload["model"]["weights_sha256"]) == 64
+    task = payload["tasks"]["tofu_forget01_unlearn"]
+    assert (
+        len(task["data_sha256"]) == 64
+        and task["generation"]["prompt_plus_generation_max_tokens"] == 200
+    )
+    assert len(payload["rows"]) == 4 * ROWS
+    assert all(r["generation"] is not None for r in payload["rows"])
+
+
+def test_every_closer_look_metric_with_references_and_local_models(
+    tmp_path, tiny_model_dir, reference_file, tiny_nli_dir
+):
+    from harness_ext.assets import minilm_dir
+
+    metadata = {
+        "pre_unlearning_reference": str(reference_file),
+        "retain_reference": str(reference_file),
+        "embedding_model": str(minilm_dir()),
+        "nli_model": str(tiny_nli_dir),
+    }
+    results = run_lm_eval(tmp_path, f"pretrained={tiny_model_dir}", metadata=metadata)
+    values = metric_values(results)
+    assert_in_range(values, expect_fq=True)
+    assert not [name for name, value in values.items() if isinstance(value, str)]  # all computed
+    # the model scored against its own pre-unlearning outputs
+    assert values["real_authors_cosine_similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert values["world_facts_cosine_similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert values["forget_quality"] == 1.0  # same model, same truth ratios
+    assert values["forget_truth_ratio"] + values["forget_truth_ratio_closer_look"] == pytest.approx(
+        1.0
+    )
+    models = results["configs"]["tofu_forget01_unlearn"]["metadata"]["tofu"]["metric_models"]
+    assert models["entailment"] == str(tiny_nli_dir)
+    assert models["cosine_similarity"] == str(minilm_dir())
+
+
+def test_reference_from_other_rows_is_refused(tmp_path, tiny_model_dir, reference_file):
+    done = run_lm_eval(tmp_path, f"pretrained={tiny_model_dir}",
+                       metadata={"max_rows_per_set": ROWS + 1, "pre_unlearning_reference": str(reference_file),
+                                 "embedding_model": "none", "nli_model": "none"}, check=False)  # fmt: skip
+    assert done.returncode != 0
+    assert "does not cover the evaluated rows" in done.stderr
+
+
+def test_reference_with_another_prompt_format_is_refused(tmp_path, tiny_model_dir, reference_file):
+    done = run_lm_eval(tmp_path, f"pretrained={tiny_model_dir}",
+                       metadata={"prompt_format": "llama2", "retain_reference": str(reference_file)},
+                       check=False)  # fmt: skip
+    assert done.returncode != 0
+    assert "scored with prompt format 'plain' but this run uses 'llama2'" in done.stderr

@@ -19,6 +19,7 @@ FORGET_SPLITS = ("forget01", "forget05", "forget10")
 RETAIN_SPLIT_FOR = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 
 RowSelection = Literal["legacy", "full"]
+TextSource = Literal["generation", "ground_truth", "pre_unlearning"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,10 @@ class EvalSet:
     prob_form: "absolute" reports p̃(answer); "normalized" reports p̃(answer) / (p̃(answer) +
     Σ p̃(perturbed)), TOFU's form for the multiple-choice-like Real Authors / World Facts sets.
     truth_ratio_form: "forget" reports min(R, 1/R); "utility" reports max(0, 1 − 1/R).
+    output_reference: what the model said before unlearning, the reference of cosine similarity:
+    the dataset answer (TOFU's target memorised it) or the pre-unlearning model's own output.
+    entailment: the (premise, hypothesis) texts of the entailment score, each one of
+    "generation", "ground_truth" or "pre_unlearning".
     """
 
     name: str
@@ -38,6 +43,11 @@ class EvalSet:
     prob_form: Literal["absolute", "normalized"]
     truth_ratio_form: Literal["forget", "utility"]
     legacy_log_file: str
+    output_reference: TextSource
+    entailment: tuple[TextSource, TextSource]
+
+    def needs_pre_unlearning_output(self) -> bool:
+        return "pre_unlearning" in (self.output_reference, *self.entailment)
 
     def source_file(self, forget_split: str) -> str:
         return self.file.format(forget=forget_split)
@@ -60,6 +70,8 @@ FORGET = EvalSet(
     prob_form="absolute",
     truth_ratio_form="forget",
     legacy_log_file="eval_log_forget.json",
+    output_reference="ground_truth",
+    entailment=("generation", "ground_truth"),
 )
 RETAIN = EvalSet(
     name="retain",
@@ -70,6 +82,8 @@ RETAIN = EvalSet(
     prob_form="absolute",
     truth_ratio_form="utility",
     legacy_log_file="eval_log.json",
+    output_reference="ground_truth",
+    entailment=("ground_truth", "generation"),
 )
 REAL_AUTHORS = EvalSet(
     name="real_authors",
@@ -80,6 +94,8 @@ REAL_AUTHORS = EvalSet(
     prob_form="normalized",
     truth_ratio_form="utility",
     legacy_log_file="eval_real_author_wo_options.json",
+    output_reference="pre_unlearning",
+    entailment=("pre_unlearning", "generation"),
 )
 WORLD_FACTS = EvalSet(
     name="world_facts",
@@ -90,6 +106,8 @@ WORLD_FACTS = EvalSet(
     prob_form="normalized",
     truth_ratio_form="utility",
     legacy_log_file="eval_real_world_wo_options.json",
+    output_reference="pre_unlearning",
+    entailment=("pre_unlearning", "generation"),
 )
 
 EVAL_SETS: tuple[EvalSet, ...] = (FORGET, RETAIN, REAL_AUTHORS, WORLD_FACTS)
@@ -98,6 +116,9 @@ EVAL_SETS_BY_NAME: dict[str, EvalSet] = {s.name: s for s in EVAL_SETS}
 
 # Per-set metrics of the TOFU benchmark, reported as "<set>_<metric>".
 TOFU_SET_METRICS = ("rougeL_recall", "prob", "truth_ratio")
+# The closer-look paper adds three output-quality metrics; MU-18 uses all six.
+OUTPUT_METRICS = ("token_entropy", "cosine_similarity", "entailment")
+CLOSER_LOOK_SET_METRICS = TOFU_SET_METRICS + OUTPUT_METRICS
 
 
 def get_eval_set(name: str) -> EvalSet:

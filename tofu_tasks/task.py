@@ -2,21 +2,32 @@
 
 One task scores the Forget set of its split together with Retain, Real Authors and World Facts:
 each document carries its set, and emits one greedy generation plus one log-likelihood request per
-answer (ground truth, paraphrase, perturbed answers). Per-set metrics are averaged by lm-eval; model
-utility and forget quality are corpus-level aggregations over all documents of the run.
+answer (ground truth, paraphrase, perturbed answers). Per-set metrics are averaged by lm-eval; the
+output-quality scores that need auxiliary models (cosine similarity, entailment) are computed for
+all documents in one batch once the model's responses are in; model utility, forget efficacy and
+forget quality are corpus-level aggregations over all documents of the run.
 
-Options come from the task metadata, i.e. ``--metadata '{...}'`` or ``--model_args``:
+Options come from the task metadata, i.e. ``--metadata '{...}'`` (or ``--model_args``):
 
-==========================  =========================================================
-``rows``                    ``legacy`` (TOFU's first-300 rule, default) or ``full``
-``max_rows_per_set``        keep at most N rows of each set (quick runs)
-``data_dir``                local TOFU directory (else ``TOFU_DATA_DIR``, else the hub)
-``prompt_format``           ``plain`` (default), ``llama2``, ``phi``; ``chat`` comes with
-                            ``--apply_chat_template``
-``retain_reference``        retain-model results/samples file or legacy log (forget quality)
-``generation_max_length``   prompt + generation token budget (TOFU: 200)
-``tokenizer``               tokenizer for token counts when ``pretrained`` is not a path/id
-==========================  =========================================================
+============================  =======================================================
+``rows``                      ``legacy`` (TOFU's first-300 rule, default) or ``full``
+``max_rows_per_set``          keep at most N rows of each set (quick runs)
+``data_dir``                  local TOFU directory (else ``TOFU_DATA_DIR``, else the hub)
+``prompt_format``             ``plain`` (default), ``llama2``, ``phi``; ``chat`` comes with
+                              ``--apply_chat_template``
+``retain_reference``          the retain model's run, reference file or legacy log
+                              (forget quality)
+``pre_unlearning_reference``  the model's outputs before unlearning (``lm-unlearn reference``):
+                              cosine similarity and entailment on Real Authors / World Facts
+``embedding_model``           sentence-embedding model for cosine similarity
+                              (default sentence-transformers/paraphrase-MiniLM-L6-v2)
+``nli_model``                 NLI classifier for entailment
+                              (default sileod/deberta-v3-base-tasksource-nli)
+``aux_device``                device of the two models above (default: cuda if available)
+``bertscore``                 ``true`` adds ``<set>_bertscore_f1``; ``bertscore_model`` picks it
+``generation_max_length``     prompt + generation token budget (TOFU: 200)
+``tokenizer``                 tokenizer for token counts when ``pretrained`` is not a path/id
+============================  =======================================================
 """
 
 from __future__ import annotations
@@ -30,15 +41,26 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 
 from harness_ext import lm_eval_registry
-from harness_ext.metrics import mean_nll
-from harness_ext.reference import RetainReference, load_retain_reference
-from harness_ext.scoring import SampleScore, align_reference
+from harness_ext.metrics import mean_nll, rouge_l_recall
+from harness_ext.output_scoring import GenerationRecord, OutputScorer
+from harness_ext.reference import ScoredReference, load_reference
+from harness_ext.scoring import FORGET_EFFICACY_METRICS, SampleScore, align_reference
 from tofu_tasks import data
-from tofu_tasks.eval_sets import FORGET, TOFU_SET_METRICS, get_eval_set
+from tofu_tasks.eval_sets import (
+    CLOSER_LOOK_SET_METRICS,
+    FORGET,
+    TOFU_SET_METRICS,
+    get_eval_set,
+)
 from tofu_tasks.prompts import PromptFormat, resolve_prompt_format
 
 logger = logging.getLogger("lm-unlearn")
 
+PRE_UNLEARNING_HOW_TO = (
+    "Score the model before unlearning once with `lm-unlearn reference --model ORIGINAL "
+    "--output ref.json` (same task, rows and prompt format) and pass "
+    '--metadata \'{"pre_unlearning_reference": "ref.json"}\'.'
+)
 FQ_HOW_TO = (
     "Forget quality needs the retain model's forget-set truth ratios: score a retain model "
     "(never trained on the forget set) with this task and --log_samples, then pass its "
@@ -59,6 +81,12 @@ class TaskOptions:
     data_dir: str | None = None
     prompt_format: str | None = None
     retain_reference: str | None = None
+    pre_unlearning_reference: str | None = None
+    embedding_model: str | None = None
+    nli_model: str | None = None
+    aux_device: str | None = None
+    bertscore: bool = False
+    bertscore_model: str | None = None
     generation_max_length: int = 200
 
     @classmethod
@@ -69,7 +97,13 @@ class TaskOptions:
         options = cls(**{name: metadata[name] for name in known})
         if int(options.generation_max_length) <= 0:
             raise TaskSetupError("generation_max_length must be a positive number of tokens")
+        if str(options.bertscore).lower() not in ("true", "false", "1", "0"):
+            raise TaskSetupError(f"bertscore must be true or false, got {options.bertscore!r}")
         return options
+
+    @property
+    def wants_bertscore(self) -> bool:
+        return str(self.bertscore).lower() in ("true", "1")
 
 
 def load_tofu_eval_dataset(**metadata: Any):
@@ -126,12 +160,15 @@ def continuation_token_counts(tokenizer, pairs: list[tuple[str, str]]) -> list[i
     return [w - c for w, c in zip(whole_lengths, context_lengths, strict=True)]
 
 
-def _doc_key(doc: dict) -> tuple[str, int]:
+DocKey = tuple[str, int]
+
+
+def _doc_key(doc: dict) -> DocKey:
     return doc["set"], doc["row"]
 
 
 class TofuUnlearnTask(ConfigurableTask):
-    """A TOFU forget split plus the three utility sets, scored with TOFU's metrics."""
+    """A TOFU forget split plus the three utility sets, scored with every metric."""
 
     def __init__(self, data_dir=None, cache_dir=None, download_mode=None, config=None) -> None:
         lm_eval_registry.register()
@@ -141,16 +178,16 @@ class TofuUnlearnTask(ConfigurableTask):
         super().__init__(config=config)
         metadata = self.config.metadata
         self.options = TaskOptions.from_metadata(metadata)
-        self.reference: RetainReference | None = (
-            load_retain_reference(self.options.retain_reference)
-            if self.options.retain_reference
-            else None
-        )
+        self.retain_reference = _optional_reference(self.options.retain_reference)
+        self.pre_unlearning = _optional_reference(self.options.pre_unlearning_reference)
         self.prompt_format: PromptFormat | None = None
         self._tokenizer = None
-        self._token_counts: dict[tuple[str, int], list[int]] = {}
+        self._token_counts: dict[DocKey, list[int]] = {}
+        self._budgets: dict[DocKey, int] = {}
         self._reference_ratios: dict[str, float] = {}
-        self._budgets: dict[tuple[str, int], int] = {}
+        self._pre_unlearning_outputs: dict[DocKey, str] = {}
+        self._scored: dict[DocKey, tuple[str, dict[str, float | str]]] = {}
+        self._scorer: OutputScorer | None = None
         metadata["tofu"] = self._provenance()
 
     # ------------------------------------------------------------------ provenance
@@ -167,8 +204,15 @@ class TofuUnlearnTask(ConfigurableTask):
             "rows_per_set": sets,
             "prompt_format": None,
             "generation": {"do_sample": False, "until": "eos"},
-            "metric_variants": {"forget_truth_ratio": "tofu: mean min(R, 1/R)"},
-            "forget_quality_reference": self.reference.describe() if self.reference else None,
+            "metric_variants": {
+                "forget_truth_ratio": "TOFU: mean of min(R, 1/R)",
+                "forget_truth_ratio_closer_look": "closer look: 1 - mean of min(R, 1/R)",
+                "tofu_model_utility": "MU-9: harmonic mean of {prob, rougeL, truth_ratio} x {retain, RA, WF}",
+                "model_utility": "MU-18: harmonic mean of the 6 per-set metrics x {retain, RA, WF}",
+            },
+            "metric_models": None,
+            "forget_quality_reference": _describe(self.retain_reference),
+            "pre_unlearning_reference": _describe(self.pre_unlearning),
         }
 
     @property
@@ -222,11 +266,15 @@ class TofuUnlearnTask(ConfigurableTask):
         self._set_generation_budgets()
         loglikelihood = [i for i in self._instances if i.request_type == "loglikelihood"]
         counts = continuation_token_counts(self.tokenizer, [i.arguments for i in loglikelihood])
-        by_doc: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        by_doc: dict[DocKey, list[tuple[int, int]]] = {}
         for instance, count in zip(loglikelihood, counts, strict=True):
             by_doc.setdefault(_doc_key(instance.doc), []).append((instance.idx, count))
         self._token_counts = {key: [n for _, n in sorted(pairs)] for key, pairs in by_doc.items()}
-        self._check_reference()
+        docs = [i.doc for i in self._instances if i.idx == 0]
+        self._check_retain_reference(docs)
+        self._check_pre_unlearning_reference(docs)
+        # Load the auxiliary models now, so a bad model name fails before the expensive part.
+        self._scorer = self._output_scorer()
 
     def _set_generation_budgets(self) -> None:
         """TOFU's rule: prompt + generation <= generation_max_length tokens, per row.
@@ -253,24 +301,50 @@ class TofuUnlearnTask(ConfigurableTask):
             instance.arguments[1]["max_gen_toks"] = uniform
         info["prompt_plus_generation_max_tokens"] = limit
 
-    def _check_reference(self) -> None:
-        forget_questions = [
-            i.doc["question"] for i in self._instances if i.idx == 0 and i.doc["set"] == FORGET.name
-        ]
-        if self.reference is None:
-            if forget_questions:
+    def _check_prompt_format(self, reference: ScoredReference) -> None:
+        if reference.prompt_format and reference.prompt_format != self.prompt_format.name:
+            raise TaskSetupError(
+                f"the reference {reference.source} was scored with prompt format "
+                f"{reference.prompt_format!r} but this run uses {self.prompt_format.name!r}; "
+                f"score both with the same format"
+            )
+
+    def _check_retain_reference(self, docs: list[dict]) -> None:
+        questions = [d["question"] for d in docs if d["set"] == FORGET.name]
+        if self.retain_reference is None:
+            if questions:
                 logger.warning(
                     "%s: forget_quality will NOT be computed. %s", self.task_name, FQ_HOW_TO
                 )
             return
-        if self.reference.prompt_format and self.reference.prompt_format != self.prompt_format.name:
-            raise TaskSetupError(
-                f"the retain reference {self.reference.source} was scored with prompt format "
-                f"{self.reference.prompt_format!r} but this run uses {self.prompt_format.name!r}; "
-                f"score both models with the same format"
+        self._check_prompt_format(self.retain_reference)
+        reference = self.retain_reference
+        ratios = align_reference(questions, reference.forget_ratios, reference.source)
+        self._reference_ratios = dict(zip(questions, ratios, strict=True))
+
+    def _check_pre_unlearning_reference(self, docs: list[dict]) -> None:
+        needing = [d for d in docs if get_eval_set(d["set"]).needs_pre_unlearning_output()]
+        self._pre_unlearning_outputs = {}
+        if self.pre_unlearning is None:
+            if needing:
+                logger.warning(
+                    "%s: cosine similarity and entailment on %s will NOT be computed: they "
+                    "compare with the model's outputs before unlearning. %s",
+                    self.task_name,
+                    ", ".join(sorted({d["set"] for d in needing})),
+                    PRE_UNLEARNING_HOW_TO,
+                )
+            return
+        self._check_prompt_format(self.pre_unlearning)
+        for set_name in sorted({d["set"] for d in needing}):
+            rows = [d for d in needing if d["set"] == set_name]
+            outputs = align_reference(
+                [d["question"] for d in rows],
+                self.pre_unlearning.generations(set_name),
+                f"the pre-unlearning reference {self.pre_unlearning.source} ({set_name})",
             )
-        ratios = align_reference(forget_questions, self.reference.ratios, self.reference.source)
-        self._reference_ratios = dict(zip(forget_questions, ratios, strict=True))
+            for doc, output in zip(rows, outputs, strict=True):
+                self._pre_unlearning_outputs[_doc_key(doc)] = output
 
     def construct_requests(self, doc: dict, ctx: str, **kwargs) -> list[Instance]:
         apply_chat_template = kwargs.pop("apply_chat_template", False)
@@ -299,44 +373,98 @@ class TofuUnlearnTask(ConfigurableTask):
         """Greedy until EOS; the token budget is filled in by _set_generation_budgets."""
         return {"until": [], "do_sample": False, **(self.config.generation_kwargs or {})}
 
+    # ------------------------------------------------------------------ results
+    def apply_filters(self):
+        """After the model's responses: score every generation's output quality in one batch."""
+        filtered = super().apply_filters()
+        generations = [i for i in self._instances if i.request_type == "generate_until"]
+        texts = [
+            self._cut_to_budget(i.doc, next(iter(i.filtered_resps.values()))) for i in generations
+        ]
+        records = [
+            GenerationRecord(
+                set_name=i.doc["set"],
+                generation=text,
+                ground_truth=i.doc["answer"],
+                rouge_recall=rouge_l_recall(text, i.doc["answer"]),
+                pre_unlearning=self._pre_unlearning_outputs.get(_doc_key(i.doc)),
+            )
+            for i, text in zip(generations, texts, strict=True)
+        ]
+        scores = self._scorer.score(records)
+        self._scored = {
+            _doc_key(i.doc): (text, score)
+            for i, text, score in zip(generations, texts, scores, strict=True)
+        }
+        self.config.metadata["tofu"]["metric_models"] = self._scorer.describe()
+        return filtered
+
+    def _output_scorer(self) -> OutputScorer:
+        options = self.options
+        metadata = self.config.metadata
+        return OutputScorer.load(
+            tokenizer=self.tokenizer,
+            embedding_model=options.embedding_model,
+            nli_model=options.nli_model,
+            device=options.aux_device,
+            bertscore=options.wants_bertscore,
+            bertscore_model=options.bertscore_model,
+            tokenizer_name=str(metadata.get("tokenizer") or metadata.get("pretrained")),
+        )
+
     def _cut_to_budget(self, doc: dict, generation: str) -> str:
         budget = self._budgets.get(_doc_key(doc))
-        if budget is None:
-            return generation
-        ids = self.tokenizer(generation, add_special_tokens=False)["input_ids"]
-        if len(ids) <= budget:
-            return generation
-        return self.tokenizer.decode(ids[:budget], skip_special_tokens=True)
+        if budget is not None:
+            ids = self.tokenizer(generation, add_special_tokens=False)["input_ids"]
+            if len(ids) > budget:
+                generation = self.tokenizer.decode(ids[:budget], skip_special_tokens=True)
+        return generation.strip()
 
-    # ------------------------------------------------------------------ results
     def process_results(self, doc: dict, results: list) -> dict[str, Any]:
-        generation, *likelihoods = results
-        counts = self._token_counts.get(_doc_key(doc))
-        if counts is None or len(counts) != len(likelihoods):
+        _raw_generation, *likelihoods = results
+        key = _doc_key(doc)
+        counts = self._token_counts.get(key)
+        if counts is None or len(counts) != len(likelihoods) or key not in self._scored:
             raise TaskSetupError(
-                f"no answer token counts for {doc['set']} row {doc['row']}; requests must be "
+                f"no request bookkeeping for {doc['set']} row {doc['row']}; requests must be "
                 f"built by this task (request caching is not supported)"
             )
         nlls = [mean_nll(ll, n) for (ll, _greedy), n in zip(likelihoods, counts, strict=True)]
-        eval_set = get_eval_set(doc["set"])
-        n_base = 0 if eval_set.base_answer_field == "answer" else 1
+        n_base = 0 if get_eval_set(doc["set"]).base_answer_field == "answer" else 1
+        generation, output_scores = self._scored[key]
         sample = SampleScore(
             set_name=doc["set"],
             question=doc["question"],
-            generation=self._cut_to_budget(doc, generation).strip(),
+            generation=generation,
             target=doc["answer"],
             answer_nll=nlls[0],
             base_nll=nlls[n_base],
             perturbed_nlls=tuple(nlls[1 + n_base :]),
+            output_scores=output_scores,
         )
         values = sample.metrics()
-        out: dict[str, Any] = {f"{doc['set']}_{m}": values[m] for m in TOFU_SET_METRICS}
-        # The full per-document record (with the generation as scored, after the budget cut).
-        out["tofu_model_utility"] = {"set": doc["set"], "generation": sample.generation, **values}
-        if doc["set"] == FORGET.name:
+        set_name = doc["set"]
+        reported = (*CLOSER_LOOK_SET_METRICS, "bertscore_f1", "truth_ratio_closer_look")
+        out: dict[str, Any] = {f"{set_name}_{m}": values[m] for m in reported if m in values}
+        out["tofu_model_utility"] = {"set": set_name, **{m: values[m] for m in TOFU_SET_METRICS}}
+        # The full per-document record: the generation as scored and every per-sample number.
+        out["model_utility"] = {"set": set_name, "generation": generation, **values}
+        if set_name == FORGET.name:
+            out["forget_efficacy"] = {
+                "set": set_name,
+                **{m: values[m] for m in FORGET_EFFICACY_METRICS},
+            }
             out["forget_quality"] = {
                 "question": doc["question"],
                 "raw_truth_ratio": values["raw_truth_ratio"],
                 "reference_ratio": self._reference_ratios.get(doc["question"]),
             }
         return out
+
+
+def _optional_reference(path: str | None) -> ScoredReference | None:
+    return load_reference(path) if path else None
+
+
+def _describe(reference: ScoredReference | None) -> dict[str, Any] | None:
+    return reference.describe() if reference else None

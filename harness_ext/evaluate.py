@@ -1,0 +1,47 @@
+"""Running the project's tasks through lm-eval in process (``simple_evaluate``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def parse_model_args(text: str | None) -> dict[str, Any]:
+    """lm-eval's ``key=value,key=value`` model arguments, typed as lm-eval types them."""
+    from lm_eval.utils import simple_parse_args_string
+
+    return simple_parse_args_string(text or "")
+
+
+def run_tasks(
+    model_args: dict[str, Any],
+    tasks: Sequence[str],
+    *,
+    backend: str = "hf",
+    metadata: dict[str, Any] | None = None,
+    apply_chat_template: bool = False,
+    batch_size: str | int = "auto",
+    device: str | None = None,
+    log_samples: bool = True,
+    bootstrap_iters: int = 0,
+) -> dict[str, Any]:
+    """Evaluate ``tasks`` with lm-eval; model args reach the tasks as metadata, as on the CLI."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from harness_ext.autoload import project_tasks_dir
+    from harness_ext.output_scoring import resolve_device
+
+    task_metadata = {**model_args, **(metadata or {})}
+    manager = TaskManager(include_path=project_tasks_dir(), metadata=task_metadata)
+    return simple_evaluate(
+        model=backend,
+        model_args=model_args,
+        tasks=list(tasks),
+        task_manager=manager,
+        apply_chat_template=apply_chat_template,
+        batch_size=batch_size,
+        device=resolve_device(device),  # lm-eval's hf backend defaults to cuda even without one
+        log_samples=log_samples,
+        bootstrap_iters=bootstrap_iters,
+    )

@@ -1,0 +1,98 @@
+"""What a result needs to be traced and rerun: model fingerprints, versions, hardware, atomic writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+PACKAGES = (
+    "lm-unlearn",
+    "lm_eval",
+    "torch",
+    "transformers",
+    "datasets",
+    "peft",
+    "trl",
+    "accelerate",
+)
+
+
+def files_sha256(paths: list[Path]) -> str:
+    """One sha256 over the names and bytes of several files (order-independent)."""
+    digest = hashlib.sha256()
+    for path in sorted(paths, key=lambda p: p.name):
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def model_fingerprint(pretrained: str, revision: str | None = None) -> dict[str, Any]:
+    """A local model directory's weight hash, or a hub id with its revision."""
+    path = Path(pretrained).expanduser()
+    if path.is_dir():
+        weights = [p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file()]
+        return {
+            "path": str(path.resolve()),
+            "weights_sha256": files_sha256(weights) if weights else None,
+        }
+    return {"hub_id": pretrained, "revision": revision or "main"}
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit(directory: str | Path | None = None) -> str | None:
+    directory = Path(directory or Path(__file__).resolve().parents[1])
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def hardware() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "cpus": os.cpu_count()}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        pass
+    return info
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> Path:
+    """Write JSON through a temporary file and a rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(payload, out, indent=2, ensure_ascii=False)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
