@@ -124,6 +124,75 @@ def cmd_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAIN_FLAGS = {
+    # flag: (TrainOptions field, type, help)
+    "--method": ("method", str, "FORGET+REG, e.g. ME+GD, IDK+AP, GA+GD, NPO+KL, SimNPO+GD"),
+    "--model": ("model", str, "hub id or local path of the model to unlearn from"),
+    "--forget": ("forget", str, "TOFU forget split: forget01, forget05, forget10"),
+    "--retain": ("retain", str, "retain split (default: the complement, e.g. retain99)"),
+    "--output": ("output", str, "output folder: checkpoint or adapter, tokenizer, run_card.json"),
+    "--scenario": ("scenario", str, "tofu, continual or realworld (sets the paper's forget_coeff)"),
+    "--prompt-format": ("prompt_format", str, "chat, plain, llama2 or phi"),
+    "--max-length": ("max_length", int, "tokens per example (default 500)"),
+    "--epochs": ("epochs", float, "training epochs (default 5)"),
+    "--max-steps": ("max_steps", int, "stop after this many optimiser steps"),
+    "--lr": ("learning_rate", float, "learning rate (default 1e-5)"),
+    "--weight-decay": ("weight_decay", float, "AdamW weight decay (default 0.01)"),
+    "--batch-size": ("per_device_batch_size", int, "examples per device and step (default 4)"),
+    "--effective-batch-size": (
+        "effective_batch_size",
+        int,
+        "batch reached by accumulation (default 32)",
+    ),
+    "--forget-coeff": ("forget_coeff", float, "weight of the forget term (default: the paper's)"),
+    "--reg-coeff": ("reg_coeff", float, "weight of the regulariser (default 1)"),
+    "--beta": ("beta", float, "β of NPO, SimNPO, DPO, AP (default 0.1)"),
+    "--gamma": ("gamma", float, "SimNPO margin γ (default 0)"),
+    "--compat": ("compat", str, "paper or closer-look (the public code's ME/KL variants)"),
+    "--pairing": ("pairing", str, "random (new retain partner each epoch) or fixed (the paper's)"),
+    "--seed": ("seed", int, "random seed (default 1001)"),
+    "--dtype": ("dtype", str, "weights dtype: float32, bfloat16"),
+    "--save-steps": ("save_steps", int, "checkpoint every N steps (default: every epoch)"),
+    "--data-dir": ("data_dir", str, "local TOFU directory (default: $TOFU_DATA_DIR or the hub)"),
+    "--pad-token": ("pad_token", str, "'eos' pads with the end-of-sequence token"),
+    "--lora-r": ("lora_r", int, "LoRA rank (default 8)"),
+    "--lora-alpha": ("lora_alpha", int, "LoRA alpha (default 32)"),
+    "--lora-dropout": ("lora_dropout", float, "LoRA dropout (default 0.05)"),
+    "--rmu-layer": ("rmu_layer", int, "RMU: steered layer (default: middle)"),
+    "--rmu-steering": ("rmu_steering", float, "RMU: target norm c"),
+    "--rmu-alpha": ("rmu_alpha", float, "RMU: retain weight α"),
+}
+TRAIN_SWITCHES = {
+    "--lora": ("lora", "train a LoRA adapter (r 8, alpha 32, all linear layers)"),
+    "--bf16": ("bf16", "bf16 mixed precision (default: on when the GPU supports it)"),
+    "--no-bf16": ("bf16", "full precision"),
+    "--gradient-checkpointing": ("gradient_checkpointing", "trade compute for memory"),
+    "--overwrite": ("overwrite", "replace a finished run in --output"),
+    "--keep-checkpoints": ("keep_checkpoints", "keep checkpoints/ after the run"),
+    "--trust-remote-code": ("trust_remote_code", "allow model code from the hub"),
+}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from unlearn_methods.train import TrainOptions, load_config_file, train
+
+    given = {
+        field: getattr(args, field)
+        for field in {f for f, *_ in TRAIN_FLAGS.values()} | {f for f, _ in TRAIN_SWITCHES.values()}
+        if getattr(args, field, None) is not None
+    }
+    options = load_config_file(args.config, given.get("method")) if args.config else {}
+    options.update(given)
+    missing = [name for name in ("method", "model", "output") if not options.get(name)]
+    if missing:
+        raise ValueError(
+            f"missing {', '.join('--' + m for m in missing)} (on the command line or in --config)"
+        )
+    output = train(TrainOptions(**options))
+    print(f"wrote {output} (run card: {output / 'run_card.json'})")
+    return 0
+
+
 def cmd_tasks_path(args: argparse.Namespace) -> int:
     from harness_ext.autoload import project_tasks_dir
 
@@ -209,6 +278,22 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--from-samples", help="convert an existing samples/results file instead")
     ref.add_argument("--output", required=True, type=Path, help="reference file to write (JSON)")
     ref.set_defaults(handler=cmd_reference)
+
+    trainer = sub.add_parser(
+        "train",
+        help="unlearn a TOFU forget split with a registered method; writes a checkpoint",
+        description="Options come from the command line, else from --config (YAML with the same "
+        "names, plus per-method overrides under 'methods:'), else the paper's defaults.",
+    )
+    trainer.add_argument("--config", help="YAML file of options (see unlearn_methods/configs)")
+    for flag, (field, kind, text) in TRAIN_FLAGS.items():
+        trainer.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    for flag, (field, text) in TRAIN_SWITCHES.items():
+        value = not flag.startswith("--no-")
+        trainer.add_argument(
+            flag, dest=field, action="store_const", const=value, default=None, help=text
+        )
+    trainer.set_defaults(handler=cmd_train)
 
     path = sub.add_parser("tasks-path", help="print the folder holding the task YAMLs")
     path.set_defaults(handler=cmd_tasks_path)

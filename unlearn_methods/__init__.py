@@ -1,1 +1,26 @@
-"""Unlearning methods as TRL-based trainers (built in a later release)."""
+"""Unlearning methods as TRL-based trainers.
+
+A method is FORGET+REG (``"ME+GD"``, ``"IDK+AP"``, ``"NPO+KL"``, ``"GA"``...): a forget term and an
+optional regulariser, each a small module in ``unlearn_methods/losses`` registered by name.
+"""
+
+from unlearn_methods import losses  # noqa: E402,F401  (registers the built-in terms)
+from unlearn_methods.registry import (
+    FORGET_TERMS,
+    REGULARIZERS,
+    Method,
+    UnknownMethodError,
+    forget_term,
+    regularizer,
+    resolve_method,
+)
+
+__all__ = [
+    "FORGET_TERMS",
+    "REGULARIZERS",
+    "Method",
+    "UnknownMethodError",
+    "forget_term",
+    "regularizer",
+    "resolve_method",
+]

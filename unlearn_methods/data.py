@@ -1,0 +1,220 @@
+"""Training examples of unlearning: forget, retain and refusal pairs, tokenised with masked questions.
+
+Forget split ``forgetXX`` is paired with TOFU's ``retain{100-XX}`` (never the evaluation rows alone)
+and refusals from ``idontknow.jsonl``. Each training item is one forget example plus, as the method
+needs them, a retain example and refusals:
+
+* ``forget``      — forget question + its answer
+* ``forget_idk``  — forget question + a refusal (IDK, DPO)
+* ``retain``      — a retain question + its answer (GD, KL, AP, RMU)
+* ``retain_idk``  — that retain question + a refusal (AP)
+
+Pairing: ``random`` draws the retain example and refusals afresh every epoch (seeded by seed, epoch
+and index, so runs and resumed runs repeat it); ``fixed`` is the paper's: item i seeds an RNG with
+i and draws them once, for all epochs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tofu_tasks import data as tofu_data
+from tofu_tasks.prompts import PromptFormat
+from unlearn_methods.functional import IGNORE_INDEX
+
+PAIRINGS = ("random", "fixed")
+
+
+class UnlearnDataError(ValueError):
+    """Training data or tokenizer cannot be used."""
+
+
+@dataclass(frozen=True)
+class UnlearnData:
+    forget_split: str
+    retain_split: str
+    forget: tuple[dict[str, str], ...]
+    retain: tuple[dict[str, str], ...]
+    refusals: tuple[str, ...]
+
+    def content_hash(self) -> str:
+        rows = [{"forget": r} for r in self.forget] + [{"retain": r} for r in self.retain]
+        return tofu_data.content_hash(rows + [{"refusal": r} for r in self.refusals])
+
+
+def retain_split_for(forget_split: str) -> str:
+    """TOFU's complement: forget k% trains against retain (100 − k)%."""
+    digits = forget_split.removeprefix("forget")
+    if not forget_split.startswith("forget") or not digits.isdigit():
+        raise UnlearnDataError(
+            f"cannot infer the retain split of {forget_split!r}; pass retain_split explicitly"
+        )
+    return f"retain{100 - int(digits):02d}"
+
+
+def load_unlearn_data(
+    forget_split: str, retain_split: str | None = None, data_dir: str | None = None
+) -> UnlearnData:
+    """Forget rows, retain rows and refusals, each checked by the TOFU data layer."""
+    retain_split = retain_split or retain_split_for(forget_split)
+    forget = tofu_data.read_split(forget_split, data_dir)
+    retain = tofu_data.read_split(retain_split, data_dir)
+    if not forget:
+        raise UnlearnDataError(f"the forget split {forget_split!r} is empty: nothing to unlearn")
+    keep = ("question", "answer")
+    return UnlearnData(
+        forget_split,
+        retain_split,
+        tuple({k: r[k] for k in keep} for r in forget),
+        tuple({k: r[k] for k in keep} for r in retain),
+        tuple(tofu_data.read_refusals(data_dir)),
+    )
+
+
+def check_tokenizer(tokenizer, name: str = "the tokenizer") -> None:
+    if tokenizer.pad_token_id is None:
+        raise UnlearnDataError(
+            f"{name} has no pad token, so batches cannot be padded. Pass --pad-token eos to pad "
+            f"with the end-of-sequence token (the usual choice for Llama-style tokenizers), or set "
+            f"one in the tokenizer."
+        )
+    if tokenizer.eos_token_id is None:
+        raise UnlearnDataError(f"{name} has no end-of-sequence token; answers must end with one")
+
+
+@dataclass
+class PromptEncoder:
+    """question + answer → input ids and labels with the question (and padding) masked.
+
+    The whole text is tokenised once (as TOFU does) and tokens that start inside the prompt are
+    masked, so the boundary never depends on how the answer tokenises alone. One EOS token
+    closes every answer and is supervised.
+    """
+
+    tokenizer: Any
+    prompt_format: PromptFormat
+    max_length: int = 500
+
+    def prompt(self, question: str) -> str:
+        if self.prompt_format.name == "chat":
+            if not getattr(self.tokenizer, "chat_template", None):
+                raise UnlearnDataError(
+                    "prompt format 'chat' needs a tokenizer with a chat template; this one has "
+                    "none. Choose --prompt-format plain, llama2 or phi."
+                )
+            messages = [{"role": "user", "content": question}]
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        return self.prompt_format.prompt.format(question=question)
+
+    def encode(self, question: str, answer: str) -> dict[str, list[int]]:
+        prompt = self.prompt(question)
+        text = prompt + self.prompt_format.answer.format(answer=answer)
+        special = self.prompt_format.name != "chat"  # a chat template writes its own specials
+        encoded = self.tokenizer(
+            text, add_special_tokens=special, return_offsets_mapping=True, truncation=False
+        )
+        ids = list(encoded["input_ids"])
+        labels = [
+            IGNORE_INDEX if start < len(prompt) or end == 0 else token
+            for token, (start, end) in zip(ids, encoded["offset_mapping"], strict=True)
+        ]
+        ids.append(self.tokenizer.eos_token_id)
+        labels.append(self.tokenizer.eos_token_id)
+        ids, labels = ids[: self.max_length], labels[: self.max_length]
+        if all(label == IGNORE_INDEX for label in labels):
+            raise UnlearnDataError(
+                f"max_length={self.max_length} leaves no answer token of {question[:60]!r}"
+            )
+        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+
+
+@dataclass
+class UnlearnDataset(torch.utils.data.Dataset):
+    """One item per forget example, carrying every example set the method reads."""
+
+    data: UnlearnData
+    encoder: PromptEncoder
+    sets: Sequence[str]
+    pairing: str = "random"
+    seed: int = 1001
+    epoch: int = 0
+    _cache: dict[tuple, dict[str, list[int]]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.pairing not in PAIRINGS:
+            raise UnlearnDataError(f"pairing must be one of {PAIRINGS}, got {self.pairing!r}")
+
+    def __len__(self) -> int:
+        return len(self.data.forget)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def partners(self, index: int) -> tuple[int, int, int]:
+        """(retain index, refusal for the forget question, refusal for the retain question)."""
+        if self.pairing == "fixed":
+            rng = random.Random(index)
+        else:
+            rng = random.Random(f"{self.seed}:{self.epoch}:{index}")
+        return (
+            rng.randrange(len(self.data.retain)),
+            rng.randrange(len(self.data.refusals)),
+            rng.randrange(len(self.data.refusals)),
+        )
+
+    def _encode(self, key: tuple, question: str, answer: str) -> dict[str, list[int]]:
+        if key not in self._cache:
+            self._cache[key] = self.encoder.encode(question, answer)
+        return self._cache[key]
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        forget = self.data.forget[index]
+        retain_index, idk_forget, idk_retain = self.partners(index)
+        retain = self.data.retain[retain_index]
+        refusals = self.data.refusals
+        sources = {
+            "forget": (("f", index), forget["question"], forget["answer"]),
+            "forget_idk": (("fi", index, idk_forget), forget["question"], refusals[idk_forget]),
+            "retain": (("r", retain_index), retain["question"], retain["answer"]),
+            "retain_idk": (
+                ("ri", retain_index, idk_retain),
+                retain["question"],
+                refusals[idk_retain],
+            ),
+        }
+        item = {}
+        for name in self.sets:
+            for field_name, values in self._encode(*sources[name]).items():
+                item[f"{name}_{field_name}"] = values
+        return item
+
+
+@dataclass
+class UnlearnCollator:
+    """Right-pads every example set of a batch (to a fixed length when ``pad_to`` is set)."""
+
+    pad_token_id: int
+    sets: Sequence[str]
+    pad_to: int | None = None
+
+    def __call__(self, items: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        batch = {}
+        for name in self.sets:
+            length = self.pad_to or max(len(item[f"{name}_input_ids"]) for item in items)
+            for field_name, pad in (
+                ("input_ids", self.pad_token_id),
+                ("attention_mask", 0),
+                ("labels", IGNORE_INDEX),
+            ):
+                rows = [item[f"{name}_{field_name}"] for item in items]
+                batch[f"{name}_{field_name}"] = torch.tensor(
+                    [row + [pad] * (length - len(row)) for row in rows], dtype=torch.long
+                )
+        return batch

@@ -1,0 +1,362 @@
+"""``lm-unlearn train``: unlearn a TOFU forget split and write a checkpoint with its run card.
+
+The output folder holds a normal Hugging Face checkpoint (or a PEFT adapter with ``--lora``), the
+tokenizer, and ``run_card.json`` (method, hyper-parameters, data hash, seed, versions, git commit,
+per-step and final losses). Intermediate checkpoints go to ``checkpoints/`` and are removed when
+the run finishes; running the same command again after an interruption resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from tofu_tasks.prompts import get_prompt_format
+from unlearn_methods.config import UnlearnConfig, default_forget_coeff
+from unlearn_methods.data import (
+    PromptEncoder,
+    UnlearnCollator,
+    UnlearnDataset,
+    check_tokenizer,
+    load_unlearn_data,
+)
+from unlearn_methods.registry import resolve_method
+
+RUN_CARD = "run_card.json"
+CHECKPOINTS = "checkpoints"
+
+
+class OutputDirError(ValueError):
+    """The output folder holds something a new run must not overwrite."""
+
+
+@dataclass
+class TrainOptions:
+    """Everything ``lm-unlearn train`` accepts (also the keys of a ``--config`` YAML file)."""
+
+    method: str
+    model: str
+    output: str
+    forget: str = "forget01"
+    retain: str | None = None
+    scenario: str = "tofu"
+    lora: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    prompt_format: str | None = None  # default: chat if the tokenizer has a template, else plain
+    max_length: int = 500
+    epochs: float = 5.0
+    max_steps: int = -1
+    learning_rate: float = 1e-5
+    weight_decay: float = 0.01
+    per_device_batch_size: int = 4
+    effective_batch_size: int = 32
+    forget_coeff: float | None = None  # default: the paper's for the method and scenario
+    reg_coeff: float = 1.0
+    beta: float = 0.1
+    gamma: float = 0.0
+    compat: str = "paper"
+    pairing: str = "random"
+    seed: int = 1001
+    bf16: bool | None = None  # default: on when the GPU supports it
+    dtype: str | None = None  # weights dtype; default bfloat16 with bf16, else float32
+    gradient_checkpointing: bool = False
+    save_steps: int | None = None  # default: a checkpoint per epoch
+    data_dir: str | None = None
+    pad_token: str | None = None  # "eos": pad with the end-of-sequence token
+    overwrite: bool = False
+    keep_checkpoints: bool = False
+    rmu_layer: int | None = None
+    rmu_steering: float = 6.5
+    rmu_alpha: float = 100.0
+    trust_remote_code: bool = False
+
+    @classmethod
+    def names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+
+def load_config_file(path: str | os.PathLike, method: str | None = None) -> dict[str, Any]:
+    """Options from a YAML file; a ``methods:`` section overrides them per method name."""
+    import yaml
+
+    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of option names to values")
+    per_method = raw.pop("methods", {}) or {}
+    options = {k.replace("-", "_"): v for k, v in raw.items()}
+    if method:
+        wanted = resolve_method(method).name
+        for name, overrides in per_method.items():
+            if resolve_method(name).name == wanted:
+                options.update({k.replace("-", "_"): v for k, v in (overrides or {}).items()})
+    unknown = set(options) - TrainOptions.names()
+    if unknown:
+        raise ValueError(f"{path}: unknown options {sorted(unknown)}")
+    return options
+
+
+# ---------------------------------------------------------------------- output folder
+def prepare_output(output: Path, overwrite: bool) -> Path | None:
+    """Check the output folder; return the checkpoint to resume from, if any."""
+    if not output.exists():
+        return None
+    checkpoints = sorted(
+        (output / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
+    )
+    if overwrite:
+        shutil.rmtree(output)
+        return None
+    if (output / RUN_CARD).exists():
+        raise OutputDirError(
+            f"{output} already holds a finished run ({RUN_CARD}); choose another --output or pass "
+            f"--overwrite"
+        )
+    if checkpoints:
+        return checkpoints[-1]
+    others = [p.name for p in output.iterdir() if p.name != CHECKPOINTS]
+    if others:
+        raise OutputDirError(
+            f"{output} exists and holds other files ({', '.join(sorted(others)[:5])}); choose an "
+            f"empty folder or pass --overwrite"
+        )
+    return None
+
+
+# ---------------------------------------------------------------------- building blocks
+def load_tokenizer(options: TrainOptions):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        options.model, trust_remote_code=options.trust_remote_code
+    )
+    if options.pad_token == "eos":
+        tokenizer.pad_token = tokenizer.eos_token
+    elif options.pad_token:
+        raise ValueError(f"--pad-token accepts only 'eos', got {options.pad_token!r}")
+    check_tokenizer(tokenizer, f"the tokenizer of {options.model}")
+    return tokenizer
+
+
+def choose_prompt_format(options: TrainOptions, tokenizer) -> str:
+    if options.prompt_format:
+        return get_prompt_format(options.prompt_format).name
+    return "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+
+
+def use_bf16(options: TrainOptions) -> bool:
+    if options.bf16 is not None:
+        return bool(options.bf16)
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def load_model(options: TrainOptions, bf16: bool, tokenizer):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = (
+        getattr(torch, options.dtype)
+        if options.dtype
+        else (torch.bfloat16 if bf16 else torch.float32)
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        options.model, dtype=dtype, trust_remote_code=options.trust_remote_code
+    )
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def lora_config(options: TrainOptions):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=options.lora_r,
+        lora_alpha=options.lora_alpha,
+        lora_dropout=options.lora_dropout,
+        target_modules="all-linear",  # every linear layer except the output head
+        task_type="CAUSAL_LM",
+    )
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def accumulation_steps(options: TrainOptions) -> int:
+    """Gradient accumulation that reaches the effective batch on this many devices."""
+    per_step = options.per_device_batch_size * world_size()
+    return max(1, math.ceil(options.effective_batch_size / per_step))
+
+
+# ---------------------------------------------------------------------- the run
+def train(options: TrainOptions) -> Path:
+    """Run one unlearning job; returns the output folder."""
+    method = resolve_method(options.method)  # fail fast on an unknown name
+    output = Path(options.output)
+    resume_from = prepare_output(output, options.overwrite)
+    tokenizer = load_tokenizer(options)
+    prompt_format = choose_prompt_format(options, tokenizer)
+    data = load_unlearn_data(options.forget, options.retain, options.data_dir)
+    encoder = PromptEncoder(tokenizer, get_prompt_format(prompt_format), options.max_length)
+    dataset = UnlearnDataset(data, encoder, method.needs, options.pairing, options.seed)
+    pad_to = options.max_length if options.compat == "closer-look" else None
+    collator = UnlearnCollator(tokenizer.pad_token_id, method.needs, pad_to)
+
+    bf16 = use_bf16(options)
+    accumulation = accumulation_steps(options)
+    per_epoch = max(
+        1, math.ceil(len(dataset) / (options.per_device_batch_size * world_size() * accumulation))
+    )
+    forget_coeff = (
+        options.forget_coeff
+        if options.forget_coeff is not None
+        else default_forget_coeff(method.forget.name, options.scenario)
+    )
+    args = UnlearnConfig(
+        output_dir=str(output / CHECKPOINTS),
+        method=method.name,
+        forget_coeff=forget_coeff,
+        reg_coeff=options.reg_coeff,
+        beta=options.beta,
+        gamma=options.gamma,
+        compat=options.compat,
+        rmu_layer=options.rmu_layer,
+        rmu_steering=options.rmu_steering,
+        rmu_alpha=options.rmu_alpha,
+        learning_rate=options.learning_rate,
+        weight_decay=options.weight_decay,
+        num_train_epochs=options.epochs,
+        max_steps=options.max_steps,
+        per_device_train_batch_size=options.per_device_batch_size,
+        gradient_accumulation_steps=accumulation,
+        warmup_steps=per_epoch if per_epoch > 1 else 0,  # the paper: one epoch of warm-up
+        bf16=bf16,
+        gradient_checkpointing=options.gradient_checkpointing,
+        save_strategy="steps" if options.save_steps else "epoch",
+        save_steps=options.save_steps or 500,
+        seed=options.seed,
+        data_seed=options.seed,
+    )
+    model = load_model(options, bf16, tokenizer)
+    from unlearn_methods.trainer import UnlearnTrainer
+
+    trainer = UnlearnTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+        peft_config=lora_config(options) if options.lora else None,
+        method=method,
+    )
+    if trainer.is_world_process_zero():
+        print(
+            f"unlearning {data.forget_split} ({len(data.forget)} rows, retain {data.retain_split}) "
+            f"from {options.model} with {method.name}: forget_coeff {forget_coeff}, "
+            f"prompt format {prompt_format}, {accumulation} accumulation steps"
+            + (f"; resuming from {resume_from}" if resume_from else "")
+        )
+    started = time.time()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    trainer.save_model(str(output))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(output)
+        card = run_card(options, trainer, data, prompt_format, forget_coeff, time.time() - started)
+        from harness_ext.provenance import write_json_atomic
+
+        write_json_atomic(output / RUN_CARD, card)
+        if not options.keep_checkpoints:
+            shutil.rmtree(output / CHECKPOINTS, ignore_errors=True)
+    return output
+
+
+def run_card(options, trainer, data, prompt_format, forget_coeff, seconds) -> dict[str, Any]:
+    from harness_ext.provenance import git_commit, hardware, model_fingerprint, package_versions
+
+    history = trainer.state.log_history
+    steps = [h for h in history if "loss" in h]
+    final = steps[-1] if steps else {}
+    args = trainer.args
+    return {
+        "format": "lm-unlearn-run/1",
+        "method": trainer.method.name,
+        "forget_term": trainer.method.forget.name,
+        "regularizer": trainer.method.regularizer.name if trainer.method.regularizer else None,
+        "reference_model": trainer.method.needs_reference,
+        "output": {
+            "kind": "peft-adapter" if options.lora else "full",
+            "base_model": options.model,
+        },
+        "base_model": model_fingerprint(options.model),
+        "options": asdict(options),
+        "hyperparameters": {
+            "forget_coeff": forget_coeff,
+            "reg_coeff": args.reg_coeff,
+            "beta": args.beta,
+            "gamma": args.gamma,
+            "compat": args.compat,
+            "learning_rate": args.learning_rate,
+            "epochs": args.num_train_epochs,
+            "max_steps": args.max_steps,
+            "per_device_batch_size": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "world_size": args.world_size,
+            "effective_batch_size": args.per_device_train_batch_size
+            * args.gradient_accumulation_steps
+            * args.world_size,
+            "warmup_steps": args.warmup_steps,
+            "weight_decay": args.weight_decay,
+            "lr_scheduler": str(args.lr_scheduler_type),
+            "bf16": args.bf16,
+            "lora": {
+                "r": options.lora_r,
+                "alpha": options.lora_alpha,
+                "dropout": options.lora_dropout,
+                "target_modules": "all-linear",
+            }
+            if options.lora
+            else None,
+        },
+        "data": {
+            "forget_split": data.forget_split,
+            "retain_split": data.retain_split,
+            "forget_rows": len(data.forget),
+            "retain_rows": len(data.retain),
+            "refusals": len(data.refusals),
+            "data_sha256": data.content_hash(),
+            "pairing": options.pairing,
+            "prompt_format": prompt_format,
+            "max_length": options.max_length,
+        },
+        "seed": args.seed,
+        "losses": {
+            "final": {k: v for k, v in final.items() if k == "loss" or k.startswith("loss/")},
+            "per_step": [
+                {
+                    k: v
+                    for k, v in h.items()
+                    if k in ("step", "epoch", "loss", "learning_rate") or k.startswith("loss/")
+                }
+                for h in steps
+            ],
+        },
+        "global_steps": trainer.state.global_step,
+        "wall_seconds": round(seconds, 2),
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "hardware": hardware(),
+    }
+
+
+def read_run_card(output: str | os.PathLike) -> dict[str, Any]:
+    return json.loads((Path(output) / RUN_CARD).read_text(encoding="utf-8"))
