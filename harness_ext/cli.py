@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -189,7 +190,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"missing {', '.join('--' + m for m in missing)} (on the command line or in --config)"
         )
     output = train(TrainOptions(**options))
-    print(f"wrote {output} (run card: {output / 'run_card.json'})")
+    if os.environ.get("RANK", "0") == "0":  # one line, not one per process
+        print(f"wrote {output} (run card: {output / 'run_card.json'})")
     return 0
 
 

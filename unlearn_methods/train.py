@@ -83,11 +83,27 @@ class TrainOptions:
         return {f.name for f in fields(cls)}
 
 
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def config_path(name: str | os.PathLike) -> Path:
+    """A YAML file, or the name of a shipped config (``tofu_llama2``, ``tofu_phi``, ...)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = CONFIGS_DIR / f"{Path(name).stem}.yaml"
+    if shipped.is_file():
+        return shipped
+    known = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")))
+    raise FileNotFoundError(f"config {name} not found; the shipped configs are: {known}")
+
+
 def load_config_file(path: str | os.PathLike, method: str | None = None) -> dict[str, Any]:
     """Options from a YAML file; a ``methods:`` section overrides them per method name."""
     import yaml
 
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    path = config_path(path)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of option names to values")
     per_method = raw.pop("methods", {}) or {}
@@ -201,6 +217,8 @@ def accumulation_steps(options: TrainOptions) -> int:
 # ---------------------------------------------------------------------- the run
 def train(options: TrainOptions) -> Path:
     """Run one unlearning job; returns the output folder."""
+    import torch
+
     method = resolve_method(options.method)  # fail fast on an unknown name
     output = Path(options.output)
     resume_from = prepare_output(output, options.overwrite)
@@ -241,7 +259,12 @@ def train(options: TrainOptions) -> Path:
         gradient_accumulation_steps=accumulation,
         warmup_steps=per_epoch if per_epoch > 1 else 0,  # the paper: one epoch of warm-up
         bf16=bf16,
-        gradient_checkpointing=options.gradient_checkpointing,
+        activation_checkpointing=options.gradient_checkpointing,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # Without a GPU, say so: under a multi-process launcher this makes DDP use gloo on CPUs.
+        use_cpu=not torch.cuda.is_available(),
+        # RMU reads a middle layer only, leaving the top of the network unused on forget text.
+        ddp_find_unused_parameters=method.uses_hidden_states,
         save_strategy="steps" if options.save_steps else "epoch",
         save_steps=options.save_steps or 500,
         seed=options.seed,
