@@ -1,8 +1,11 @@
 """The ``lm-unlearn`` command line.
 
+lm-unlearn score MODEL... [--base BASE] [--split forget01] [--output results/runs]
+lm-unlearn leaderboard results/runs --output results/
+lm-unlearn train --method ME+GD --model X --forget forget01 --output DIR
+lm-unlearn reference --model X --output FILE
 lm-unlearn aggregate --legacy-logs DIR [--reference-logs DIR] [--json]
-lm-unlearn tasks-path
-lm-unlearn eval [lm_eval arguments...]
+lm-unlearn demo | tasks-path | eval [lm_eval arguments...]
 """
 
 from __future__ import annotations
@@ -195,6 +198,57 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from harness_ext.score import ScoreSettings, expand_models, score_model
+
+    metadata = json.loads(args.metadata) if args.metadata else {}
+    if not isinstance(metadata, dict):
+        raise ValueError("--metadata must be a JSON object")
+    if args.max_rows_per_set is not None:
+        metadata["max_rows_per_set"] = args.max_rows_per_set
+    settings = ScoreSettings(
+        split=args.split,
+        backend=args.backend,
+        model_args=args.model_args or "",
+        prompt_format=args.prompt_format,
+        retain_reference=args.reference,
+        pre_unlearning_reference=args.pre_unlearning_reference,
+        metadata=metadata,
+        batch_size=args.batch_size,
+        device=args.device,
+        output=args.output,
+        force=args.force,
+    )
+    models = expand_models(args.models, args.list)
+    if args.base and len(models) > 1:
+        raise ValueError(
+            "--base applies to one adapter; give several adapters their base in config"
+        )
+    outcomes = []
+    for index, model in enumerate(models, 1):
+        if len(models) > 1:
+            print(f"[{index}/{len(models)}] {model}")
+        outcome = score_model(model, settings, base=args.base)
+        outcomes.append(outcome)
+        if outcome.metrics:
+            print_metric_table(outcome.metrics, f"{settings.task} on {model}")
+        print(f"run folder: {outcome.run_dir}")
+    scored = sum(not o.skipped for o in outcomes)
+    print(
+        f"{scored} scored, {len(outcomes) - scored} skipped (already scored); runs in {args.output}"
+    )
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from harness_ext.leaderboard import build_leaderboard
+
+    board = build_leaderboard(args.runs, args.output, title=args.title)
+    print(board.markdown)
+    print(f"wrote {', '.join(str(p) for p in board.files)}")
+    return 0
+
+
 def cmd_tasks_path(args: argparse.Namespace) -> int:
     from harness_ext.autoload import project_tasks_dir
 
@@ -296,6 +350,47 @@ def build_parser() -> argparse.ArgumentParser:
             flag, dest=field, action="store_const", const=value, default=None, help=text
         )
     trainer.set_defaults(handler=cmd_train)
+
+    score = sub.add_parser(
+        "score",
+        help="score checkpoints, adapters or hub models on tofu_*_unlearn; skips scored ones",
+        description="Each model gets a run folder under --output with lm-eval's results and "
+        "samples files and manifest.json. A folder of checkpoints scores each one.",
+    )
+    score.add_argument(
+        "models", nargs="*", help="hub id, checkpoint or adapter folder, or a folder of them"
+    )
+    score.add_argument("--list", help="file with one model per line")
+    score.add_argument(
+        "--base", help="base model of a PEFT adapter (default: from adapter_config.json)"
+    )
+    score.add_argument("--split", default="forget01", choices=["forget01", "forget05", "forget10"])
+    score.add_argument(
+        "--backend", "--model", dest="backend", default="hf", help="lm-eval backend: hf, vllm, ..."
+    )
+    score.add_argument("--model-args", help="more lm-eval model arguments, e.g. dtype=bfloat16")
+    score.add_argument(
+        "--prompt-format",
+        help="chat, plain, llama2 or phi (default: chat if the tokenizer has a template, else plain)",
+    )
+    score.add_argument("--reference", help="retain-model reference (forget quality)")
+    score.add_argument("--pre-unlearning-reference", help="the model's outputs before unlearning")
+    score.add_argument("--metadata", help="task options as JSON (see the README)")
+    score.add_argument("--max-rows-per-set", type=int, help="score at most N rows of each set")
+    score.add_argument("--batch-size", default="auto")
+    score.add_argument("--device", help="cuda, cuda:0 or cpu (default: cuda if available)")
+    score.add_argument("--output", type=Path, default=Path("results/runs"))
+    score.add_argument("--force", action="store_true", help="score again even if already scored")
+    score.set_defaults(handler=cmd_score)
+
+    board = sub.add_parser(
+        "leaderboard",
+        help="LEADERBOARD.md, leaderboard.csv and leaderboard.html from run folders",
+    )
+    board.add_argument("runs", nargs="+", type=Path, help="folders of runs or lm-eval results")
+    board.add_argument("--output", type=Path, default=Path("results"))
+    board.add_argument("--title", default="TOFU unlearning leaderboard")
+    board.set_defaults(handler=cmd_leaderboard)
 
     path = sub.add_parser("tasks-path", help="print the folder holding the task YAMLs")
     path.set_defaults(handler=cmd_tasks_path)

@@ -24,6 +24,7 @@ def run_tasks(
     device: str | None = None,
     log_samples: bool = True,
     bootstrap_iters: int = 0,
+    evaluation_tracker=None,
 ) -> dict[str, Any]:
     """Evaluate ``tasks`` with lm-eval; model args reach the tasks as metadata, as on the CLI."""
     from lm_eval import simple_evaluate
@@ -44,4 +45,5 @@ def run_tasks(
         device=resolve_device(device),  # lm-eval's hf backend defaults to cuda even without one
         log_samples=log_samples,
         bootstrap_iters=bootstrap_iters,
+        evaluation_tracker=evaluation_tracker,
     )

@@ -83,16 +83,21 @@ def hardware() -> dict[str, Any]:
     return info
 
 
-def write_json_atomic(path: str | Path, payload: Any) -> Path:
-    """Write JSON through a temporary file and a rename: readers never see half a file."""
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write through a temporary file and a rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(payload, out, indent=2, ensure_ascii=False)
+            out.write(text)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> Path:
+    """Write JSON atomically (see :func:`write_text_atomic`)."""
+    return write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False))

@@ -215,13 +215,24 @@ def accumulation_steps(options: TrainOptions) -> int:
 
 
 # ---------------------------------------------------------------------- the run
-def train(options: TrainOptions) -> Path:
-    """Run one unlearning job; returns the output folder."""
+@dataclass
+class PreparedRun:
+    """A trainer ready to run, with what the run card needs to describe it."""
+
+    trainer: Any
+    tokenizer: Any
+    data: Any
+    prompt_format: str
+    forget_coeff: float
+    accumulation: int
+
+
+def build_run(options: TrainOptions, callbacks: list | None = None) -> PreparedRun:
+    """Load tokenizer, data and model and build the trainer (``train`` runs it)."""
     import torch
 
     method = resolve_method(options.method)  # fail fast on an unknown name
     output = Path(options.output)
-    resume_from = prepare_output(output, options.overwrite)
     tokenizer = load_tokenizer(options)
     prompt_format = choose_prompt_format(options, tokenizer)
     data = load_unlearn_data(options.forget, options.retain, options.data_dir)
@@ -280,21 +291,35 @@ def train(options: TrainOptions) -> Path:
         data_collator=collator,
         processing_class=tokenizer,
         peft_config=lora_config(options) if options.lora else None,
+        callbacks=callbacks,
         method=method,
     )
+    return PreparedRun(trainer, tokenizer, data, prompt_format, forget_coeff, accumulation)
+
+
+def train(options: TrainOptions) -> Path:
+    """Run one unlearning job; returns the output folder."""
+    resolve_method(options.method)  # fail fast on an unknown name, before touching the folder
+    output = Path(options.output)
+    resume_from = prepare_output(output, options.overwrite)
+    run = build_run(options)
+    trainer = run.trainer
     if trainer.is_world_process_zero():
         print(
-            f"unlearning {data.forget_split} ({len(data.forget)} rows, retain {data.retain_split}) "
-            f"from {options.model} with {method.name}: forget_coeff {forget_coeff}, "
-            f"prompt format {prompt_format}, {accumulation} accumulation steps"
+            f"unlearning {run.data.forget_split} ({len(run.data.forget)} rows, retain "
+            f"{run.data.retain_split}) from {options.model} with {trainer.method.name}: "
+            f"forget_coeff {run.forget_coeff}, prompt format {run.prompt_format}, "
+            f"{run.accumulation} accumulation steps"
             + (f"; resuming from {resume_from}" if resume_from else "")
         )
     started = time.time()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     trainer.save_model(str(output))
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(output)
-        card = run_card(options, trainer, data, prompt_format, forget_coeff, time.time() - started)
+        run.tokenizer.save_pretrained(output)
+        card = run_card(
+            options, trainer, run.data, run.prompt_format, run.forget_coeff, time.time() - started
+        )
         from harness_ext.provenance import write_json_atomic
 
         write_json_atomic(output / RUN_CARD, card)

@@ -1,0 +1,537 @@
+"""``lm-unlearn leaderboard``: one comparable table from many scoring runs.
+
+Reads every lm-eval results file under the given folders: runs of ``lm-unlearn score`` (with their
+``manifest.json``) and results of plain ``lm_eval --tasks tofu_forget01_unlearn --output_path ...``.
+Hidden folders (a scoring run in progress lives in ``.partial-*``) are never read.
+
+Runs are ranked together only when they are comparable: same task and task version, same scored
+rows (data hash and rows per set), same metric variants and metric models, same forget-quality
+reference. The largest comparable group of each task forms its table; every other run is listed
+apart with the reason it cannot be ranked with that table.
+
+Writes ``LEADERBOARD.md``, ``leaderboard.csv`` and a self-contained ``leaderboard.html`` (sortable
+table, a scatter of model utility against forget efficacy, per-metric bars).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness_ext.score import MANIFEST
+
+SETS = ("forget", "retain", "real_authors", "world_facts")
+PER_SET = (
+    "rougeL_recall",
+    "prob",
+    "truth_ratio",
+    "token_entropy",
+    "cosine_similarity",
+    "entailment",
+)
+AGGREGATES = ("forget_quality", "forget_efficacy", "model_utility", "tofu_model_utility")
+SUMMARY_COLUMNS = (
+    "forget_quality",
+    "forget_efficacy",
+    "model_utility",
+    "tofu_model_utility",
+    "forget_rougeL_recall",
+    "forget_prob",
+    "forget_truth_ratio",
+    "retain_rougeL_recall",
+    "real_authors_rougeL_recall",
+    "world_facts_rougeL_recall",
+)
+RANK_PREFERENCE = ("forget_efficacy", "forget_quality", "tofu_model_utility")
+# Shown in plot titles; TOFU's forget truth ratio has no simple direction (closer to the retain
+# model is better), so it gets none.
+DIRECTION = {
+    "forget_rougeL_recall": " (lower: more forgotten)",
+    "forget_prob": " (lower: more forgotten)",
+    "forget_quality": " (higher: closer to the retain model)",
+    "forget_efficacy": " (higher is better)",
+    "model_utility": " (higher is better)",
+    "tofu_model_utility": " (higher is better)",
+    "retain_rougeL_recall": " (higher is better)",
+    "real_authors_rougeL_recall": " (higher is better)",
+    "world_facts_rougeL_recall": " (higher is better)",
+}
+
+
+@dataclass
+class RunRecord:
+    label: str
+    task: str
+    results_file: Path
+    run_dir: Path
+    manifest: dict[str, Any] | None
+    metrics: dict[str, Any]
+    comparability: dict[str, Any]
+    prompt_format: str | None
+    date: float
+    group: int = 0
+    note: str = ""
+    differs: tuple[str, ...] = ()
+    rank: int | None = None
+
+    def number(self, metric: str) -> float | None:
+        value = self.metrics.get(metric)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return None if math.isnan(value) else float(value)
+
+
+@dataclass
+class Leaderboard:
+    records: list[RunRecord]
+    markdown: str
+    files: list[Path] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------- reading runs
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def result_files(paths: list[Path]) -> list[tuple[Path, Path]]:
+    """(results file, the root it was found under); hidden and partial folders skipped."""
+    found = []
+    for root in paths:
+        root = Path(root)
+        if root.is_file():
+            found.append((root, root.parent))
+        elif root.is_dir():
+            found += [
+                (f, root) for f in sorted(root.rglob("results_*.json")) if not _hidden(f, root)
+            ]
+        else:
+            raise FileNotFoundError(f"{root} does not exist")
+    return found
+
+
+def _manifest_for(results_file: Path, root: Path) -> tuple[Path, dict[str, Any] | None]:
+    folder = results_file.parent
+    while True:
+        candidate = folder / MANIFEST
+        if candidate.is_file():
+            return folder, json.loads(candidate.read_text(encoding="utf-8"))
+        if folder == root or folder.parent == folder or root not in folder.parents:
+            return results_file.parent, None
+        folder = folder.parent
+
+
+def _comparability(task: str, results: dict[str, Any]) -> dict[str, Any]:
+    tofu = results.get("configs", {}).get(task, {}).get("metadata", {}).get("tofu", {}) or {}
+    models = dict(tofu.get("metric_models") or {})
+    models.pop("token_entropy", None)  # each model's own tokenizer, by definition
+    models.pop("notes", None)
+    reference = dict(tofu.get("forget_quality_reference") or {})
+    reference.pop("source", None)  # where the file lives does not change the numbers
+    options = tofu.get("options") or {}
+    return {
+        "task": task,
+        "task_version": results.get("versions", {}).get(task),
+        "data_sha256": tofu.get("data_sha256"),
+        "rows_per_set": tofu.get("rows_per_set"),
+        "generation_max_length": options.get("generation_max_length"),
+        "metric_variants": tofu.get("metric_variants"),
+        "metric_models": models or None,
+        "forget_quality_reference": reference or None,
+    }
+
+
+def _label(results: dict[str, Any], manifest: dict[str, Any] | None, results_file: Path) -> str:
+    if manifest and manifest.get("name"):
+        return str(manifest["name"])
+    args = results.get("config", {}).get("model_args") or {}
+    if isinstance(args, str):
+        from harness_ext.evaluate import parse_model_args
+
+        args = parse_model_args(args)
+    name = str(args.get("peft") or args.get("pretrained") or results.get("model_name") or "")
+    return Path(name.rstrip("/")).name or results_file.parent.name
+
+
+def read_runs(paths: list[Path]) -> list[RunRecord]:
+    """Every scored ``tofu_*_unlearn`` task under ``paths``, one record per (results file, task)."""
+    from harness_ext.runs import task_metrics
+
+    records = []
+    for results_file, root in result_files(paths):
+        try:
+            results = json.loads(results_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            print(f"skipped {results_file}: not a readable results file ({err})")
+            continue
+        run_dir, manifest = _manifest_for(results_file, root)
+        for task in results.get("results", {}):
+            config = results.get("configs", {}).get(task, {})
+            if "tofu" not in (config.get("metadata") or {}):
+                continue
+            tofu = config["metadata"]["tofu"]
+            records.append(
+                RunRecord(
+                    label=_label(results, manifest, results_file),
+                    task=task,
+                    results_file=results_file,
+                    run_dir=run_dir,
+                    manifest=manifest,
+                    metrics=task_metrics(results, task),
+                    comparability=_comparability(task, results),
+                    prompt_format=tofu.get("prompt_format"),
+                    date=float(results.get("date") or results_file.stat().st_mtime),
+                )
+            )
+    return _unique_labels(_newest_per_setting(records))
+
+
+def _newest_per_setting(records: list[RunRecord]) -> list[RunRecord]:
+    """A model scored again with identical settings (``--force``) counts once: the newest run."""
+    newest: dict[tuple, RunRecord] = {}
+    for record in records:
+        settings = (record.manifest or {}).get("settings_sha256") or str(record.results_file)
+        key = (settings, record.task)
+        if key not in newest or record.date > newest[key].date:
+            newest[key] = record
+    return list(newest.values())
+
+
+def _unique_labels(records: list[RunRecord]) -> list[RunRecord]:
+    by_label: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    for record in records:
+        by_label[(record.task, record.label)].append(record)
+    for same in by_label.values():
+        if len(same) > 1:
+            for record in same:
+                record.label = f"{record.label} ({record.run_dir.name})"
+    return records
+
+
+# ---------------------------------------------------------------------- grouping and ranking
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str) if not isinstance(value, str) else value
+    if isinstance(value, str) and len(value) == 64:
+        return value[:10]  # a sha256
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def difference(record: dict[str, Any], main: dict[str, Any]) -> str:
+    parts = []
+    for name, value in record.items():
+        if value != main.get(name):
+            parts.append(
+                f"{name.replace('_', ' ')} {_short(value)} (table: {_short(main.get(name))})"
+            )
+    return "; ".join(parts)
+
+
+def rank_metric(records: list[RunRecord]) -> str | None:
+    for metric in RANK_PREFERENCE:
+        if records and all(r.number(metric) is not None for r in records):
+            return metric
+    return None
+
+
+def group_and_rank(
+    records: list[RunRecord],
+) -> dict[str, tuple[list[RunRecord], list[RunRecord], str | None]]:
+    """Per task: (ranked runs, runs kept apart, the metric ranking the table)."""
+    tables = {}
+    for task in sorted({r.task for r in records}):
+        runs = [r for r in records if r.task == task]
+        groups: dict[str, list[RunRecord]] = defaultdict(list)
+        for record in runs:
+            groups[json.dumps(record.comparability, sort_keys=True, default=str)].append(record)
+        ordered = sorted(groups.values(), key=lambda g: (-len(g), -max(r.date for r in g)))
+        main = ordered[0]
+        apart = [r for g in ordered[1:] for r in g]
+        for number, members in enumerate(ordered):
+            for record in members:
+                record.group = number
+        for record in apart:
+            record.note = "not comparable: " + difference(
+                record.comparability, main[0].comparability
+            )
+        metric = rank_metric(main)
+        if metric:
+            main.sort(key=lambda r: -(r.number(metric) or 0.0))
+        else:
+            main.sort(key=lambda r: r.label)
+        for position, record in enumerate(main, 1):
+            record.rank = position
+        tables[task] = (main, apart, metric)
+    return tables
+
+
+# ---------------------------------------------------------------------- formatting
+def fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value)
+    if isinstance(value, (int, float)):
+        if math.isnan(value):
+            return "NaN"
+        return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.2e}"
+    text = str(value)
+    return "N/A" if text.startswith("N/A") else text
+
+
+def _link(record: RunRecord, output: Path) -> str:
+    return os.path.relpath(record.results_file, output)
+
+
+def to_markdown(tables, output: Path, title: str) -> str:
+    lines = [f"# {title}", ""]
+    for task, (main, apart, metric) in tables.items():
+        columns = [c for c in SUMMARY_COLUMNS if any(c in r.metrics for r in main)]
+        lines += [f"## {task}", ""]
+        lines.append(
+            f"{len(main)} comparable runs, ranked by {metric or 'name'}"
+            f"{' (higher is better)' if metric else ''}; rows per set "
+            f"{_short(main[0].comparability['rows_per_set'])}, data {_short(main[0].comparability['data_sha256'])}."
+        )
+        lines += ["", "| # | run | prompt | " + " | ".join(columns) + " |"]
+        lines.append("|---" * (len(columns) + 3) + "|")
+        for r in main:
+            cells = [fmt(r.metrics.get(c)) for c in columns]
+            lines.append(
+                f"| {r.rank} | [{r.label}]({_link(r, output)}) | {r.prompt_format} | "
+                + " | ".join(cells)
+                + " |"
+            )
+        if apart:
+            lines += ["", "Kept apart (not comparable with the table above):", ""]
+            for r in apart:
+                lines.append(
+                    f"- [{r.label}]({_link(r, output)}): {r.note.removeprefix('not comparable: ')}"
+                )
+        lines.append("")
+    if not tables:
+        lines.append("No tofu_*_unlearn results found.")
+    return "\n".join(lines)
+
+
+def to_frame(records: list[RunRecord], output: Path):
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        rows.append(
+            {
+                "task": r.task,
+                "rank": r.rank,
+                "run": r.label,
+                "comparable_group": r.group,
+                "note": r.note,
+                "prompt_format": r.prompt_format,
+                **{k: r.metrics.get(k) for k in _metric_columns(records)},
+                "results_file": _link(r, output),
+                "manifest": os.path.relpath(r.run_dir / MANIFEST, output) if r.manifest else "",
+            }
+        )
+    frame = pd.DataFrame(rows)
+    frame["rank"] = frame["rank"].astype("Int64") if len(frame) else frame.get("rank")
+    return frame
+
+
+def _metric_columns(records: list[RunRecord]) -> list[str]:
+    present = {k for r in records for k in r.metrics}
+    ordered = [a for a in AGGREGATES if a in present]
+    ordered += [f"{s}_{m}" for s in SETS for m in PER_SET if f"{s}_{m}" in present]
+    return ordered + sorted(present - set(ordered))
+
+
+# ---------------------------------------------------------------------- plots
+def _svg(figure) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(figure)
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
+def scatter_axes(records: list[RunRecord]) -> tuple[str, str, str]:
+    """(x metric, y metric, note): MU against FE, or the nearest measured stand-ins, said so."""
+    have = lambda m: bool(records) and all(r.number(m) is not None for r in records)  # noqa: E731
+    x = "forget_efficacy" if have("forget_efficacy") else "forget_rougeL_recall"
+    y = "model_utility" if have("model_utility") else "tofu_model_utility"
+    notes = []
+    if x != "forget_efficacy":
+        notes.append(
+            "forget efficacy is N/A for some runs (it needs entailment), so x is 1 − forget ROUGE-L recall"
+        )
+    if y != "model_utility":
+        notes.append(
+            "the 18-component model utility is N/A for some runs, so y is TOFU's 9-component one"
+        )
+    return x, y, "; ".join(notes)
+
+
+def scatter_svg(records: list[RunRecord]) -> tuple[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x_metric, y_metric, note = scatter_axes(records)
+    points = [(r, r.number(x_metric), r.number(y_metric)) for r in records]
+    points = [(r, x, y) for r, x, y in points if x is not None and y is not None]
+    flip = x_metric == "forget_rougeL_recall"
+    figure, axis = plt.subplots(figsize=(6.4, 4.6))
+    for record, x, y in points:
+        x = 1 - x if flip else x
+        axis.scatter(x, y, s=36)
+        axis.annotate(record.label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    axis.set_xlabel("1 − forget ROUGE-L recall" if flip else "forget efficacy")
+    axis.set_ylabel(
+        "model utility (MU-18)" if y_metric == "model_utility" else "TOFU model utility (MU-9)"
+    )
+    axis.set_title("utility against forgetting (up and right is better)")
+    axis.grid(alpha=0.3)
+    return _svg(figure), note
+
+
+def bars_svg(records: list[RunRecord]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in SUMMARY_COLUMNS if any(r.number(m) is not None for r in records)]
+    if not metrics:
+        return ""
+    columns = 2
+    rows = math.ceil(len(metrics) / columns)
+    height = max(1.6, 0.28 * len(records) + 0.9)
+    figure, axes = plt.subplots(rows, columns, figsize=(10, height * rows), squeeze=False)
+    labels = [r.label for r in records]
+    for axis, metric in zip(axes.flat, metrics, strict=False):
+        values = [r.number(metric) for r in records]
+        axis.barh(labels, [v if v is not None else 0 for v in values], color="#4c72b0")
+        if metric == "forget_quality":
+            axis.set_xscale("log")
+        axis.set_title(f"{metric}{DIRECTION.get(metric, '')}", fontsize=9)
+        axis.tick_params(labelsize=8)
+        axis.invert_yaxis()
+    for axis in list(axes.flat)[len(metrics) :]:
+        axis.axis("off")
+    figure.tight_layout()
+    return _svg(figure)
+
+
+# ---------------------------------------------------------------------- HTML
+SORT_SCRIPT = """
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  table.querySelectorAll('th').forEach(function (th, column) {
+    th.addEventListener('click', function () {
+      var body = table.tBodies[0], rows = Array.from(body.rows);
+      var ascending = th.dataset.order !== 'asc'; th.dataset.order = ascending ? 'asc' : 'desc';
+      rows.sort(function (a, b) {
+        var x = a.cells[column].dataset.value || a.cells[column].innerText;
+        var y = b.cells[column].dataset.value || b.cells[column].innerText;
+        var nx = parseFloat(x), ny = parseFloat(y);
+        var cmp = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+        return ascending ? cmp : -cmp;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
+th { background: #f0f0f0; cursor: pointer; position: sticky; top: 0; }
+td.name, th.name { text-align: left; }
+tr.apart td { color: #888; }
+.note { color: #555; font-size: 13px; }
+.wrap { overflow-x: auto; max-width: 100%; }
+"""
+
+
+def _html_table(records: list[RunRecord], columns: list[str], output: Path) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    out = [
+        "<div class='wrap'><table class='sortable'><thead><tr>"
+        f"<th>#</th><th class='name'>run</th><th>prompt</th>{head}<th class='name'>note</th>"
+        "</tr></thead><tbody>"
+    ]
+    for r in records:
+        cells = []
+        for c in columns:
+            number = r.number(c)
+            value = "" if number is None else repr(number)
+            cells.append(f"<td data-value='{value}'>{html.escape(fmt(r.metrics.get(c)))}</td>")
+        link = html.escape(_link(r, output))
+        css = " class='apart'" if r.note else ""
+        out.append(
+            f"<tr{css}><td>{r.rank or ''}</td><td class='name'><a href='{link}'>{html.escape(r.label)}</a></td>"
+            f"<td>{html.escape(str(r.prompt_format))}</td>{''.join(cells)}"
+            f"<td class='name' title='{html.escape(r.note)}'>"
+            f"{html.escape('differs in ' + ', '.join(r.differs) if r.differs else '')}</td></tr>"
+        )
+    out.append("</tbody></table></div>")
+    return "\n".join(out)
+
+
+def to_html(tables, records: list[RunRecord], output: Path, title: str) -> str:
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+        "<p class='note'>Click a column header to sort. Each run links to its lm-eval results file.</p>",
+    ]
+    columns = _metric_columns(records)
+    for task, (main, apart, metric) in tables.items():
+        parts.append(f"<h2>{html.escape(task)}</h2>")
+        parts.append(
+            f"<p class='note'>{len(main)} comparable runs ranked by {html.escape(metric or 'name')}; "
+            f"{len(apart)} kept apart (grey, with the reason).</p>"
+        )
+        parts.append(_html_table(main + apart, columns, output))
+        if apart:
+            items = "".join(
+                f"<li><b>{html.escape(r.label)}</b>: {html.escape(r.note.removeprefix('not comparable: '))}</li>"
+                for r in apart
+            )
+            parts.append(f"<p class='note'>Kept apart:</p><ul class='note'>{items}</ul>")
+        scatter, note = scatter_svg(main)
+        parts.append("<h3>Model utility against forget efficacy</h3>")
+        if note:
+            parts.append(f"<p class='note'>{html.escape(note)}.</p>")
+        parts.append(scatter)
+        parts.append("<h3>Per-metric comparison</h3>")
+        parts.append(bars_svg(main))
+    parts.append("<script>" + SORT_SCRIPT + "</script></body></html>")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------- entry point
+def build_leaderboard(
+    runs: list[Path], output: Path, title: str = "TOFU unlearning leaderboard"
+) -> Leaderboard:
+    """Read the runs, rank the comparable ones, write the Markdown, CSV and HTML files."""
+    from harness_ext.provenance import write_text_atomic
+
+    records = read_runs([Path(p) for p in runs])
+    tables = group_and_rank(records)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    ordered = [r for main, apart, _ in tables.values() for r in main + apart]
+    markdown = to_markdown(tables, output, title)
+    files = [
+        write_text_atomic(output / "LEADERBOARD.md", markdown + "\n"),
+        write_text_atomic(
+            output / "leaderboard.csv", to_frame(ordered, output).to_csv(index=False)
+        ),
+        write_text_atomic(output / "leaderboard.html", to_html(tables, ordered, output, title)),
+    ]
+    return Leaderboard(ordered, markdown, files)

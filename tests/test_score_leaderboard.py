@@ -1,0 +1,237 @@
+"""`lm-unlearn score` and `lm-unlearn leaderboard` on tiny models: runs, manifests, skipping,
+comparability, atomic writes and the HTML page."""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness_ext.cli import main
+from harness_ext.leaderboard import build_leaderboard, read_runs
+from harness_ext.score import MANIFEST, ScoreError, completed_runs, resolve_model
+
+TASK = "tofu_forget01_unlearn"
+FAST = ["--max-rows-per-set", "2", "--batch-size", "4", "--device", "cpu",
+        "--metadata", json.dumps({"embedding_model": "none", "nli_model": "none"})]  # fmt: skip
+
+
+def score(*args: str) -> int:
+    return main(["score", *args, *FAST])
+
+
+def without_chat_template(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    config_file = target / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config.pop("chat_template", None)
+    config_file.write_text(json.dumps(config))
+    (target / "chat_template.jinja").unlink(missing_ok=True)
+    return target
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_model_dir, tiny_lora_dir):
+    """Four runs: full model (chat template), LoRA adapter, model without a template, other rows."""
+    root = tmp_path_factory.mktemp("scored")
+    out = root / "runs"
+    plain_model = without_chat_template(tiny_model_dir, root / "no-template")
+    assert score(str(tiny_model_dir), "--output", str(out)) == 0
+    assert score(str(tiny_lora_dir), "--output", str(out)) == 0
+    assert score(str(plain_model), "--output", str(out)) == 0
+    other_rows = FAST[:1] + ["3"] + FAST[2:]
+    assert main(["score", str(tiny_model_dir), "--output", str(out), *other_rows]) == 0
+    return out, {p.name: json.loads((p / MANIFEST).read_text()) for p in completed_runs(out)}
+
+
+def manifest_of(manifests: dict, given: Path, rows: int = 2) -> dict:
+    (found,) = [
+        m for m in manifests.values()
+        if m["model"]["given"] == str(given) and m["data"]["rows_per_set"]["forget"] == rows
+    ]  # fmt: skip
+    return found
+
+
+def test_each_run_has_lm_evals_files_and_a_complete_manifest(runs, tiny_model_dir):
+    out, manifests = runs
+    assert len(manifests) == 4
+    manifest = manifest_of(manifests, tiny_model_dir)
+    run_dir = out / next(k for k, v in manifests.items() if v is manifest)
+    names = [Path(f).name for f in manifest["files"]]
+    assert any(n.startswith("results_") for n in names)
+    assert any(n.startswith("samples_tofu_forget01_unlearn_") for n in names)
+    for name in manifest["files"]:
+        assert (run_dir / name).is_file()
+    assert manifest["prompt_format"]["name"] == "chat"
+    assert "chat template" in manifest["prompt_format"]["why"]
+    assert len(manifest["model"]["fingerprint"]["weights_sha256"]) == 64
+    assert len(manifest["data"]["sha256"]) == 64
+    assert manifest["task"] == TASK and manifest["task_version"] is not None
+    assert manifest["generation"]["do_sample"] is False
+    assert manifest["metric_models"]["cosine_similarity"] == "unavailable: embedding_model=none"
+    assert {"torch", "transformers", "lm_eval"} <= set(manifest["versions"])
+    assert manifest["hardware"]["cpus"] >= 1 and manifest["wall_seconds"] > 0
+    assert manifest["rerun"].startswith("lm-unlearn score ")
+
+
+def test_adapter_base_comes_from_its_config(runs, tiny_model_dir, tiny_lora_dir):
+    _, manifests = runs
+    adapter = manifest_of(manifests, tiny_lora_dir)
+    assert adapter["model"]["pretrained"] == str(tiny_model_dir)
+    assert adapter["model"]["peft"] == str(tiny_lora_dir)
+    assert len(adapter["model"]["fingerprint"]["adapter"]["sha256"]) == 64
+
+
+def test_a_model_without_chat_template_gets_the_plain_format(runs):
+    _, manifests = runs
+    (plain,) = [m for m in manifests.values() if m["model"]["given"].endswith("no-template")]
+    assert plain["prompt_format"]["name"] == "plain"
+    assert "no chat template" in plain["prompt_format"]["why"]
+
+
+def test_scoring_again_with_identical_settings_is_skipped(runs, tiny_model_dir, capsys):
+    out, manifests = runs
+    assert score(str(tiny_model_dir), "--output", str(out)) == 0
+    assert "already scored with identical settings" in capsys.readouterr().out
+    assert len(completed_runs(out)) == len(manifests)
+
+
+def test_a_folder_of_checkpoints_scores_each_and_skips_scored_ones(
+    runs, tiny_model_dir, tiny_lora_dir, tmp_path, capsys
+):
+    out, manifests = runs
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "a").symlink_to(tiny_model_dir)
+    (folder / "b").symlink_to(tiny_lora_dir)
+    assert score(str(folder), "--output", str(out)) == 0
+    printed = capsys.readouterr().out
+    assert "[1/2]" in printed and "[2/2]" in printed
+    # same weights, so the same settings hash as the runs already there: nothing new
+    assert "0 scored, 2 skipped" in printed
+    assert len(completed_runs(out)) == len(manifests)
+
+
+def test_leaderboard_ranks_comparable_runs_and_keeps_others_apart(runs, tmp_path):
+    out, _ = runs
+    board = build_leaderboard([out], tmp_path / "board")
+    ranked = [r for r in board.records if r.rank is not None]
+    apart = [r for r in board.records if r.rank is None]
+    assert len(ranked) == 3 and len(apart) == 1
+    assert "rows per set" in apart[0].note
+    assert [r.rank for r in ranked] == [1, 2, 3]
+    scores = [r.number("tofu_model_utility") for r in ranked]
+    assert scores == sorted(scores, reverse=True)
+    for name in ("LEADERBOARD.md", "leaderboard.csv", "leaderboard.html"):
+        assert (tmp_path / "board" / name).is_file()
+    with open(tmp_path / "board" / "leaderboard.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4
+    for row in rows:  # every row links back to its run's results file
+        assert (tmp_path / "board" / row["results_file"]).is_file()
+        assert row["manifest"] and (tmp_path / "board" / row["manifest"]).is_file()
+    page = (tmp_path / "board" / "leaderboard.html").read_text()
+    assert page.count("<svg") >= 2 and "class='sortable'" in page
+    for external in ("<link", "src=", "href='http", 'href="http', "@import"):
+        assert external not in page  # self-contained: nothing fetched from elsewhere
+
+
+def test_leaderboard_reads_plain_lm_eval_results(runs, tmp_path, tiny_model_dir):
+    out, _ = runs
+    plain = tmp_path / "plain"
+    cmd = [sys.executable, "-m", "lm_eval", "run", "--model", "hf",
+           "--model_args", f"pretrained={tiny_model_dir}", "--tasks", TASK, "--batch_size", "4",
+           "--device", "cpu", "--apply_chat_template", "--output_path", str(plain),
+           "--metadata", json.dumps({"max_rows_per_set": 2, "embedding_model": "none", "nli_model": "none"})]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = read_runs([out, plain])
+    board = build_leaderboard([out, plain], tmp_path / "board")
+    (lm_eval_run,) = [r for r in board.records if r.manifest is None]
+    assert lm_eval_run.rank is not None  # same rows and settings: ranked with the others
+    assert lm_eval_run.label.startswith(tiny_model_dir.name)
+    assert len(records) == 5
+
+
+def test_a_failed_scoring_run_leaves_nothing(tmp_path, tiny_model_dir, monkeypatch):
+    import harness_ext.evaluate
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(harness_ext.evaluate, "run_tasks", broken)
+    with pytest.raises(RuntimeError):
+        main(["score", str(tiny_model_dir), "--output", str(tmp_path), *FAST])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_killed_before_it_lands_leaves_nothing_the_leaderboard_reads(
+    tmp_path, tiny_model_dir
+):
+    """SIGKILL at the worst moment: every file written (manifest included), not yet renamed."""
+    args = ["score", str(tiny_model_dir), "--output", str(tmp_path / "runs"), *FAST]
+    program = (
+        "import os, signal, sys\n"
+        "import harness_ext.score as score\n"
+        "score._move_into_place = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "from harness_ext.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program, *args], capture_output=True, text=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    (partial,) = (tmp_path / "runs").glob(".partial-*")
+    assert (partial / MANIFEST).is_file() and list(partial.rglob("results_*.json"))
+    assert completed_runs(tmp_path / "runs") == []
+    assert read_runs([tmp_path / "runs"]) == []
+    assert build_leaderboard([tmp_path / "runs"], tmp_path / "board").records == []
+
+
+def test_bad_models_give_clear_errors(tmp_path, tiny_model_dir, capsys):
+    with pytest.raises(ScoreError, match="does not exist"):
+        resolve_model(str(tmp_path / "missing-model"))
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": "/gone/base"})
+    )
+    with pytest.raises(ScoreError, match="base model of adapter"):
+        resolve_model(str(adapter))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["score", str(empty), "--output", str(tmp_path / "o")]) == 2
+    assert "no model or adapter" in capsys.readouterr().err
+    plain_model = without_chat_template(tiny_model_dir, tmp_path / "plain")
+    code = main(
+        [
+            "score",
+            str(plain_model),
+            "--prompt-format",
+            "chat",
+            "--output",
+            str(tmp_path / "o"),
+            *FAST,
+        ]
+    )
+    assert code == 2 and "no chat template" in capsys.readouterr().err
+    code = main(
+        ["score", str(tiny_model_dir), "--model-args", f"pretrained={tiny_model_dir}", *FAST]
+    )
+    assert code == 2 and "must not set pretrained" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_leaderboard_page_renders_in_headless_chromium(runs, tmp_path):
+    out, _ = runs
+    build_leaderboard([out], tmp_path)
+    shot = tmp_path / "shot.png"
+    done = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+         "--window-size=1400,1600", (tmp_path / "leaderboard.html").as_uri()],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert shot.is_file() and shot.stat().st_size > 20_000, done.stderr[-1000:]
