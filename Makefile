@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # With local TOFU everything the demo and the tests need is on disk: never wait on the network.
 OFFLINE := $(if $(TOFU_DATA_DIR),HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1,)
 
-.PHONY: venv test demo lint clean
+.PHONY: venv test demo leaderboard lint clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,11 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(OFFLINE) $(BIN)/lm-unlearn demo
+
+# Rebuild results/demo/ (LEADERBOARD.md, leaderboard.csv, leaderboard.html) from the demo's runs.
+leaderboard: $(STAMP)
+	$(BIN)/lm-unlearn leaderboard results/demo/runs --output results/demo \
+		--title "lm-unlearn demo: SmolLM2-135M unlearns forget01"
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

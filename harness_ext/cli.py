@@ -132,8 +132,16 @@ TRAIN_FLAGS = {
     # flag: (TrainOptions field, type, help)
     "--method": ("method", str, "FORGET+REG, e.g. ME+GD, IDK+AP, GA+GD, NPO+KL, SimNPO+GD"),
     "--model": ("model", str, "hub id or local path of the model to unlearn from"),
-    "--forget": ("forget", str, "TOFU forget split: forget01, forget05, forget10"),
-    "--retain": ("retain", str, "retain split (default: the complement, e.g. retain99)"),
+    "--forget": (
+        "forget",
+        str,
+        "forget rows: forget01, forget05, forget10, or e.g. forget10[360:400]",
+    ),
+    "--retain": (
+        "retain",
+        str,
+        "retain rows (default: the complement, e.g. retain99); e.g. retain90,forget10[:360]",
+    ),
     "--output": ("output", str, "output folder: checkpoint or adapter, tokenizer, run_card.json"),
     "--scenario": ("scenario", str, "tofu, continual or realworld (sets the paper's forget_coeff)"),
     "--prompt-format": ("prompt_format", str, "chat, plain, llama2 or phi"),
@@ -249,6 +257,50 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from unlearn_methods.finetune import FinetuneOptions, finetune
+
+    given = {
+        k: v
+        for k, v in vars(args).items()
+        if k in FinetuneOptions.__dataclass_fields__ and v is not None
+    }
+    output = finetune(FinetuneOptions(**given))
+    if os.environ.get("RANK", "0") == "0":
+        print(f"wrote {output} (card: {output / 'finetune_card.json'})")
+    return 0
+
+
+CONTINUAL_SKIPS = {"--method", "--model", "--forget", "--retain", "--output", "--scenario"}
+
+
+def cmd_continual(args: argparse.Namespace) -> int:
+    from harness_ext.continual import run_continual, settings_from_args, to_markdown
+
+    fields = {f for flag, (f, *_) in TRAIN_FLAGS.items() if flag not in CONTINUAL_SKIPS}
+    fields |= {f for flag, (f, _) in TRAIN_SWITCHES.items() if flag != "--overwrite"}
+    train_options = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+    table = run_continual(settings_from_args(args, train_options))
+    import pandas as pd
+
+    print(to_markdown(pd.DataFrame(table)))
+    print(
+        f"wrote {args.output}/continual.csv, continual.md, continual.html; runs in {args.output}/runs"
+    )
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from harness_ext.doctor import gather, report
+
+    rows = gather(args.embedding_model, args.nli_model, args.device, args.data_dir)
+    print(report(rows))
+    failed = [name for name, ok, _ in rows if not ok]
+    if failed:
+        print(f"\n{len(failed)} problem(s): {', '.join(failed)}")
+    return 1 if failed else 0
+
+
 def cmd_tasks_path(args: argparse.Namespace) -> int:
     from harness_ext.autoload import project_tasks_dir
 
@@ -271,9 +323,16 @@ def cmd_eval(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from harness_ext.demo import run_demo
+    from harness_ext.demo import DemoSettings, run_demo
 
-    run_demo(rows_per_set=args.rows_per_set, output=args.output)
+    settings = DemoSettings(
+        output=args.output, retain_rows=args.retain_rows, utility_rows=args.utility_rows
+    )
+    if args.methods:
+        settings.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if args.model:
+        settings.model = args.model
+    run_demo(settings)
     return 0
 
 
@@ -309,9 +368,17 @@ def build_parser() -> argparse.ArgumentParser:
     agg.add_argument("--json", action="store_true", help="print JSON instead of a table")
     agg.set_defaults(handler=cmd_aggregate)
 
-    demo = sub.add_parser("demo", help="score the packaged SmolLM2 on tofu_forget01_unlearn (CPU)")
-    demo.add_argument("--rows-per-set", type=int, default=5, help="rows of each eval set")
-    demo.add_argument("--output", type=Path, default=Path("results/demo/runs"))
+    demo = sub.add_parser(
+        "demo",
+        help="fine-tune, unlearn, score and rank on the packaged SmolLM2 (CPU, offline)",
+    )
+    demo.add_argument("--output", type=Path, default=Path("results/demo"))
+    demo.add_argument("--model", help="base model (default: the packaged SmolLM2-135M-Instruct)")
+    demo.add_argument("--methods", help="comma-separated (default ME+GD,IDK+AP,GA+GD,NPO+GD)")
+    demo.add_argument("--retain-rows", type=int, default=10, help="retain rows learned and scored")
+    demo.add_argument(
+        "--utility-rows", type=int, default=10, help="Real Authors / World Facts rows scored"
+    )
     demo.set_defaults(handler=cmd_demo)
 
     ref = sub.add_parser(
@@ -350,6 +417,68 @@ def build_parser() -> argparse.ArgumentParser:
             flag, dest=field, action="store_const", const=value, default=None, help=text
         )
     trainer.set_defaults(handler=cmd_train)
+
+    cont = sub.add_parser(
+        "continual",
+        help="serve forget10 as a sequence of forget requests, scoring after each",
+        description="Request 1 = forget01 (the last 2 authors), request 2 the 2 before, ...; each "
+        "starts from the previous checkpoint (also its reference). Rerun to resume.",
+    )
+    cont.add_argument("--method", required=True)
+    cont.add_argument("--model", required=True, help="the model before the first request")
+    cont.add_argument("--output", required=True)
+    cont.add_argument("--requests", type=int, default=10, help="requests to serve (1-10)")
+    cont.add_argument(
+        "--base-retain", default="retain90", help="retain rows besides unserved forget rows"
+    )
+    cont.add_argument(
+        "--score-served", action="store_true", help="also score every row served so far"
+    )
+    cont.add_argument("--metadata", help="task options for scoring, as JSON")
+    cont.add_argument("--max-rows-per-set", type=int, help="score at most N rows of each set")
+    cont.add_argument("--score-batch-size", default="auto")
+    cont.add_argument("--device", help="device of scoring (default: cuda if available)")
+    for flag, (field, kind, text) in TRAIN_FLAGS.items():
+        if flag not in CONTINUAL_SKIPS:
+            cont.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    for flag, (field, text) in TRAIN_SWITCHES.items():
+        if flag != "--overwrite":
+            cont.add_argument(
+                flag,
+                dest=field,
+                action="store_const",
+                const=not flag.startswith("--no-"),
+                default=None,
+                help=text,
+            )
+    cont.set_defaults(handler=cmd_continual)
+
+    tune = sub.add_parser(
+        "finetune",
+        help="fine-tune a model on TOFU splits (make a target or a retain model)",
+        description="Plain supervised fine-tuning on TOFU question/answer pairs, the step before "
+        "unlearning. --data lists splits, each optionally cut to its first N rows.",
+    )
+    tune.add_argument("--model", required=True, help="hub id or local path")
+    tune.add_argument("--output", required=True, help="output folder")
+    tune.add_argument(
+        "--data", default="full", help="e.g. full, retain99, forget01,retain_perturbed[:40]"
+    )
+    tune.add_argument("--epochs", type=float, help="default 5")
+    tune.add_argument("--lr", dest="learning_rate", type=float, help="default 1e-5")
+    tune.add_argument("--batch-size", dest="per_device_batch_size", type=int, help="default 4")
+    tune.add_argument(
+        "--effective-batch-size", type=int, help="reached by accumulation (default 32)"
+    )
+    tune.add_argument("--max-length", type=int, help="tokens per example (default 500)")
+    tune.add_argument("--prompt-format", help="chat, plain, llama2 or phi")
+    tune.add_argument("--lora", action="store_const", const=True, help="train a LoRA adapter")
+    tune.add_argument("--seed", type=int)
+    tune.add_argument("--dtype", help="weights dtype")
+    tune.add_argument("--data-dir", help="local TOFU directory")
+    tune.add_argument("--pad-token", help="'eos' pads with the end-of-sequence token")
+    tune.add_argument("--overwrite", action="store_const", const=True)
+    tune.set_defaults(handler=cmd_finetune)
 
     score = sub.add_parser(
         "score",
@@ -391,6 +520,17 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--output", type=Path, default=Path("results"))
     board.add_argument("--title", default="TOFU unlearning leaderboard")
     board.set_defaults(handler=cmd_leaderboard)
+
+    doctor = sub.add_parser(
+        "doctor", help="versions, autoload, data and metric models, for bug reports"
+    )
+    doctor.add_argument(
+        "--embedding-model", help="check this embedding model instead of the default"
+    )
+    doctor.add_argument("--nli-model", help="check this NLI model instead of the default")
+    doctor.add_argument("--device", help="device of the metric models")
+    doctor.add_argument("--data-dir", help="TOFU directory (default: $TOFU_DATA_DIR or the hub)")
+    doctor.set_defaults(handler=cmd_doctor)
 
     path = sub.add_parser("tasks-path", help="print the folder holding the task YAMLs")
     path.set_defaults(handler=cmd_tasks_path)

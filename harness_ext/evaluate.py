@@ -13,6 +13,9 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
     return simple_parse_args_string(text or "")
 
 
+PROJECT_TASK_PREFIXES = ("tofu_", "realworld_")
+
+
 def run_tasks(
     model_args: dict[str, Any],
     tasks: Sequence[str],
@@ -34,7 +37,12 @@ def run_tasks(
     from harness_ext.output_scoring import resolve_device
 
     task_metadata = {**model_args, **(metadata or {})}
-    manager = TaskManager(include_path=project_tasks_dir(), metadata=task_metadata)
+    # Indexing lm-eval's own ~15k task files costs seconds per call; skip it when only the
+    # project's tasks are asked for.
+    ours = all(str(t).startswith(PROJECT_TASK_PREFIXES) for t in tasks)
+    manager = TaskManager(
+        include_path=project_tasks_dir(), include_defaults=not ours, metadata=task_metadata
+    )
     return simple_evaluate(
         model=backend,
         model_args=model_args,

@@ -76,6 +76,7 @@ class RunRecord:
     comparability: dict[str, Any]
     prompt_format: str | None
     date: float
+    fq_reference: str | None = None  # the retain reference of forget quality, if any
     group: int = 0
     note: str = ""
     differs: tuple[str, ...] = ()
@@ -132,8 +133,6 @@ def _comparability(task: str, results: dict[str, Any]) -> dict[str, Any]:
     models = dict(tofu.get("metric_models") or {})
     models.pop("token_entropy", None)  # each model's own tokenizer, by definition
     models.pop("notes", None)
-    reference = dict(tofu.get("forget_quality_reference") or {})
-    reference.pop("source", None)  # where the file lives does not change the numbers
     options = tofu.get("options") or {}
     return {
         "task": task,
@@ -143,8 +142,36 @@ def _comparability(task: str, results: dict[str, Any]) -> dict[str, Any]:
         "generation_max_length": options.get("generation_max_length"),
         "metric_variants": tofu.get("metric_variants"),
         "metric_models": models or None,
-        "forget_quality_reference": reference or None,
     }
+
+
+def _reference_identity(reference: dict[str, Any] | None) -> str | None:
+    if not reference:
+        return None
+    # Where the file lives does not change the numbers; its name helps a reader.
+    source = reference.get("source")
+    reference = {k: v for k, v in reference.items() if k != "source"}
+    if source:
+        path = Path(str(source))
+        runs = [c for c in (path, *path.parents[:2]) if (c / MANIFEST).is_file()]
+        reference["name"] = (runs[0] if runs else path).name  # the scoring run, when it is one
+    return json.dumps(reference, sort_keys=True, default=str)
+
+
+def _reference_label(identity: str | None) -> str:
+    """A short name for a reference identity (its model, else its kind)."""
+    if not identity:
+        return "none"
+    reference = json.loads(identity)
+    model = reference.get("model") or {}
+    name = (
+        model.get("hub_id") or model.get("path") or model.get("given")
+        if isinstance(model, dict)
+        else model
+    )
+    if name:
+        return Path(str(name)).name
+    return str(reference.get("name") or reference.get("kind", "reference"))
 
 
 def _label(results: dict[str, Any], manifest: dict[str, Any] | None, results_file: Path) -> str:
@@ -185,6 +212,7 @@ def read_runs(paths: list[Path]) -> list[RunRecord]:
                     manifest=manifest,
                     metrics=task_metrics(results, task),
                     comparability=_comparability(task, results),
+                    fq_reference=_reference_identity(tofu.get("forget_quality_reference")),
                     prompt_format=tofu.get("prompt_format"),
                     date=float(results.get("date") or results_file.stat().st_mtime),
                 )
@@ -233,9 +261,15 @@ def difference(record: dict[str, Any], main: dict[str, Any]) -> str:
 
 
 def rank_metric(records: list[RunRecord]) -> str | None:
+    """The first preferred metric most runs have. Forget quality counts only when every run that
+    has it was scored against the same retain reference; runs lacking the metric rank last."""
     for metric in RANK_PREFERENCE:
-        if records and all(r.number(metric) is not None for r in records):
-            return metric
+        having = [r for r in records if r.number(metric) is not None]
+        if not having or len(having) * 2 < len(records):
+            continue
+        if metric == "forget_quality" and len({r.fq_reference for r in having}) > 1:
+            continue
+        return metric
     return None
 
 
@@ -261,7 +295,7 @@ def group_and_rank(
             )
         metric = rank_metric(main)
         if metric:
-            main.sort(key=lambda r: -(r.number(metric) or 0.0))
+            main.sort(key=lambda r: (r.number(metric) is None, -(r.number(metric) or 0.0), r.label))
         else:
             main.sort(key=lambda r: r.label)
         for position, record in enumerate(main, 1):
@@ -296,6 +330,9 @@ def to_markdown(tables, output: Path, title: str) -> str:
             f"{' (higher is better)' if metric else ''}; rows per set "
             f"{_short(main[0].comparability['rows_per_set'])}, data {_short(main[0].comparability['data_sha256'])}."
         )
+        references = sorted({_reference_label(r.fq_reference) for r in main if r.fq_reference})
+        if references:
+            lines.append(f"Forget quality against the retain reference: {'; '.join(references)}.")
         lines += ["", "| # | run | prompt | " + " | ".join(columns) + " |"]
         lines.append("|---" * (len(columns) + 3) + "|")
         for r in main:

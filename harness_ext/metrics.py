@@ -116,7 +116,7 @@ def token_entropy(tokens: Sequence[Hashable]) -> float:
     if n <= 1:
         return 0.0
     entropy = -sum((c / n) * math.log2(c / n) for c in Counter(tokens).values())
-    return entropy / math.log2(n)
+    return entropy / math.log2(n) + 0.0  # + 0.0 turns -0.0 (one repeated token) into 0.0
 
 
 def clipped_cosine(u: Sequence[float], v: Sequence[float]) -> float:

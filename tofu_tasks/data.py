@@ -254,13 +254,54 @@ def _positive_int(value: Any, name: str) -> int | None:
     return number
 
 
+def _row_slice(text: str, available: int) -> tuple[int, int]:
+    """ "360:400" → (360, 400), checked against the rows the split has."""
+    parts = str(text).split(":")
+    try:
+        start, stop = (int(p) if p.strip() else None for p in parts)
+    except ValueError:
+        start = stop = -1  # reported below
+        parts = []
+    if len(parts) != 2:
+        raise TofuDataError(
+            f"forget_rows must look like 'start:stop' (e.g. '360:400'), got {text!r}"
+        )
+    start = 0 if start is None else start
+    stop = available if stop is None else stop
+    if not 0 <= start < stop <= available:
+        raise TofuDataError(f"forget_rows {text!r} is outside the forget split's {available} rows")
+    return start, stop
+
+
+def _row_limits(value: Any) -> dict[str, int | None]:
+    """max_rows_per_set as a limit per set name (an int applies to every set)."""
+    names = [s.name for s in EVAL_SETS]
+    if isinstance(value, str) and value.strip().startswith("{"):
+        value = json.loads(value)
+    if isinstance(value, dict):
+        unknown = set(value) - set(names)
+        if unknown:
+            raise TofuDataError(
+                f"max_rows_per_set names unknown sets {sorted(unknown)}; the sets are {names}"
+            )
+        return {k: _positive_int(v, f"max_rows_per_set[{k!r}]") for k, v in value.items()}
+    limit = _positive_int(value, "max_rows_per_set")
+    return dict.fromkeys(names, limit)
+
+
 def build_eval_docs(
     forget_split: str,
     rows: RowSelection = "legacy",
-    max_rows_per_set: int | None = None,
+    max_rows_per_set: int | dict[str, int] | None = None,
     data_dir: str | os.PathLike | None = None,
+    forget_rows: str | None = None,
 ) -> list[dict[str, Any]]:
     """Documents of one ``tofu_<forget>_unlearn`` run: the four eval sets, in order.
+
+    ``max_rows_per_set`` cuts every set to N rows, or, as a mapping such as
+    ``{"retain": 10, "real_authors": 10}``, only the sets it names. ``forget_rows`` ("360:400")
+    scores only that slice of the forget split's rows (TOFU's 300-row rule then does not apply):
+    one request of a continual run.
 
     Each document names its set and its row in the source file, and carries the question,
     the answer, the base answer of the truth ratio and the perturbed answers.
@@ -273,14 +314,21 @@ def build_eval_docs(
         raise TofuDataError(
             f"rows must be 'legacy' (TOFU's first-300 rule) or 'full', got {rows!r}"
         )
-    limit = _positive_int(max_rows_per_set, "max_rows_per_set")
+    limits = _row_limits(max_rows_per_set)
     docs: list[dict[str, Any]] = []
     for eval_set in EVAL_SETS:
         records = read_split(eval_set.source_file(forget_split), data_dir)
-        count = eval_set.row_count(len(records), rows)
+        first = 0
+        if forget_rows and eval_set.name == "forget":
+            first, stop = _row_slice(forget_rows, len(records))
+            records = records[first:stop]
+            count = len(records)
+        else:
+            count = eval_set.row_count(len(records), rows)
+        limit = limits.get(eval_set.name)
         if limit is not None:
             count = min(count, limit)
-        for index, record in enumerate(records[:count]):
+        for index, record in enumerate(records[:count], start=first):
             docs.append(
                 {
                     "set": eval_set.name,

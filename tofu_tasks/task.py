@@ -11,7 +11,8 @@ Options come from the task metadata, i.e. ``--metadata '{...}'`` (or ``--model_a
 
 ============================  =======================================================
 ``rows``                      ``legacy`` (TOFU's first-300 rule, default) or ``full``
-``max_rows_per_set``          keep at most N rows of each set (quick runs)
+``max_rows_per_set``          keep at most N rows of each set, or {"set": N, ...} (quick runs)
+``forget_rows``               "start:stop": score only these forget rows (continual requests)
 ``data_dir``                  local TOFU directory (else ``TOFU_DATA_DIR``, else the hub)
 ``prompt_format``             ``plain`` (default), ``llama2``, ``phi``; ``chat`` comes with
                               ``--apply_chat_template``
@@ -77,7 +78,8 @@ class TaskSetupError(ValueError):
 class TaskOptions:
     forget_split: str
     rows: str = "legacy"
-    max_rows_per_set: int | None = None
+    max_rows_per_set: int | dict[str, int] | None = None
+    forget_rows: str | None = None
     data_dir: str | None = None
     prompt_format: str | None = None
     retain_reference: str | None = None
@@ -112,7 +114,11 @@ def load_tofu_eval_dataset(**metadata: Any):
 
     options = TaskOptions.from_metadata(metadata)
     docs = data.build_eval_docs(
-        options.forget_split, options.rows, options.max_rows_per_set, options.data_dir
+        options.forget_split,
+        options.rows,
+        options.max_rows_per_set,
+        options.data_dir,
+        forget_rows=options.forget_rows,
     )
     return {"test": datasets.Dataset.from_list(docs)}
 

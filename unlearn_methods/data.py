@@ -47,8 +47,46 @@ class UnlearnData:
         return tofu_data.content_hash(rows + [{"refusal": r} for r in self.refusals])
 
 
+def parse_rows_spec(spec: str) -> list[tuple[str, int | None, int | None]]:
+    """``"retain90,forget10[0:360]"`` → [("retain90", None, None), ("forget10", 0, 360)].
+
+    A comma-separated list of TOFU splits, each optionally cut by a Python-style slice of its rows.
+    """
+    parts = []
+    for item in (p.strip() for p in spec.split(",")):
+        if not item:
+            continue
+        name, bracket, rest = item.partition("[")
+        start = stop = None
+        if bracket:
+            inside = rest.removesuffix("]")
+            bounds = inside.split(":")
+            if (
+                not rest.endswith("]")
+                or len(bounds) != 2
+                or not all(b.strip().lstrip("-").isdigit() or not b.strip() for b in bounds)
+            ):
+                raise UnlearnDataError(
+                    f"{item!r}: write rows as split[start:stop], e.g. forget10[0:40]"
+                )
+            start, stop = (int(b) if b.strip() else None for b in bounds)
+        parts.append((name.strip(), start, stop))
+    if not parts:
+        raise UnlearnDataError(f"{spec!r} names no TOFU split")
+    return parts
+
+
+def read_rows(spec: str, data_dir: str | None = None) -> list[dict[str, Any]]:
+    """Rows of a rows spec (see :func:`parse_rows_spec`), in order."""
+    rows: list[dict[str, Any]] = []
+    for name, start, stop in parse_rows_spec(spec):
+        rows += tofu_data.read_split(name, data_dir)[start:stop]
+    return rows
+
+
 def retain_split_for(forget_split: str) -> str:
     """TOFU's complement: forget k% trains against retain (100 − k)%."""
+    forget_split = parse_rows_spec(forget_split)[0][0]
     digits = forget_split.removeprefix("forget")
     if not forget_split.startswith("forget") or not digits.isdigit():
         raise UnlearnDataError(
@@ -62,8 +100,8 @@ def load_unlearn_data(
 ) -> UnlearnData:
     """Forget rows, retain rows and refusals, each checked by the TOFU data layer."""
     retain_split = retain_split or retain_split_for(forget_split)
-    forget = tofu_data.read_split(forget_split, data_dir)
-    retain = tofu_data.read_split(retain_split, data_dir)
+    forget = read_rows(forget_split, data_dir)
+    retain = read_rows(retain_split, data_dir)
     if not forget:
         raise UnlearnDataError(f"the forget split {forget_split!r} is empty: nothing to unlearn")
     keep = ("question", "answer")

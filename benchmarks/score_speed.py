@@ -1,0 +1,384 @@
+"""Scoring speed of the project's lm-eval task against the usual TOFU evaluation loop.
+
+Both paths score the same model on the same rows of ``tofu_forget01_unlearn`` (forget, retain,
+real_authors, world_facts; plain prompt format, float32, CPU) and produce the TOFU per-row numbers:
+the greedy generation and its ROUGE-L recall, the answer probability and the truth ratio.
+
+* project: ``harness_ext.evaluate.run_tasks`` (lm-eval in process, hf backend, auxiliary
+  metric models off), from the model directory to the aggregated metrics.
+* baseline, "the usual TOFU evaluation loop", written out below with transformers and torch:
+  per eval set, batched greedy ``model.generate`` with left padding (prompt + generation <= 200
+  tokens per row, stopping at EOS), then a separate batched forward pass over prompt + answer
+  for the answer, another for the paraphrase (forget/retain only; on real_authors/world_facts
+  the base answer is the answer itself), and one per perturbed answer, each giving the mean
+  token NLL of the continuation; then the metrics and per-set means. Nothing is shared between
+  passes, as in TOFU's original evaluation code. The final formulas are the project's pure
+  functions of ``harness_ext.metrics``; loading the model from its directory is timed too, as
+  ``run_tasks`` loads it.
+
+The script first checks that both paths give the same numbers (identical generations, equal
+ROUGE-L recall, probabilities and truth ratios within a float tolerance) and exits non-zero if
+they do not (unless ``--no-check``); then it reports wall seconds of each path, each measured
+after a one-row-per-set warm-up in the same process (the best of ``--repeats`` timed runs), and
+the speed-up baseline / project.
+
+    python benchmarks/score_speed.py [--models tiny,smollm2] [--rows-per-set 10] [--batch-size 8]
+                                     [--repeats 1] [--no-check]
+
+``--model`` / ``--models``: ``tiny`` (a random tiny Llama built in a temp dir, as the tests do),
+``smollm2`` (default: the packaged SmolLM2-135M-Instruct) or a path to a Hugging Face model
+directory. Set ``TOFU_DATA_DIR`` (and ``HF_HUB_OFFLINE=1`` without network).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TASK = "tofu_forget01_unlearn"
+SPLIT = "forget01"
+SETS = ("forget", "retain", "real_authors", "world_facts")
+PROMPT = "Question: {question}\nAnswer:"  # the plain prompt format
+CONTINUATION = " {answer}"
+GENERATION_BUDGET = 200  # TOFU: prompt + generation tokens
+# TOFU's rules per set: the paraphrase is the base answer of the truth ratio on forget/retain;
+# real_authors/world_facts report the answer's probability normalised over the options.
+PARAPHRASE_SETS = ("forget", "retain")
+NORMALIZED_PROB_SETS = ("real_authors", "world_facts")
+FORGET_FORM_SETS = ("forget",)  # truth ratio min(R, 1/R); the others max(0, 1 - 1/R)
+REL_TOL, ABS_TOL = 1e-4, 1e-5
+COMPARED = ("prob", "raw_truth_ratio", "truth_ratio")
+
+
+@dataclass(frozen=True)
+class RowScore:
+    """The TOFU numbers of one row."""
+
+    set_name: str
+    row: int
+    generation: str
+    rougeL_recall: float
+    prob: float
+    raw_truth_ratio: float
+    truth_ratio: float
+
+
+# ---------------------------------------------------------------------------- project path
+def run_project(model_dir: Path, rows: int, batch_size: int) -> tuple[list[RowScore], dict]:
+    """Score with the project's task through lm-eval; per-row scores and aggregate metrics."""
+    from harness_ext.evaluate import run_tasks
+    from harness_ext.runs import task_metrics
+
+    metadata = {
+        "max_rows_per_set": rows,
+        "prompt_format": "plain",
+        "embedding_model": "none",
+        "nli_model": "none",
+    }
+    results = run_tasks(
+        {"pretrained": str(model_dir), "dtype": "float32"},
+        [TASK],
+        backend="hf",
+        metadata=metadata,
+        apply_chat_template=False,
+        batch_size=batch_size,
+        device="cpu",
+        log_samples=True,
+    )
+    scores = [_project_row(sample) for sample in results["samples"][TASK]]
+    return scores, task_metrics(results, TASK)
+
+
+def _project_row(sample: dict[str, Any]) -> RowScore:
+    values = sample["model_utility"]
+    return RowScore(
+        set_name=sample["doc"]["set"],
+        row=sample["doc"]["row"],
+        generation=values["generation"],
+        rougeL_recall=float(values["rougeL_recall"]),
+        prob=float(values["prob"]),
+        raw_truth_ratio=float(values["raw_truth_ratio"]),
+        truth_ratio=float(values["truth_ratio"]),
+    )
+
+
+# ---------------------------------------------------------------------------- baseline path
+def run_baseline(model_dir: Path, rows: int, batch_size: int) -> list[RowScore]:
+    """The usual TOFU loop: per set, generate, then one forward pass per kind of answer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tofu_tasks.data import build_eval_docs
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    docs = build_eval_docs(SPLIT, "legacy", max_rows_per_set=rows)
+    scores: list[RowScore] = []
+    with torch.inference_mode():
+        for set_name in SETS:
+            set_docs = [doc for doc in docs if doc["set"] == set_name]
+            scores += score_set(model, tokenizer, set_name, set_docs, batch_size)
+    return scores
+
+
+def score_set(model, tokenizer, set_name: str, docs: list[dict], batch_size: int) -> list[RowScore]:
+    """TOFU's numbers for the rows of one eval set."""
+    from harness_ext import metrics as M
+
+    prompts = [PROMPT.format(question=doc["question"]) for doc in docs]
+    generations = generate(model, tokenizer, prompts, batch_size)
+    answer = answer_nlls(model, tokenizer, prompts, [d["answer"] for d in docs], batch_size)
+    base = answer
+    if set_name in PARAPHRASE_SETS:
+        base = answer_nlls(model, tokenizer, prompts, [d["base_answer"] for d in docs], batch_size)
+    n_perturbed = len(docs[0]["perturbed_answers"]) if docs else 0
+    perturbed = [
+        answer_nlls(
+            model, tokenizer, prompts, [d["perturbed_answers"][j] for d in docs], batch_size
+        )
+        for j in range(n_perturbed)
+    ]
+    scores = []
+    for i, doc in enumerate(docs):
+        others = [nlls[i] for nlls in perturbed]
+        ratio = M.raw_truth_ratio(base[i], others)
+        if set_name in NORMALIZED_PROB_SETS:
+            prob = M.normalized_answer_prob(answer[i], others)
+        else:
+            prob = M.length_normalized_prob(answer[i])
+        if set_name in FORGET_FORM_SETS:
+            truth_ratio = M.truth_ratio_forget(ratio)
+        else:
+            truth_ratio = M.truth_ratio_utility(ratio)
+        rouge = M.rouge_l_recall(generations[i], doc["answer"])
+        scores.append(
+            RowScore(set_name, doc["row"], generations[i], rouge, prob, ratio, truth_ratio)
+        )
+    return scores
+
+
+def batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def generate(model, tokenizer, prompts: list[str], batch_size: int) -> list[str]:
+    """Greedy generations, prompt + generation <= GENERATION_BUDGET tokens per row, cut at EOS."""
+    tokenizer.padding_side = "left"
+    texts = []
+    for batch in batches(prompts, batch_size):
+        inputs = tokenizer(list(batch), return_tensors="pt", padding=True)
+        budgets = [max(1, GENERATION_BUDGET - int(n)) for n in inputs["attention_mask"].sum(1)]
+        output = model.generate(
+            **inputs,
+            max_new_tokens=max(budgets),
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
+        texts += [
+            _decode(tokenizer, ids[:budget])
+            for ids, budget in zip(new_tokens, budgets, strict=True)
+        ]
+    return texts
+
+
+def _decode(tokenizer, ids: list[int]) -> str:
+    if tokenizer.eos_token_id in ids:
+        ids = ids[: ids.index(tokenizer.eos_token_id)]
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def answer_nlls(
+    model, tokenizer, prompts: list[str], answers: list[str], batch_size: int
+) -> list[float]:
+    """Mean token NLL of each answer after its prompt: one batched forward pass per batch.
+
+    The answer tokens are those of tok(prompt + answer) after the first len(tok(prompt)).
+    """
+    import torch
+
+    tokenizer.padding_side = "right"
+    pairs = list(zip(prompts, answers, strict=True))
+    nlls: list[float] = []
+    for batch in batches(pairs, batch_size):
+        texts = [prompt + CONTINUATION.format(answer=answer) for prompt, answer in batch]
+        inputs = tokenizer(texts, return_tensors="pt", padding=True)
+        prompt_lengths = [len(ids) for ids in tokenizer([p for p, _ in batch])["input_ids"]]
+        labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
+        for row, n_prompt in enumerate(prompt_lengths):
+            labels[row, :n_prompt] = -100
+        logits = model(**inputs).logits[:, :-1].float()
+        targets = labels[:, 1:]
+        # Class dimension last: cross_entropy over (batch, vocab, length) logits, as TOFU's code
+        # calls it, is ~1e-4 less accurate in float32 on CPU.
+        token_nll = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="none"
+        ).view_as(targets)
+        counts = (targets != -100).sum(1)
+        nlls += (token_nll.sum(1) / counts).tolist()
+    return nlls
+
+
+def set_means(scores: list[RowScore]) -> dict[str, float]:
+    """Per-set means, named as the task reports them ("<set>_<metric>")."""
+    means = {}
+    for set_name in SETS:
+        rows = [s for s in scores if s.set_name == set_name]
+        for metric in ("rougeL_recall", "prob", "truth_ratio"):
+            values = [getattr(s, metric) for s in rows]
+            if values:
+                means[f"{set_name}_{metric}"] = sum(values) / len(values)
+    return means
+
+
+# ---------------------------------------------------------------------------- agreement
+def close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=REL_TOL, abs_tol=ABS_TOL)
+
+
+def check_agreement(
+    baseline: list[RowScore], project: list[RowScore], project_metrics: dict[str, Any]
+) -> bool:
+    """Print per-set agreement of the two paths; True when every row and mean agrees."""
+    by_key = {(s.set_name, s.row): s for s in project}
+    ok = len(baseline) == len(project) and all((s.set_name, s.row) in by_key for s in baseline)
+    if not ok:
+        print(f"!! the paths scored different rows: {len(baseline)} vs {len(project)}")
+        return False
+    for set_name in SETS:
+        pairs = [(s, by_key[(s.set_name, s.row)]) for s in baseline if s.set_name == set_name]
+        ok &= _report_set(set_name, pairs)
+    for name, value in set_means(baseline).items():
+        reported = project_metrics.get(name)
+        if not isinstance(reported, (int, float)) or not close(value, float(reported)):
+            print(f"!! {name}: baseline mean {value!r}, project reports {reported!r}")
+            ok = False
+    return ok
+
+
+def _report_set(set_name: str, pairs: list[tuple[RowScore, RowScore]]) -> bool:
+    agree = 0
+    max_abs = dict.fromkeys(COMPARED, 0.0)
+    for base, proj in pairs:
+        same = base.generation == proj.generation and base.rougeL_recall == proj.rougeL_recall
+        for metric in COMPARED:
+            a, b = getattr(base, metric), getattr(proj, metric)
+            max_abs[metric] = max(max_abs[metric], abs(a - b))
+            same &= close(a, b)
+        agree += same
+        if not same:
+            print(f"!! {set_name} row {base.row} differs:\n   baseline {base}\n   project  {proj}")
+    diffs = ", ".join(f"max |d {m}| {v:.2e}" for m, v in max_abs.items())
+    print(f"{set_name:<13} {agree}/{len(pairs)} rows agree; {diffs}")
+    return agree == len(pairs)
+
+
+# ---------------------------------------------------------------------------- models, timing
+@contextmanager
+def model_directory(name: str) -> Iterator[Path]:
+    """``tiny`` (built in a temp dir), ``smollm2`` (packaged) or a path."""
+    if name == "tiny":
+        from harness_ext.tiny_models import build_tiny_llama, build_tokenizer, tofu_texts
+
+        tokenizer = build_tokenizer(tofu_texts(), vocab_size=1024, chat_template=True)
+        with tempfile.TemporaryDirectory(prefix="tiny-llama-") as tmp:
+            yield build_tiny_llama(tmp, tokenizer=tokenizer)
+    elif name == "smollm2":
+        from harness_ext.assets import packaged_smollm2
+
+        yield packaged_smollm2()
+    else:
+        yield Path(name)
+
+
+def timed(function, *args) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - start
+
+
+def benchmark(name: str, rows: int, batch_size: int, repeats: int = 1) -> tuple[dict, bool]:
+    """Warm up both paths, time them, check agreement; the table row and whether they agree."""
+    baseline_s, project_s = [], []
+    with model_directory(name) as model_dir:
+        run_baseline(model_dir, 1, batch_size)  # warm-up: imports, first kernels, file cache
+        run_project(model_dir, 1, batch_size)
+        for _ in range(repeats):
+            baseline, seconds = timed(run_baseline, model_dir, rows, batch_size)
+            baseline_s.append(seconds)
+            (project, project_metrics), seconds = timed(run_project, model_dir, rows, batch_size)
+            project_s.append(seconds)
+    print(f"\n{name}: agreement of baseline and project ({rows} rows per set)")
+    agree = check_agreement(baseline, project, project_metrics)
+    row = {"model": name, "rows": rows, "batch": batch_size}
+    return {**row, "baseline": min(baseline_s), "project": min(project_s)}, agree
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(
+        "\n| model | rows per set | batch size | baseline s | project s | speed-up (baseline/project) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        ratio = r["baseline"] / r["project"]
+        print(
+            f"| {r['model']} | {r['rows']} | {r['batch']} | {r['baseline']:.2f} "
+            f"| {r['project']:.2f} | {ratio:.2f}x |"
+        )
+
+
+def quiet_libraries() -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    for name in ("lm_eval", "lm-eval", "lm-unlearn"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model",
+        "--models",
+        dest="models",
+        default="smollm2",
+        help="comma-separated: tiny, smollm2 or a model directory",
+    )
+    parser.add_argument("--rows-per-set", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs; the best is shown")
+    parser.add_argument("--no-check", action="store_true", help="exit 0 even on disagreement")
+    args = parser.parse_args(argv)
+    quiet_libraries()
+    table, all_agree = [], True
+    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        row, agree = benchmark(name, args.rows_per_set, args.batch_size, args.repeats)
+        table.append(row)
+        all_agree &= agree
+    print_table(table)
+    if not all_agree:
+        print(
+            "\n!! THE BASELINE AND THE PROJECT DISAGREE (see above); timings compare unequal work"
+        )
+        return 0 if args.no_check else 1
+    print("\nboth paths computed the same numbers on every row")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

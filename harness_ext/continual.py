@@ -1,0 +1,240 @@
+"""``lm-unlearn continual``: a sequence of forget requests served one after another.
+
+The forget10 authors (the last 400 rows of TOFU) arrive in requests of 2 authors (40 rows):
+request 1 is forget01 (the last 2 authors), request 2 the 2 before, and so on. Request k starts
+from the checkpoint of request k−1, which is also its reference model; its retain data is the base
+retain set plus the forget rows of the requests not yet served. After each request the model is
+scored on Retain, Real Authors, World Facts and that request's forget rows (``forget_rows``
+option of ``tofu_forget10_unlearn``), and optionally on every forget row served so far: does
+forgotten knowledge come back?
+
+Everything lands under the output folder::
+
+    request-01/ ... request-10/    checkpoints with their run cards
+    runs/                          lm-unlearn score runs (a leaderboard reads them)
+    continual.csv, continual.md    one row per request
+    continual.html                 model utility and forget efficacy against requests served
+
+A run stopped after request k continues at k+1 when started again with the same command (and a
+request interrupted mid-way resumes from its last checkpoint).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+ROWS_PER_AUTHOR = 20
+FORGET10_ROWS = 400
+AUTHORS_PER_REQUEST = 2
+REQUEST_ROWS = ROWS_PER_AUTHOR * AUTHORS_PER_REQUEST
+MAX_REQUESTS = FORGET10_ROWS // REQUEST_ROWS
+
+
+@dataclass
+class ContinualSettings:
+    method: str
+    model: str
+    output: Path
+    requests: int = MAX_REQUESTS
+    base_retain: str = "retain90"
+    train: dict[str, Any] = field(default_factory=dict)  # more TrainOptions (epochs, lr, ...)
+    metadata: dict[str, Any] = field(default_factory=dict)  # task options for scoring
+    prompt_format: str | None = None
+    score_served: bool = False
+    batch_size: str = "auto"
+    device: str | None = None
+
+
+def request_rows(k: int) -> tuple[int, int]:
+    """Rows of forget10 served by request k (1-based): request 1 = the last 40 = forget01."""
+    if not 1 <= k <= MAX_REQUESTS:
+        raise ValueError(f"request {k} is outside 1..{MAX_REQUESTS}")
+    stop = FORGET10_ROWS - REQUEST_ROWS * (k - 1)
+    return stop - REQUEST_ROWS, stop
+
+
+def forget_spec(k: int) -> str:
+    start, stop = request_rows(k)
+    return f"forget10[{start}:{stop}]"
+
+
+def retain_spec(k: int, base_retain: str) -> str:
+    """The base retain set plus the forget rows of the requests not yet served."""
+    start, _ = request_rows(k)
+    return f"{base_retain},forget10[0:{start}]" if start else base_retain
+
+
+def request_dir(output: Path, k: int) -> Path:
+    return Path(output) / f"request-{k:02d}"
+
+
+def train_request(settings: ContinualSettings, k: int) -> Path:
+    from unlearn_methods.train import RUN_CARD, TrainOptions, train
+
+    folder = request_dir(settings.output, k)
+    if (folder / RUN_CARD).is_file():
+        print(f"request {k}: already served ({folder})")
+        return folder
+    start_from = settings.model if k == 1 else str(request_dir(settings.output, k - 1))
+    options = TrainOptions(
+        method=settings.method,
+        model=start_from,
+        output=str(folder),
+        forget=forget_spec(k),
+        retain=retain_spec(k, settings.base_retain),
+        scenario="continual",
+        prompt_format=settings.prompt_format,
+        **settings.train,
+    )
+    print(f"request {k}: unlearn {options.forget} from {start_from} (retain {options.retain})")
+    return train(options)
+
+
+def score_request(settings: ContinualSettings, k: int, model: Path, served: bool = False) -> dict:
+    from harness_ext.runs import latest_results, task_metrics
+    from harness_ext.score import ScoreSettings, score_model
+
+    start, stop = request_rows(k)
+    rows = f"{start}:{FORGET10_ROWS}" if served else f"{start}:{stop}"  # served: requests 1..k
+    scoring = ScoreSettings(
+        split="forget10",
+        prompt_format=settings.prompt_format,
+        metadata={**settings.metadata, "forget_rows": rows},
+        batch_size=settings.batch_size,
+        device=settings.device,
+        output=Path(settings.output) / "runs",
+    )
+    outcome = score_model(str(model), scoring)
+    return task_metrics(latest_results(outcome.run_dir), scoring.task)
+
+
+SUMMARY = ("model_utility", "tofu_model_utility", "forget_efficacy", "forget_rougeL_recall",
+           "forget_prob", "forget_truth_ratio", "retain_rougeL_recall",
+           "real_authors_rougeL_recall", "world_facts_rougeL_recall")  # fmt: skip
+
+
+def run_continual(settings: ContinualSettings) -> list[dict[str, Any]]:
+    """Serve requests 1..N (skipping those already served); returns one summary row each."""
+    if not 1 <= settings.requests <= MAX_REQUESTS:
+        raise ValueError(
+            f"--requests must be between 1 and {MAX_REQUESTS}, got {settings.requests}"
+        )
+    from unlearn_methods.registry import resolve_method
+
+    resolve_method(settings.method)  # an unknown name fails before any work
+    Path(settings.output).mkdir(parents=True, exist_ok=True)
+    table = []
+    for k in range(1, settings.requests + 1):
+        model = train_request(settings, k)
+        metrics = score_request(settings, k, model)
+        start, stop = request_rows(k)
+        row = {"request": k, "forget_rows": f"{start}:{stop}",
+               "retain_rows": _count_rows(retain_spec(k, settings.base_retain), settings)}  # fmt: skip
+        row.update({m: metrics.get(m) for m in SUMMARY})
+        if settings.score_served and k > 1:
+            served = score_request(settings, k, model, served=True)
+            row["served_forget_rougeL_recall"] = served.get("forget_rougeL_recall")
+        table.append(row)
+        write_outputs(settings.output, table)
+    return table
+
+
+def _count_rows(spec: str, settings: ContinualSettings) -> int:
+    from unlearn_methods.data import read_rows
+
+    return len(read_rows(spec, settings.train.get("data_dir")))
+
+
+def write_outputs(output: Path, table: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    from harness_ext.provenance import write_text_atomic
+
+    frame = pd.DataFrame(table)
+    write_text_atomic(Path(output) / "continual.csv", frame.to_csv(index=False))
+    write_text_atomic(Path(output) / "continual.md", to_markdown(frame) + "\n")
+    write_text_atomic(Path(output) / "continual.html", to_html(frame))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    text = "" if value is None else str(value)
+    return "N/A" if text.startswith("N/A") else text
+
+
+def to_markdown(frame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |"
+    lines = [header, "|---" * len(frame.columns) + "|"]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _numeric(frame, column: str) -> list[float] | None:
+    values = [v for v in frame.get(column, []) if isinstance(v, (int, float))]
+    return values if len(values) == len(frame) else None
+
+
+def plot_svg(frame) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.2))
+    requests = list(frame["request"])
+    utility = "model_utility" if _numeric(frame, "model_utility") else "tofu_model_utility"
+    if _numeric(frame, utility):
+        axis.plot(requests, _numeric(frame, utility), marker="o", label=utility)
+    if _numeric(frame, "forget_efficacy"):
+        axis.plot(requests, _numeric(frame, "forget_efficacy"), marker="s", label="forget_efficacy")
+    elif _numeric(frame, "forget_rougeL_recall"):
+        values = [1 - v for v in _numeric(frame, "forget_rougeL_recall")]
+        axis.plot(requests, values, marker="s", label="1 − forget ROUGE-L (forget efficacy N/A)")
+    axis.set_xlabel("requests served")
+    axis.set_ylim(0, 1.02)
+    axis.set_xticks(requests)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(figure)
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
+def to_html(frame) -> str:
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
+        for _, row in frame.iterrows()
+    )
+    head = "".join(f"<th>{c}</th>" for c in frame.columns)
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>continual unlearning</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:3px 6px}"
+        "table{border-collapse:collapse;font-size:13px}</style></head><body>"
+        f"<h1>Continual unlearning</h1>{plot_svg(frame)}<table><tr>{head}</tr>{rows}</table>"
+        "</body></html>"
+    )
+
+
+def settings_from_args(args, train_options: dict[str, Any]) -> ContinualSettings:
+    metadata = json.loads(args.metadata) if args.metadata else {}
+    if args.max_rows_per_set is not None:
+        metadata["max_rows_per_set"] = args.max_rows_per_set
+    return replace(
+        ContinualSettings(method=args.method, model=args.model, output=Path(args.output)),
+        requests=args.requests,
+        base_retain=args.base_retain,
+        train=train_options,
+        metadata=metadata,
+        prompt_format=train_options.pop("prompt_format", None),
+        score_served=args.score_served,
+        batch_size=args.score_batch_size,
+        device=args.device,
+    )
