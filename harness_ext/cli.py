@@ -142,6 +142,11 @@ TRAIN_FLAGS = {
         str,
         "retain rows (default: the complement, e.g. retain99); e.g. retain90,forget10[:360]",
     ),
+    "--targets": (
+        "targets",
+        str,
+        "train on these answers (lm-unlearn reference file) instead of the dataset's",
+    ),
     "--output": ("output", str, "output folder: checkpoint or adapter, tokenizer, run_card.json"),
     "--scenario": ("scenario", str, "tofu, continual or realworld (sets the paper's forget_coeff)"),
     "--prompt-format": ("prompt_format", str, "chat, plain, llama2 or phi"),
@@ -251,7 +256,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness_ext.leaderboard import build_leaderboard
 
-    board = build_leaderboard(args.runs, args.output, title=args.title)
+    board = build_leaderboard(args.runs, args.output, title=args.title, rank_by=args.rank_by)
     print(board.markdown)
     print(f"wrote {', '.join(str(p) for p in board.files)}")
     return 0
@@ -519,6 +524,10 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("runs", nargs="+", type=Path, help="folders of runs or lm-eval results")
     board.add_argument("--output", type=Path, default=Path("results"))
     board.add_argument("--title", default="TOFU unlearning leaderboard")
+    board.add_argument(
+        "--rank-by",
+        help="metric ranking each table (default: forget efficacy, else forget quality, else MU-9)",
+    )
     board.set_defaults(handler=cmd_leaderboard)
 
     doctor = sub.add_parser(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -162,7 +163,7 @@ def write_outputs(output: Path, table: list[dict[str, Any]]) -> None:
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return "" if math.isnan(value) else f"{value:.4f}"
     text = "" if value is None else str(value)
     return "N/A" if text.startswith("N/A") else text
 

@@ -14,6 +14,7 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
 
 
 PROJECT_TASK_PREFIXES = ("tofu_", "realworld_")
+NEEDS_LM_EVAL_TASKS = {"realworld_general"}  # a group of lm-eval's built-in tasks
 
 
 def run_tasks(
@@ -39,7 +40,9 @@ def run_tasks(
     task_metadata = {**model_args, **(metadata or {})}
     # Indexing lm-eval's own ~15k task files costs seconds per call; skip it when only the
     # project's tasks are asked for.
-    ours = all(str(t).startswith(PROJECT_TASK_PREFIXES) for t in tasks)
+    ours = all(str(t).startswith(PROJECT_TASK_PREFIXES) for t in tasks) and not any(
+        t in NEEDS_LM_EVAL_TASKS for t in tasks
+    )
     manager = TaskManager(
         include_path=project_tasks_dir(), include_defaults=not ours, metadata=task_metadata
     )

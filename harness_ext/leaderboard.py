@@ -27,7 +27,7 @@ from typing import Any
 
 from harness_ext.score import MANIFEST
 
-SETS = ("forget", "retain", "real_authors", "world_facts")
+SETS = ("forget", "retain", "real_authors", "world_facts", "neighbor")
 PER_SET = (
     "rougeL_recall",
     "prob",
@@ -48,6 +48,7 @@ SUMMARY_COLUMNS = (
     "retain_rougeL_recall",
     "real_authors_rougeL_recall",
     "world_facts_rougeL_recall",
+    "neighbor_rougeL_recall",
 )
 RANK_PREFERENCE = ("forget_efficacy", "forget_quality", "tofu_model_utility")
 # Shown in plot titles; TOFU's forget truth ratio has no simple direction (closer to the retain
@@ -210,7 +211,7 @@ def read_runs(paths: list[Path]) -> list[RunRecord]:
                     results_file=results_file,
                     run_dir=run_dir,
                     manifest=manifest,
-                    metrics=task_metrics(results, task),
+                    metrics=_with_general_ability(task, task_metrics(results, task), results),
                     comparability=_comparability(task, results),
                     fq_reference=_reference_identity(tofu.get("forget_quality_reference")),
                     prompt_format=tofu.get("prompt_format"),
@@ -218,6 +219,24 @@ def read_runs(paths: list[Path]) -> list[RunRecord]:
                 )
             )
     return _unique_labels(_newest_per_setting(records))
+
+
+def _with_general_ability(task: str, metrics: dict[str, Any], results: dict) -> dict[str, Any]:
+    """A realworld_unlearn run scored together with realworld_general also reports the paper's
+    model utility over both (``model_utility_with_general``)."""
+    from harness_ext import scoring
+
+    general = scoring.general_ability(results.get("results", {}))
+    if task != "realworld_unlearn" or not general:
+        return metrics
+    neighbor = {
+        m.removeprefix("neighbor_"): v for m, v in metrics.items() if m.startswith("neighbor_")
+    }
+    return {
+        **metrics,
+        **general,
+        "model_utility_with_general": scoring.realworld_utility_with_general(neighbor, general),
+    }
 
 
 def _newest_per_setting(records: list[RunRecord]) -> list[RunRecord]:
@@ -273,10 +292,25 @@ def rank_metric(records: list[RunRecord]) -> str | None:
     return None
 
 
+def known_metrics() -> dict[str, bool]:
+    """Metric name -> higher is better, for every metric the tasks report."""
+    from harness_ext.lm_eval_registry import metric_list
+
+    return {entry["metric"]: entry["higher_is_better"] for entry in metric_list()}
+
+
+def check_rank_metric(metric: str | None) -> None:
+    if metric is not None and metric not in known_metrics():
+        raise ValueError(
+            f"unknown metric {metric!r} for --rank-by; known: {', '.join(sorted(known_metrics()))}"
+        )
+
+
 def group_and_rank(
-    records: list[RunRecord],
+    records: list[RunRecord], rank_by: str | None = None
 ) -> dict[str, tuple[list[RunRecord], list[RunRecord], str | None]]:
     """Per task: (ranked runs, runs kept apart, the metric ranking the table)."""
+    check_rank_metric(rank_by)
     tables = {}
     for task in sorted({r.task for r in records}):
         runs = [r for r in records if r.task == task]
@@ -293,9 +327,12 @@ def group_and_rank(
             record.note = "not comparable: " + difference(
                 record.comparability, main[0].comparability
             )
-        metric = rank_metric(main)
+        metric = rank_by or rank_metric(main)
         if metric:
-            main.sort(key=lambda r: (r.number(metric) is None, -(r.number(metric) or 0.0), r.label))
+            sign = -1.0 if known_metrics().get(metric, True) else 1.0
+            main.sort(
+                key=lambda r: (r.number(metric) is None, sign * (r.number(metric) or 0.0), r.label)
+            )
         else:
             main.sort(key=lambda r: r.label)
         for position, record in enumerate(main, 1):
@@ -305,6 +342,12 @@ def group_and_rank(
 
 
 # ---------------------------------------------------------------------- formatting
+def _direction(metric: str | None) -> str:
+    if not metric:
+        return ""
+    return " (higher is better)" if known_metrics().get(metric, True) else " (lower is better)"
+
+
 def fmt(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return "" if value is None else str(value)
@@ -327,7 +370,7 @@ def to_markdown(tables, output: Path, title: str) -> str:
         lines += [f"## {task}", ""]
         lines.append(
             f"{len(main)} comparable runs, ranked by {metric or 'name'}"
-            f"{' (higher is better)' if metric else ''}; rows per set "
+            f"{_direction(metric)}; rows per set "
             f"{_short(main[0].comparability['rows_per_set'])}, data {_short(main[0].comparability['data_sha256'])}."
         )
         references = sorted({_reference_label(r.fq_reference) for r in main if r.fq_reference})
@@ -553,13 +596,17 @@ def to_html(tables, records: list[RunRecord], output: Path, title: str) -> str:
 
 # ---------------------------------------------------------------------- entry point
 def build_leaderboard(
-    runs: list[Path], output: Path, title: str = "TOFU unlearning leaderboard"
+    runs: list[Path],
+    output: Path,
+    title: str = "TOFU unlearning leaderboard",
+    rank_by: str | None = None,
 ) -> Leaderboard:
     """Read the runs, rank the comparable ones, write the Markdown, CSV and HTML files."""
     from harness_ext.provenance import write_text_atomic
 
+    check_rank_metric(rank_by)  # before reading anything
     records = read_runs([Path(p) for p in runs])
-    tables = group_and_rank(records)
+    tables = group_and_rank(records, rank_by)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     ordered = [r for main, apart, _ in tables.values() for r in main + apart]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from harness_ext import scoring
-from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS, FORGET
+from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS, FORGET, REALWORLD_SETS
 
 # On the forget set these fall as a model forgets; everywhere else higher is better.
 _LOWER_IS_BETTER_ON_FORGET = {"rougeL_recall", "prob", "cosine_similarity", "entailment"}
@@ -23,6 +23,7 @@ AGGREGATIONS = {
     "tofu_model_utility_18": scoring.aggregate_model_utility_18,
     "tofu_forget_efficacy": scoring.aggregate_forget_efficacy,
     "tofu_forget_quality": scoring.aggregate_forget_quality,
+    "realworld_model_utility": scoring.aggregate_realworld_model_utility,
 }
 # (metric, aggregation, higher_is_better) of the corpus-level aggregates.
 CORPUS_METRICS = (
@@ -33,27 +34,37 @@ CORPUS_METRICS = (
 )
 
 
-def per_set_metrics() -> dict[str, tuple[str, bool]]:
+# The real-world task reports the closer-look model utility of its neighbour set and FE.
+REALWORLD_CORPUS_METRICS = (
+    ("model_utility", "realworld_model_utility", True),
+    ("forget_efficacy", "tofu_forget_efficacy", True),
+)
+
+
+def per_set_metrics(sets=EVAL_SETS) -> dict[str, tuple[str, bool]]:
     """Every "<set>_<metric>" name with its aggregation and higher-is-better flag."""
     names = {}
-    for eval_set in EVAL_SETS:
+    for eval_set in sets:
         for metric in (*CLOSER_LOOK_SET_METRICS, "bertscore_f1"):
-            lower = eval_set is FORGET and metric in _LOWER_IS_BETTER_ON_FORGET
+            lower = eval_set.name == FORGET.name and metric in _LOWER_IS_BETTER_ON_FORGET
             aggregation = "tofu_mean_or_na" if metric in _MAY_BE_UNAVAILABLE else "mean"
             names[f"{eval_set.name}_{metric}"] = (aggregation, not lower)
     names["forget_truth_ratio_closer_look"] = ("mean", False)
     return names
 
 
-def metric_list() -> list[dict]:
-    """The task's lm-eval metric_list: per-set means plus the corpus-level aggregates."""
+def metric_list(scenario: str = "tofu") -> list[dict]:
+    """A task's lm-eval metric_list: per-set means plus the corpus-level aggregates."""
+    realworld = scenario == "realworld"
+    per_set = per_set_metrics(REALWORLD_SETS if realworld else EVAL_SETS)
+    corpus = REALWORLD_CORPUS_METRICS if realworld else CORPUS_METRICS
     entries = [
         {"metric": name, "aggregation": aggregation, "higher_is_better": higher}
-        for name, (aggregation, higher) in per_set_metrics().items()
+        for name, (aggregation, higher) in per_set.items()
     ]
     entries += [
         {"metric": name, "aggregation": aggregation, "higher_is_better": higher}
-        for name, aggregation, higher in CORPUS_METRICS
+        for name, aggregation, higher in corpus
     ]
     return entries
 
@@ -85,7 +96,7 @@ def register() -> None:
     for name, fn in AGGREGATIONS.items():
         if name not in registry.aggregation_registry:
             registry.register_aggregation(name)(fn)
-    for entry in metric_list():
+    for entry in metric_list() + metric_list("realworld"):
         name = entry["metric"]
         if name not in registry.metric_registry:
             registry.register_metric(

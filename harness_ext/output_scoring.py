@@ -18,7 +18,7 @@ from typing import Any
 
 from harness_ext import metrics as M
 from harness_ext.scoring import SampleScore, not_computed
-from tofu_tasks.eval_sets import get_eval_set
+from tofu_tasks.eval_sets import EvalSet, get_eval_set
 
 logger = logging.getLogger("lm-unlearn")
 
@@ -273,6 +273,11 @@ class GenerationRecord:
     ground_truth: str
     rouge_recall: float
     pre_unlearning: str | None = None  # the model's output before unlearning, when known
+    eval_set: EvalSet | None = None  # default: the TOFU set named set_name
+
+    @property
+    def definition(self) -> EvalSet:
+        return self.eval_set or get_eval_set(self.set_name)
 
     def text(self, source: str) -> str | None:
         return {
@@ -353,7 +358,7 @@ class OutputScorer:
     def _cosine(self, records, results) -> None:
         todo = []
         for i, record in enumerate(records):
-            reference = record.text(get_eval_set(record.set_name).output_reference)
+            reference = record.text(record.definition.output_reference)
             if isinstance(self.embedder, Unavailable):
                 results[i]["cosine_similarity"] = self.embedder.value
             elif reference is None:
@@ -368,7 +373,7 @@ class OutputScorer:
     def _entailment(self, records, results) -> None:
         todo = []
         for i, record in enumerate(records):
-            premise_source, hypothesis_source = get_eval_set(record.set_name).entailment
+            premise_source, hypothesis_source = record.definition.entailment
             premise, hypothesis = record.text(premise_source), record.text(hypothesis_source)
             if isinstance(self.nli, Unavailable):
                 results[i]["entailment"] = self.nli.value

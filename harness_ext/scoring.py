@@ -25,9 +25,12 @@ from harness_ext import metrics as M
 from tofu_tasks.eval_sets import (
     CLOSER_LOOK_SET_METRICS,
     EVAL_SETS,
+    EVAL_SETS_BY_NAME,
     FORGET,
+    REALWORLD_UTILITY_SETS,
     TOFU_SET_METRICS,
     UTILITY_SETS,
+    EvalSet,
     get_eval_set,
 )
 
@@ -120,12 +123,14 @@ def _is_reason(value: Any) -> bool:
 
 
 def model_utility_components(
-    values: Mapping[str, Mapping[str, Any]], metric_names: Sequence[str]
+    values: Mapping[str, Mapping[str, Any]],
+    metric_names: Sequence[str],
+    utility_sets: Sequence[EvalSet] = UTILITY_SETS,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """The MU components ("<set>_<metric>") present, and the missing ones with their reason."""
     components: dict[str, float] = {}
     missing: dict[str, str] = {}
-    for eval_set in UTILITY_SETS:
+    for eval_set in utility_sets:
         for metric in metric_names:
             name = f"{eval_set.name}_{metric}"
             value = values.get(eval_set.name, {}).get(metric)
@@ -137,10 +142,12 @@ def model_utility_components(
 
 
 def model_utility(
-    values: Mapping[str, Mapping[str, Any]], metric_names: Sequence[str] = TOFU_SET_METRICS
+    values: Mapping[str, Mapping[str, Any]],
+    metric_names: Sequence[str] = TOFU_SET_METRICS,
+    utility_sets: Sequence[EvalSet] = UTILITY_SETS,
 ) -> float | str:
     """Harmonic mean of the utility-set components, or a note naming what is missing."""
-    components, missing = model_utility_components(values, metric_names)
+    components, missing = model_utility_components(values, metric_names, utility_sets)
     if missing:
         return not_computed("missing " + _group_missing(missing))
     return M.harmonic_mean(list(components.values()))
@@ -150,7 +157,7 @@ def _group_missing(names: Iterable[str]) -> str:
     """ "retain_entailment, real_authors_entailment" -> "entailment of retain, real_authors"."""
     by_metric: dict[str, list[str]] = defaultdict(list)
     for name in names:
-        set_name = next(s.name for s in EVAL_SETS if name.startswith(s.name + "_"))
+        set_name = next(s for s in EVAL_SETS_BY_NAME if name.startswith(s + "_"))
         by_metric[name[len(set_name) + 1 :]].append(set_name)
     return "; ".join(f"{metric} of {', '.join(sets)}" for metric, sets in by_metric.items())
 
@@ -240,6 +247,11 @@ def aggregate_model_utility_18(items: Sequence[Mapping[str, Any]]) -> float | st
     return model_utility(set_values(items), CLOSER_LOOK_SET_METRICS)
 
 
+def aggregate_realworld_model_utility(items: Sequence[Mapping[str, Any]]) -> float | str:
+    """Real-world model utility: harmonic mean of the neighbour set's six numbers."""
+    return model_utility(set_values(items), CLOSER_LOOK_SET_METRICS, REALWORLD_UTILITY_SETS)
+
+
 def aggregate_forget_efficacy(items: Sequence[Mapping[str, Any]]) -> float | str:
     """FE from per-document forget-set items."""
     if not items:
@@ -257,3 +269,36 @@ def aggregate_forget_quality(items: Sequence[Mapping[str, Any]]) -> float | str:
         [float(item["raw_truth_ratio"]) for item in items],
         [float(item["reference_ratio"]) for item in items],
     )
+
+
+# The real-world scenario's general-ability tasks (lm-eval's own) and the score the paper reads.
+GENERAL_ABILITY = {
+    "arc_challenge": "acc_norm,none",
+    "mmlu": "acc,none",
+    "truthfulqa_mc1": "acc,none",
+    "triviaqa": "exact_match,remove_whitespace",
+    "gsm8k": "exact_match,flexible-extract",
+}
+
+
+def general_ability(results: Mapping[str, Any]) -> dict[str, float]:
+    """The general-ability scores present in an lm-eval ``results`` mapping (task -> value)."""
+    found = {}
+    for task, key in GENERAL_ABILITY.items():
+        value = results.get(task, {}).get(key)
+        if is_number(value):
+            found[task] = float(value)
+    return found
+
+
+def realworld_utility_with_general(
+    neighbor: Mapping[str, Any], general: Mapping[str, float]
+) -> float | str:
+    """Real-world model utility with general ability: the harmonic mean of the neighbour set's
+    six numbers and the five general-ability scores; names what is missing."""
+    components = {f"neighbor_{m}": neighbor.get(m) for m in CLOSER_LOOK_SET_METRICS}
+    components.update({task: general.get(task) for task in GENERAL_ABILITY})
+    missing = [name for name, value in components.items() if not is_number(value)]
+    if missing:
+        return not_computed("missing " + ", ".join(missing))
+    return M.harmonic_mean([float(v) for v in components.values()])

@@ -72,3 +72,48 @@ def test_training_twice_with_one_seed_gives_identical_weights(tmp_path, tiny_mod
         assert torch.equal(weights[0][key], weights[1][key]), key
     changed = load_file(tiny_model_dir / "model.safetensors")
     assert any(not torch.equal(changed[k], weights[0][k]) for k in changed if k in weights[0])
+
+
+KILL_AT_STEP_3 = """
+import os, signal, sys
+from transformers import TrainerCallback
+import unlearn_methods.train as train_module
+
+build_run = train_module.build_run
+
+
+class KillAtStep3(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+train_module.build_run = lambda options, callbacks=None: build_run(options, [KillAtStep3()])
+from harness_ext.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_killed_training_run_resumes_to_the_weights_of_an_uninterrupted_one(
+    tmp_path, tiny_model_dir
+):
+    def args(out):
+        return ["train", "--method", "GA+GD", "--model", str(tiny_model_dir), "--forget", "forget01",
+                "--output", str(out), "--max-steps", "5", "--save-steps", "2", "--batch-size", "4",
+                "--effective-batch-size", "4", "--max-length", "96", "--prompt-format", "plain",
+                "--no-bf16"]  # fmt: skip
+
+    killed = tmp_path / "killed"
+    done = subprocess.run(
+        [sys.executable, "-c", KILL_AT_STEP_3, *args(killed)], capture_output=True, text=True
+    )
+    assert done.returncode == -9, done.stderr[-2000:]
+    assert (killed / "checkpoints" / "checkpoint-2").is_dir() and not (
+        killed / "run_card.json"
+    ).exists()
+    assert main(args(killed)) == 0  # the same command again resumes from checkpoint-2
+    assert main(args(tmp_path / "straight")) == 0
+    resumed = load_file(killed / "model.safetensors")
+    straight = load_file(tmp_path / "straight" / "model.safetensors")
+    for key in straight:
+        assert torch.equal(resumed[key], straight[key]), key

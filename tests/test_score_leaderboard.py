@@ -235,3 +235,12 @@ def test_leaderboard_page_renders_in_headless_chromium(runs, tmp_path):
         capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)},
     )  # fmt: skip
     assert shot.is_file() and shot.stat().st_size > 20_000, done.stderr[-1000:]
+
+
+def test_rank_by_a_lower_is_better_metric_sorts_ascending(runs, tmp_path):
+    out, _ = runs
+    board = build_leaderboard([out], tmp_path / "board", rank_by="forget_prob")
+    ranked = sorted((r for r in board.records if r.rank is not None), key=lambda r: r.rank)
+    values = [r.number("forget_prob") for r in ranked]
+    assert values == sorted(values)
+    assert "ranked by forget_prob (lower is better)" in board.markdown

@@ -112,13 +112,53 @@ WORLD_FACTS = EvalSet(
 
 EVAL_SETS: tuple[EvalSet, ...] = (FORGET, RETAIN, REAL_AUTHORS, WORLD_FACTS)
 UTILITY_SETS: tuple[EvalSet, ...] = (RETAIN, REAL_AUTHORS, WORLD_FACTS)
-EVAL_SETS_BY_NAME: dict[str, EvalSet] = {s.name: s for s in EVAL_SETS}
+
+# The real-world scenario (realworld_unlearn): facts about real people the model knew before
+# unlearning. Cosine similarity compares with what the model said before unlearning; entailment
+# has the generation as premise and the golden answer as hypothesis, on both sets.
+REALWORLD_FORGET = EvalSet(
+    name="forget",
+    file="realworld:forget",
+    base_answer_field="paraphrased_answer",
+    n_perturbed=5,
+    legacy_rows=None,
+    prob_form="absolute",
+    truth_ratio_form="forget",
+    legacy_log_file="",
+    output_reference="pre_unlearning",
+    entailment=("generation", "ground_truth"),
+)
+NEIGHBOR = EvalSet(
+    name="neighbor",
+    file="realworld:neighbor",
+    base_answer_field="paraphrased_answer",
+    n_perturbed=5,
+    legacy_rows=None,
+    prob_form="absolute",
+    truth_ratio_form="utility",
+    legacy_log_file="",
+    output_reference="pre_unlearning",
+    entailment=("generation", "ground_truth"),
+)
+REALWORLD_SETS: tuple[EvalSet, ...] = (REALWORLD_FORGET, NEIGHBOR)
+REALWORLD_UTILITY_SETS: tuple[EvalSet, ...] = (NEIGHBOR,)
+
+# Lookup by name: the real-world forget set shares its name (and its probability and truth-ratio
+# forms) with TOFU's; documents that carry scenario "realworld" resolve through eval_set_for().
+EVAL_SETS_BY_NAME: dict[str, EvalSet] = {s.name: s for s in (*EVAL_SETS, NEIGHBOR)}
 
 # Per-set metrics of the TOFU benchmark, reported as "<set>_<metric>".
 TOFU_SET_METRICS = ("rougeL_recall", "prob", "truth_ratio")
 # The closer-look paper adds three output-quality metrics; MU-18 uses all six.
 OUTPUT_METRICS = ("token_entropy", "cosine_similarity", "entailment")
 CLOSER_LOOK_SET_METRICS = TOFU_SET_METRICS + OUTPUT_METRICS
+
+
+def eval_set_for(doc: dict) -> EvalSet:
+    """The eval set of a task document (its scenario decides between same-named sets)."""
+    if doc.get("scenario") == "realworld":
+        return {s.name: s for s in REALWORLD_SETS}[doc["set"]]
+    return get_eval_set(doc["set"])
 
 
 def get_eval_set(name: str) -> EvalSet:

@@ -51,7 +51,7 @@ from tofu_tasks.eval_sets import (
     CLOSER_LOOK_SET_METRICS,
     FORGET,
     TOFU_SET_METRICS,
-    get_eval_set,
+    eval_set_for,
 )
 from tofu_tasks.prompts import PromptFormat, resolve_prompt_format
 
@@ -176,11 +176,13 @@ def _doc_key(doc: dict) -> DocKey:
 class TofuUnlearnTask(ConfigurableTask):
     """A TOFU forget split plus the three utility sets, scored with every metric."""
 
+    scenario = "tofu"
+
     def __init__(self, data_dir=None, cache_dir=None, download_mode=None, config=None) -> None:
         lm_eval_registry.register()
         config = dict(config or {})
         config.pop("class", None)
-        config["metric_list"] = lm_eval_registry.metric_list()
+        config["metric_list"] = lm_eval_registry.metric_list(self.scenario)
         super().__init__(config=config)
         metadata = self.config.metadata
         self.options = TaskOptions.from_metadata(metadata)
@@ -260,7 +262,7 @@ class TofuUnlearnTask(ConfigurableTask):
     @staticmethod
     def scored_answers(doc: dict) -> list[str]:
         """Answers scored by log-likelihood, in request order after the generation."""
-        eval_set = get_eval_set(doc["set"])
+        eval_set = eval_set_for(doc)
         base = [] if eval_set.base_answer_field == "answer" else [doc["base_answer"]]
         return [doc["answer"], *base, *doc["perturbed_answers"]]
 
@@ -329,7 +331,7 @@ class TofuUnlearnTask(ConfigurableTask):
         self._reference_ratios = dict(zip(questions, ratios, strict=True))
 
     def _check_pre_unlearning_reference(self, docs: list[dict]) -> None:
-        needing = [d for d in docs if get_eval_set(d["set"]).needs_pre_unlearning_output()]
+        needing = [d for d in docs if eval_set_for(d).needs_pre_unlearning_output()]
         self._pre_unlearning_outputs = {}
         if self.pre_unlearning is None:
             if needing:
@@ -394,6 +396,7 @@ class TofuUnlearnTask(ConfigurableTask):
                 ground_truth=i.doc["answer"],
                 rouge_recall=rouge_l_recall(text, i.doc["answer"]),
                 pre_unlearning=self._pre_unlearning_outputs.get(_doc_key(i.doc)),
+                eval_set=eval_set_for(i.doc),
             )
             for i, text in zip(generations, texts, strict=True)
         ]
@@ -436,7 +439,7 @@ class TofuUnlearnTask(ConfigurableTask):
                 f"built by this task (request caching is not supported)"
             )
         nlls = [mean_nll(ll, n) for (ll, _greedy), n in zip(likelihoods, counts, strict=True)]
-        n_base = 0 if get_eval_set(doc["set"]).base_answer_field == "answer" else 1
+        n_base = 0 if eval_set_for(doc).base_answer_field == "answer" else 1
         generation, output_scores = self._scored[key]
         sample = SampleScore(
             set_name=doc["set"],

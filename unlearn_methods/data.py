@@ -76,17 +76,44 @@ def parse_rows_spec(spec: str) -> list[tuple[str, int | None, int | None]]:
     return parts
 
 
+REALWORLD_PREFIX = "realworld:"
+
+
 def read_rows(spec: str, data_dir: str | None = None) -> list[dict[str, Any]]:
-    """Rows of a rows spec (see :func:`parse_rows_spec`), in order."""
+    """Rows of a rows spec (see :func:`parse_rows_spec`), in order.
+
+    ``realworld:forget`` / ``realworld:neighbor`` (or ``realworld:PATH.json``) read the real-world
+    sets, their golden answers as answers.
+    """
     rows: list[dict[str, Any]] = []
     for name, start, stop in parse_rows_spec(spec):
-        rows += tofu_data.read_split(name, data_dir)[start:stop]
+        if name.startswith(REALWORLD_PREFIX):
+            from tofu_tasks.realworld import read_realworld
+
+            source = read_realworld(name.removeprefix(REALWORLD_PREFIX))
+            rows += [{**r, "answer": r["golden_answer"]} for r in source][start:stop]
+        else:
+            rows += tofu_data.read_split(name, data_dir)[start:stop]
     return rows
 
 
+def with_targets(rows: Sequence[dict[str, Any]], targets: dict[str, str]) -> list[dict[str, Any]]:
+    """Rows whose answers become the given targets (question -> text), e.g. the model's own
+    answers before unlearning; every row must have one."""
+    missing = [r["question"] for r in rows if r["question"] not in targets]
+    if missing:
+        raise UnlearnDataError(
+            f"the targets file has no answer for {len(missing)} of {len(rows)} questions (first: "
+            f"{missing[0]!r}); make it with lm-unlearn reference on the same rows"
+        )
+    return [{**r, "answer": targets[r["question"]]} for r in rows]
+
+
 def retain_split_for(forget_split: str) -> str:
-    """TOFU's complement: forget k% trains against retain (100 − k)%."""
+    """TOFU's complement: forget k% trains against retain (100 − k)%; real-world: neighbours."""
     forget_split = parse_rows_spec(forget_split)[0][0]
+    if forget_split.startswith(REALWORLD_PREFIX):
+        return REALWORLD_PREFIX + "neighbor"
     digits = forget_split.removeprefix("forget")
     if not forget_split.startswith("forget") or not digits.isdigit():
         raise UnlearnDataError(
@@ -96,12 +123,25 @@ def retain_split_for(forget_split: str) -> str:
 
 
 def load_unlearn_data(
-    forget_split: str, retain_split: str | None = None, data_dir: str | None = None
+    forget_split: str,
+    retain_split: str | None = None,
+    data_dir: str | None = None,
+    targets: str | None = None,
 ) -> UnlearnData:
-    """Forget rows, retain rows and refusals, each checked by the TOFU data layer."""
+    """Forget rows, retain rows and refusals, each checked by the TOFU data layer.
+
+    ``targets``: a reference (``lm-unlearn reference`` file or run) whose generations replace the
+    dataset answers of both forget and retain rows — the real-world setup, where a model unlearns
+    what it itself says.
+    """
     retain_split = retain_split or retain_split_for(forget_split)
     forget = read_rows(forget_split, data_dir)
     retain = read_rows(retain_split, data_dir)
+    if targets:
+        from harness_ext.reference import load_reference
+
+        answers = {r.question: r.generation for r in load_reference(targets).rows if r.generation}
+        forget, retain = with_targets(forget, answers), with_targets(retain, answers)
     if not forget:
         raise UnlearnDataError(f"the forget split {forget_split!r} is empty: nothing to unlearn")
     keep = ("question", "answer")

@@ -45,6 +45,9 @@ class TrainOptions:
     output: str
     forget: str = "forget01"
     retain: str | None = None
+    targets: str | None = (
+        None  # answers to train on instead of the dataset's (lm-unlearn reference)
+    )
     scenario: str = "tofu"
     lora: bool = False
     lora_r: int = 8
@@ -235,7 +238,7 @@ def build_run(options: TrainOptions, callbacks: list | None = None) -> PreparedR
     output = Path(options.output)
     tokenizer = load_tokenizer(options)
     prompt_format = choose_prompt_format(options, tokenizer)
-    data = load_unlearn_data(options.forget, options.retain, options.data_dir)
+    data = load_unlearn_data(options.forget, options.retain, options.data_dir, options.targets)
     encoder = PromptEncoder(tokenizer, get_prompt_format(prompt_format), options.max_length)
     dataset = UnlearnDataset(data, encoder, method.needs, options.pairing, options.seed)
     pad_to = options.max_length if options.compat == "closer-look" else None
@@ -385,6 +388,7 @@ def run_card(options, trainer, data, prompt_format, forget_coeff, seconds) -> di
             "pairing": options.pairing,
             "prompt_format": prompt_format,
             "max_length": options.max_length,
+            "targets": options.targets,
         },
         "seed": args.seed,
         "losses": {

@@ -1,0 +1,118 @@
+"""The ``realworld_unlearn`` task: unlearning facts about real people.
+
+One task scores the forget set (people the model should no longer know about) and the neighbour
+set (other people it should still know) with the six per-set metrics. Cosine similarity compares
+each generation with the model's own answer before unlearning (``pre_unlearning_reference``, made
+by ``lm-unlearn reference --tasks realworld_unlearn``); entailment takes the generation as premise
+and the golden answer as hypothesis. ``model_utility`` is the harmonic mean of the neighbour set's
+six numbers and ``forget_efficacy`` 1 − the mean of the forget set's five.
+
+Options (``--metadata``): ``forget_data`` / ``neighbor_data`` (a JSON file in the shipped schema;
+default the project's own sets), ``max_rows_per_set`` (an int or {"forget": N, "neighbor": M}),
+plus the TOFU tasks' ``prompt_format``, ``pre_unlearning_reference``, ``embedding_model``,
+``nli_model``, ``aux_device`` and ``generation_max_length``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tofu_tasks import data
+from tofu_tasks.eval_sets import REALWORLD_SETS
+from tofu_tasks.realworld import read_realworld
+from tofu_tasks.task import TaskSetupError, TofuUnlearnTask
+
+
+def realworld_docs(
+    forget_data: str | None = None,
+    neighbor_data: str | None = None,
+    max_rows_per_set: int | dict[str, int] | None = None,
+) -> list[dict[str, Any]]:
+    """Documents of the forget and neighbour sets, in order."""
+    limits = _limits(max_rows_per_set)
+    sources = {"forget": forget_data or "forget", "neighbor": neighbor_data or "neighbor"}
+    docs = []
+    for eval_set in REALWORLD_SETS:
+        rows = read_realworld(sources[eval_set.name])[: limits.get(eval_set.name)]
+        for index, row in enumerate(rows):
+            docs.append(
+                {
+                    "scenario": "realworld",
+                    "set": eval_set.name,
+                    "row": index,
+                    "person": row["person"],
+                    "question": row["question"],
+                    "answer": row["golden_answer"],
+                    "base_answer": row["paraphrased_answer"],
+                    "perturbed_answers": list(row["perturbed_answer"]),
+                }
+            )
+    return docs
+
+
+def _limits(value: Any) -> dict[str, int | None]:
+    names = [s.name for s in REALWORLD_SETS]
+    if isinstance(value, dict):
+        unknown = set(value) - set(names)
+        if unknown:
+            raise TaskSetupError(
+                f"max_rows_per_set names unknown sets {sorted(unknown)}; the sets are {names}"
+            )
+        return {k: data._positive_int(v, f"max_rows_per_set[{k!r}]") for k, v in value.items()}
+    return dict.fromkeys(names, data._positive_int(value, "max_rows_per_set"))
+
+
+def load_realworld_eval_dataset(**metadata: Any):
+    """``custom_dataset`` of ``realworld_unlearn``."""
+    import datasets
+
+    docs = realworld_docs(
+        metadata.get("forget_data"), metadata.get("neighbor_data"), metadata.get("max_rows_per_set")
+    )
+    return {"test": datasets.Dataset.from_list(docs)}
+
+
+class RealWorldUnlearnTask(TofuUnlearnTask):
+    """Forget set + neighbour set of real people; see the module docstring."""
+
+    scenario = "realworld"
+    REPORTED_AGGREGATES = ("model_utility", "forget_efficacy")
+
+    def _provenance(self) -> dict[str, Any]:
+        docs = list(self.eval_docs)
+        sets: dict[str, int] = {}
+        for doc in docs:
+            sets[doc["set"]] = sets.get(doc["set"], 0) + 1
+        metadata = self.config.metadata
+        return {
+            "scenario": "realworld",
+            "data_source": {
+                "forget": metadata.get("forget_data") or "lm-unlearn realworld_data/forget.json",
+                "neighbor": metadata.get("neighbor_data")
+                or "lm-unlearn realworld_data/neighbor.json",
+            },
+            "data_sha256": data.content_hash(docs),
+            "rows_per_set": sets,
+            "prompt_format": None,
+            "generation": {"do_sample": False, "until": "eos"},
+            "metric_variants": {
+                "forget_truth_ratio": "TOFU: mean of min(R, 1/R)",
+                "forget_truth_ratio_closer_look": "closer look: 1 - mean of min(R, 1/R)",
+                "model_utility": "harmonic mean of the neighbour set's 6 metrics",
+            },
+            "metric_models": None,
+            "forget_quality_reference": None,
+            "pre_unlearning_reference": self.pre_unlearning.describe()
+            if self.pre_unlearning
+            else None,
+        }
+
+    def _check_retain_reference(self, docs: list[dict]) -> None:
+        """No retain model in this scenario: forget quality is not reported."""
+        if self.retain_reference is not None:
+            raise TaskSetupError("realworld_unlearn has no forget quality: drop retain_reference")
+
+    def process_results(self, doc: dict, results: list) -> dict[str, Any]:
+        out = super().process_results(doc, results)
+        names = {entry["metric"] for entry in self.config.metric_list}
+        return {k: v for k, v in out.items() if k in names}
