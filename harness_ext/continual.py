@@ -185,6 +185,7 @@ def plot_svg(frame) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "lm-unlearn"  # stable element ids: same runs, same file
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6.4, 4.2))

@@ -459,6 +459,7 @@ def scatter_svg(records: list[RunRecord]) -> tuple[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "lm-unlearn"  # stable element ids: same runs, same file
     import matplotlib.pyplot as plt
 
     x_metric, y_metric, note = scatter_axes(records)
@@ -483,6 +484,7 @@ def bars_svg(records: list[RunRecord]) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "lm-unlearn"  # stable element ids: same runs, same file
     import matplotlib.pyplot as plt
 
     metrics = [m for m in SUMMARY_COLUMNS if any(r.number(m) is not None for r in records)]

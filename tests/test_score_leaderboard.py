@@ -244,3 +244,11 @@ def test_rank_by_a_lower_is_better_metric_sorts_ascending(runs, tmp_path):
     values = [r.number("forget_prob") for r in ranked]
     assert values == sorted(values)
     assert "ranked by forget_prob (lower is better)" in board.markdown
+
+
+def test_the_same_runs_give_the_same_files(runs, tmp_path):
+    out, _ = runs
+    build_leaderboard([out], tmp_path / "a")
+    build_leaderboard([out], tmp_path / "b")
+    for name in ("LEADERBOARD.md", "leaderboard.csv", "leaderboard.html"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
