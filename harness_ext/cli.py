@@ -190,14 +190,38 @@ TRAIN_SWITCHES = {
 }
 
 
+def _train_flags(skip: frozenset[str] = frozenset()):
+    """(flag, field, type or None for a switch, help, switch value) of lm-unlearn train's options."""
+    for flag, (field, kind, text) in TRAIN_FLAGS.items():
+        if flag not in skip:
+            yield flag, field, kind, text, None
+    for flag, (field, text) in TRAIN_SWITCHES.items():
+        if flag not in skip:
+            yield flag, field, None, text, not flag.startswith("--no-")
+
+
+def add_train_options(parser: argparse.ArgumentParser, skip: frozenset[str] = frozenset()) -> None:
+    for flag, field, kind, text, value in _train_flags(skip):
+        if kind is None:
+            parser.add_argument(
+                flag, dest=field, action="store_const", const=value, default=None, help=text
+            )
+        else:
+            parser.add_argument(flag, dest=field, type=kind, default=None, help=text)
+
+
+def given_train_options(
+    args: argparse.Namespace, skip: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The train options set on the command line (unset ones stay out, so configs apply)."""
+    fields = {field for _, field, *_ in _train_flags(skip)}
+    return {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from unlearn_methods.train import TrainOptions, load_config_file, train
 
-    given = {
-        field: getattr(args, field)
-        for field in {f for f, *_ in TRAIN_FLAGS.values()} | {f for f, _ in TRAIN_SWITCHES.values()}
-        if getattr(args, field, None) is not None
-    }
+    given = given_train_options(args)
     options = load_config_file(args.config, given.get("method")) if args.config else {}
     options.update(given)
     missing = [name for name in ("method", "model", "output") if not options.get(name)]
@@ -276,15 +300,16 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-CONTINUAL_SKIPS = {"--method", "--model", "--forget", "--retain", "--output", "--scenario"}
+# Set by the continual run itself, per request.
+CONTINUAL_SKIPS = frozenset(
+    {"--method", "--model", "--forget", "--retain", "--output", "--scenario", "--overwrite"}
+)
 
 
 def cmd_continual(args: argparse.Namespace) -> int:
     from harness_ext.continual import run_continual, settings_from_args, to_markdown
 
-    fields = {f for flag, (f, *_) in TRAIN_FLAGS.items() if flag not in CONTINUAL_SKIPS}
-    fields |= {f for flag, (f, _) in TRAIN_SWITCHES.items() if flag != "--overwrite"}
-    train_options = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+    train_options = given_train_options(args, CONTINUAL_SKIPS)
     table = run_continual(settings_from_args(args, train_options))
     import pandas as pd
 
@@ -414,13 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
         "names, plus per-method overrides under 'methods:'), else the paper's defaults.",
     )
     trainer.add_argument("--config", help="YAML file of options (see unlearn_methods/configs)")
-    for flag, (field, kind, text) in TRAIN_FLAGS.items():
-        trainer.add_argument(flag, dest=field, type=kind, default=None, help=text)
-    for flag, (field, text) in TRAIN_SWITCHES.items():
-        value = not flag.startswith("--no-")
-        trainer.add_argument(
-            flag, dest=field, action="store_const", const=value, default=None, help=text
-        )
+    add_train_options(trainer)
     trainer.set_defaults(handler=cmd_train)
 
     cont = sub.add_parser(
@@ -443,26 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
     cont.add_argument("--max-rows-per-set", type=int, help="score at most N rows of each set")
     cont.add_argument("--score-batch-size", default="auto")
     cont.add_argument("--device", help="device of scoring (default: cuda if available)")
-    for flag, (field, kind, text) in TRAIN_FLAGS.items():
-        if flag not in CONTINUAL_SKIPS:
-            cont.add_argument(flag, dest=field, type=kind, default=None, help=text)
-    for flag, (field, text) in TRAIN_SWITCHES.items():
-        if flag != "--overwrite":
-            cont.add_argument(
-                flag,
-                dest=field,
-                action="store_const",
-                const=not flag.startswith("--no-"),
-                default=None,
-                help=text,
-            )
+    add_train_options(cont, CONTINUAL_SKIPS)
     cont.set_defaults(handler=cmd_continual)
 
     tune = sub.add_parser(
         "finetune",
         help="fine-tune a model on TOFU splits (make a target or a retain model)",
         description="Plain supervised fine-tuning on TOFU question/answer pairs, the step before "
-        "unlearning. --data lists splits, each optionally cut to its first N rows.",
+        "unlearning. --data lists splits, each optionally cut by a row slice (split[a:b]).",
     )
     tune.add_argument("--model", required=True, help="hub id or local path")
     tune.add_argument("--output", required=True, help="output folder")

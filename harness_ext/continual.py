@@ -21,7 +21,6 @@ request interrupted mid-way resumes from its last checkpoint).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from dataclasses import dataclass, field, replace
@@ -182,11 +181,9 @@ def _numeric(frame, column: str) -> list[float] | None:
 
 
 def plot_svg(frame) -> str:
-    import matplotlib
+    from harness_ext.leaderboard import figure_svg, pyplot
 
-    matplotlib.use("Agg")
-    matplotlib.rcParams["svg.hashsalt"] = "lm-unlearn"  # stable element ids: same runs, same file
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axis = plt.subplots(figsize=(6.4, 4.2))
     requests = list(frame["request"])
@@ -203,11 +200,7 @@ def plot_svg(frame) -> str:
     axis.set_xticks(requests)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
-    plt.close(figure)
-    text = buffer.getvalue()
-    return text[text.index("<svg") :]
+    return figure_svg(figure)
 
 
 def to_html(frame) -> str:

@@ -428,9 +428,20 @@ def _metric_columns(records: list[RunRecord]) -> list[str]:
 
 
 # ---------------------------------------------------------------------- plots
-def _svg(figure) -> str:
+def pyplot():
+    """matplotlib's pyplot, headless, with stable SVG element ids (same runs, same file)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "lm-unlearn"
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def figure_svg(figure) -> str:
+    """A figure as an inline <svg> element (closed afterwards)."""
+    plt = pyplot()
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(figure)
@@ -456,11 +467,7 @@ def scatter_axes(records: list[RunRecord]) -> tuple[str, str, str]:
 
 
 def scatter_svg(records: list[RunRecord]) -> tuple[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    matplotlib.rcParams["svg.hashsalt"] = "lm-unlearn"  # stable element ids: same runs, same file
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     x_metric, y_metric, note = scatter_axes(records)
     points = [(r, r.number(x_metric), r.number(y_metric)) for r in records]
@@ -477,15 +484,11 @@ def scatter_svg(records: list[RunRecord]) -> tuple[str, str]:
     )
     axis.set_title("utility against forgetting (up and right is better)")
     axis.grid(alpha=0.3)
-    return _svg(figure), note
+    return figure_svg(figure), note
 
 
 def bars_svg(records: list[RunRecord]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    matplotlib.rcParams["svg.hashsalt"] = "lm-unlearn"  # stable element ids: same runs, same file
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     metrics = [m for m in SUMMARY_COLUMNS if any(r.number(m) is not None for r in records)]
     if not metrics:
@@ -506,7 +509,7 @@ def bars_svg(records: list[RunRecord]) -> str:
     for axis in list(axes.flat)[len(metrics) :]:
         axis.axis("off")
     figure.tight_layout()
-    return _svg(figure)
+    return figure_svg(figure)
 
 
 # ---------------------------------------------------------------------- HTML

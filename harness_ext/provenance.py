@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -26,9 +27,23 @@ PACKAGES = (
 
 
 def files_sha256(paths: list[Path]) -> str:
-    """One sha256 over the names and bytes of several files (order-independent)."""
-    digest = hashlib.sha256()
+    """One sha256 over the names and bytes of several files (order-independent).
+
+    Remembered per process by path, size and modification time: scoring and the demo fingerprint
+    the same multi-GB checkpoints several times, and a rewritten file changes its stamp.
+    """
+    stamps = []
     for path in sorted(paths, key=lambda p: p.name):
+        info = os.stat(path)
+        stamps.append((str(Path(path).resolve()), info.st_size, info.st_mtime_ns))
+    return _files_sha256(tuple(stamps))
+
+
+@functools.lru_cache(maxsize=256)
+def _files_sha256(stamps: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, _, _ in stamps:
+        path = Path(name)
         digest.update(path.name.encode())
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 22), b""):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,13 @@ def tiny_lora_dir(tmp_path_factory, tiny_model_dir) -> Path:
     out = tmp_path_factory.mktemp("tiny-lora")
     adapter.save_pretrained(out)
     return out
+
+
+@pytest.fixture
+def tofu_copy(tmp_path, tofu_dir):
+    """A writable copy of the TOFU directory, for corrupting."""
+    target = tmp_path / "tofu"
+    shutil.copytree(tofu_dir, target)
+    for path in target.iterdir():
+        path.chmod(0o644)
+    return target

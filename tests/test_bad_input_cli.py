@@ -9,15 +9,6 @@ import pytest
 from harness_ext.cli import main
 
 
-@pytest.fixture
-def tofu_copy(tmp_path, tofu_dir):
-    target = tmp_path / "tofu"
-    shutil.copytree(tofu_dir, target)
-    for path in target.iterdir():
-        path.chmod(0o644)
-    return target
-
-
 def run(capsys, *args):
     code = main(list(args))
     return code, capsys.readouterr().err

@@ -1,7 +1,6 @@
 """The TOFU data layer: sizes, row selection, hashes and bad input."""
 
 import json
-import shutil
 
 import pytest
 
@@ -53,16 +52,6 @@ def test_content_hash_changes_with_the_rows_and_nothing_else():
 def test_local_files_hash_to_the_pinned_release(tofu_dir):
     for name, digest in data.TOFU_SHA256.items():
         assert data.file_sha256(tofu_dir / name) == digest, name
-
-
-@pytest.fixture
-def tofu_copy(tmp_path, tofu_dir):
-    """A writable copy of the TOFU directory, for corrupting."""
-    target = tmp_path / "tofu"
-    shutil.copytree(tofu_dir, target)
-    for path in target.iterdir():
-        path.chmod(0o644)
-    return target
 
 
 def rewrite(path, edit):

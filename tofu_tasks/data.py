@@ -17,7 +17,7 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -273,9 +273,10 @@ def _row_slice(text: str, available: int) -> tuple[int, int]:
     return start, stop
 
 
-def _row_limits(value: Any) -> dict[str, int | None]:
-    """max_rows_per_set as a limit per set name (an int applies to every set)."""
-    names = [s.name for s in EVAL_SETS]
+def row_limits(value: Any, names: Sequence[str] | None = None) -> dict[str, int | None]:
+    """max_rows_per_set as a limit per set name (an int applies to every set); ``names``: the
+    task's sets (default TOFU's four)."""
+    names = list(names or (s.name for s in EVAL_SETS))
     if isinstance(value, str) and value.strip().startswith("{"):
         value = json.loads(value)
     if isinstance(value, dict):
@@ -314,7 +315,7 @@ def build_eval_docs(
         raise TofuDataError(
             f"rows must be 'legacy' (TOFU's first-300 rule) or 'full', got {rows!r}"
         )
-    limits = _row_limits(max_rows_per_set)
+    limits = row_limits(max_rows_per_set)
     docs: list[dict[str, Any]] = []
     for eval_set in EVAL_SETS:
         records = read_split(eval_set.source_file(forget_split), data_dir)

@@ -29,7 +29,7 @@ def realworld_docs(
     max_rows_per_set: int | dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Documents of the forget and neighbour sets, in order."""
-    limits = _limits(max_rows_per_set)
+    limits = data.row_limits(max_rows_per_set, [s.name for s in REALWORLD_SETS])
     sources = {"forget": forget_data or "forget", "neighbor": neighbor_data or "neighbor"}
     docs = []
     for eval_set in REALWORLD_SETS:
@@ -50,18 +50,6 @@ def realworld_docs(
     return docs
 
 
-def _limits(value: Any) -> dict[str, int | None]:
-    names = [s.name for s in REALWORLD_SETS]
-    if isinstance(value, dict):
-        unknown = set(value) - set(names)
-        if unknown:
-            raise TaskSetupError(
-                f"max_rows_per_set names unknown sets {sorted(unknown)}; the sets are {names}"
-            )
-        return {k: data._positive_int(v, f"max_rows_per_set[{k!r}]") for k, v in value.items()}
-    return dict.fromkeys(names, data._positive_int(value, "max_rows_per_set"))
-
-
 def load_realworld_eval_dataset(**metadata: Any):
     """``custom_dataset`` of ``realworld_unlearn``."""
     import datasets
@@ -76,36 +64,22 @@ class RealWorldUnlearnTask(TofuUnlearnTask):
     """Forget set + neighbour set of real people; see the module docstring."""
 
     scenario = "realworld"
-    REPORTED_AGGREGATES = ("model_utility", "forget_efficacy")
 
-    def _provenance(self) -> dict[str, Any]:
-        docs = list(self.eval_docs)
-        sets: dict[str, int] = {}
-        for doc in docs:
-            sets[doc["set"]] = sets.get(doc["set"], 0) + 1
+    METRIC_VARIANTS = {
+        "forget_truth_ratio": "TOFU: mean of min(R, 1/R)",
+        "forget_truth_ratio_closer_look": "closer look: 1 - mean of min(R, 1/R)",
+        "model_utility": "harmonic mean of the neighbour set's 6 metrics",
+    }
+
+    def _data_source(self) -> dict[str, str]:
         metadata = self.config.metadata
         return {
-            "scenario": "realworld",
-            "data_source": {
-                "forget": metadata.get("forget_data") or "lm-unlearn realworld_data/forget.json",
-                "neighbor": metadata.get("neighbor_data")
-                or "lm-unlearn realworld_data/neighbor.json",
-            },
-            "data_sha256": data.content_hash(docs),
-            "rows_per_set": sets,
-            "prompt_format": None,
-            "generation": {"do_sample": False, "until": "eos"},
-            "metric_variants": {
-                "forget_truth_ratio": "TOFU: mean of min(R, 1/R)",
-                "forget_truth_ratio_closer_look": "closer look: 1 - mean of min(R, 1/R)",
-                "model_utility": "harmonic mean of the neighbour set's 6 metrics",
-            },
-            "metric_models": None,
-            "forget_quality_reference": None,
-            "pre_unlearning_reference": self.pre_unlearning.describe()
-            if self.pre_unlearning
-            else None,
+            "forget": metadata.get("forget_data") or "lm-unlearn realworld_data/forget.json",
+            "neighbor": metadata.get("neighbor_data") or "lm-unlearn realworld_data/neighbor.json",
         }
+
+    def _provenance(self) -> dict[str, Any]:
+        return {"scenario": "realworld", **super()._provenance()}
 
     def _check_retain_reference(self, docs: list[dict]) -> None:
         """No retain model in this scenario: forget quality is not reported."""

@@ -199,25 +199,30 @@ class TofuUnlearnTask(ConfigurableTask):
         metadata["tofu"] = self._provenance()
 
     # ------------------------------------------------------------------ provenance
+    METRIC_VARIANTS = {
+        "forget_truth_ratio": "TOFU: mean of min(R, 1/R)",
+        "forget_truth_ratio_closer_look": "closer look: 1 - mean of min(R, 1/R)",
+        "tofu_model_utility": "MU-9: harmonic mean of {prob, rougeL, truth_ratio} x {retain, RA, WF}",
+        "model_utility": "MU-18: harmonic mean of the 6 per-set metrics x {retain, RA, WF}",
+    }
+
+    def _data_source(self) -> str | dict[str, str]:
+        source = data.resolve_data_dir(self.options.data_dir)
+        return str(source) if source else f"hub:{data.TOFU_HUB_REPO}"
+
     def _provenance(self) -> dict[str, Any]:
         docs = list(self.eval_docs)
         sets: dict[str, int] = {}
         for doc in docs:
             sets[doc["set"]] = sets.get(doc["set"], 0) + 1
-        source = data.resolve_data_dir(self.options.data_dir)
         return {
             "options": asdict(self.options),
-            "data_source": str(source) if source else f"hub:{data.TOFU_HUB_REPO}",
+            "data_source": self._data_source(),
             "data_sha256": data.content_hash(docs),
             "rows_per_set": sets,
             "prompt_format": None,
             "generation": {"do_sample": False, "until": "eos"},
-            "metric_variants": {
-                "forget_truth_ratio": "TOFU: mean of min(R, 1/R)",
-                "forget_truth_ratio_closer_look": "closer look: 1 - mean of min(R, 1/R)",
-                "tofu_model_utility": "MU-9: harmonic mean of {prob, rougeL, truth_ratio} x {retain, RA, WF}",
-                "model_utility": "MU-18: harmonic mean of the 6 per-set metrics x {retain, RA, WF}",
-            },
+            "metric_variants": dict(self.METRIC_VARIANTS),
             "metric_models": None,
             "forget_quality_reference": _describe(self.retain_reference),
             "pre_unlearning_reference": _describe(self.pre_unlearning),
