@@ -4,8 +4,11 @@ Both paths score the same model on the same rows of ``tofu_forget01_unlearn`` (f
 real_authors, world_facts; plain prompt format, float32, CPU) and produce the TOFU per-row numbers:
 the greedy generation and its ROUGE-L recall, the answer probability and the truth ratio.
 
-* project: ``harness_ext.evaluate.run_tasks`` (lm-eval in process, hf backend, auxiliary
-  metric models off), from the model directory to the aggregated metrics.
+* project: ``harness_ext.evaluate.run_tasks`` (lm-eval in process, auxiliary metric models
+  off), from the model directory to the aggregated metrics, through three backends (``--paths``):
+  ``hf`` (lm-eval's stock backend), ``hf-unlearn`` (the project's backend: contexts and shared
+  answer beginnings scored once, early-exit greedy decoding of up to 64 rows at once on CPU,
+  prompt-lookup drafts) and ``hf-unlearn-no-lookup`` (the same with ``prompt_lookup_tokens=0``).
 * baseline, "the usual TOFU evaluation loop", written out below with transformers and torch:
   per eval set, batched greedy ``model.generate`` with left padding (prompt + generation <= 200
   tokens per row, stopping at EOS), then a separate batched forward pass over prompt + answer
@@ -16,14 +19,16 @@ the greedy generation and its ROUGE-L recall, the answer probability and the tru
   functions of ``harness_ext.metrics``; loading the model from its directory is timed too, as
   ``run_tasks`` loads it.
 
-The script first checks that both paths give the same numbers (identical generations, equal
-ROUGE-L recall, probabilities and truth ratios within a float tolerance) and exits non-zero if
-they do not (unless ``--no-check``); then it reports wall seconds of each path, each measured
+The script first checks that every path gives the baseline's numbers (identical generations,
+equal ROUGE-L recall, probabilities and truth ratios within a float tolerance) and exits non-zero
+if one does not (unless ``--no-check``); then it reports wall seconds of each path, each measured
 after a one-row-per-set warm-up in the same process (the best of ``--repeats`` timed runs), and
-the speed-up baseline / project.
+the speed-up baseline / path. ``--batch-size`` is the baseline's batch and the project's
+``batch_size`` (log-likelihood requests per forward pass).
 
     python benchmarks/score_speed.py [--models tiny,smollm2] [--rows-per-set 10] [--batch-size 8]
-                                     [--repeats 1] [--no-check]
+                                     [--paths hf,hf-unlearn-no-lookup,hf-unlearn] [--repeats 1]
+                                     [--no-check]
 
 ``--model`` / ``--models``: ``tiny`` (a random tiny Llama built in a temp dir, as the tests do),
 ``smollm2`` (default: the packaged SmolLM2-135M-Instruct) or a path to a Hugging Face model
@@ -76,7 +81,13 @@ class RowScore:
 
 
 # ---------------------------------------------------------------------------- project path
-def run_project(model_dir: Path, rows: int, batch_size: int) -> tuple[list[RowScore], dict]:
+def run_project(
+    model_dir: Path,
+    rows: int,
+    batch_size: int,
+    backend: str = "hf-unlearn",
+    model_args: dict[str, Any] | None = None,
+) -> tuple[list[RowScore], dict]:
     """Score with the project's task through lm-eval; per-row scores and aggregate metrics."""
     from harness_ext.evaluate import run_tasks
     from harness_ext.runs import task_metrics
@@ -88,9 +99,9 @@ def run_project(model_dir: Path, rows: int, batch_size: int) -> tuple[list[RowSc
         "nli_model": "none",
     }
     results = run_tasks(
-        {"pretrained": str(model_dir), "dtype": "float32"},
+        {"pretrained": str(model_dir), "dtype": "float32", **(model_args or {})},
         [TASK],
-        backend="hf",
+        backend=backend,
         metadata=metadata,
         apply_chat_template=False,
         batch_size=batch_size,
@@ -312,34 +323,52 @@ def timed(function, *args) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
-def benchmark(name: str, rows: int, batch_size: int, repeats: int = 1) -> tuple[dict, bool]:
-    """Warm up both paths, time them, check agreement; the table row and whether they agree."""
-    baseline_s, project_s = [], []
+# The project's scoring paths, all through the same task: lm-eval's stock hf backend, the
+# project's hf-unlearn backend without prompt-lookup drafts, and hf-unlearn as it comes.
+PROJECT_PATHS = {
+    "hf": ("hf", {}),
+    "hf-unlearn-no-lookup": ("hf-unlearn", {"prompt_lookup_tokens": 0}),
+    "hf-unlearn": ("hf-unlearn", {}),
+}
+
+
+def benchmark(
+    name: str, rows: int, batch_size: int, paths: Sequence[str], repeats: int = 1
+) -> tuple[dict, bool]:
+    """Warm up every path, time them, check agreement; the table row and whether all agree."""
+    seconds: dict[str, list[float]] = {"baseline": [], **{path: [] for path in paths}}
+    outputs: dict[str, Any] = {}
     with model_directory(name) as model_dir:
         run_baseline(model_dir, 1, batch_size)  # warm-up: imports, first kernels, file cache
-        run_project(model_dir, 1, batch_size)
+        for path in paths:
+            run_project(model_dir, 1, batch_size, *PROJECT_PATHS[path])
         for _ in range(repeats):
-            baseline, seconds = timed(run_baseline, model_dir, rows, batch_size)
-            baseline_s.append(seconds)
-            (project, project_metrics), seconds = timed(run_project, model_dir, rows, batch_size)
-            project_s.append(seconds)
-    print(f"\n{name}: agreement of baseline and project ({rows} rows per set)")
-    agree = check_agreement(baseline, project, project_metrics)
-    row = {"model": name, "rows": rows, "batch": batch_size}
-    return {**row, "baseline": min(baseline_s), "project": min(project_s)}, agree
-
-
-def print_table(rows: list[dict[str, Any]]) -> None:
-    print(
-        "\n| model | rows per set | batch size | baseline s | project s | speed-up (baseline/project) |"
-    )
-    print("|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        ratio = r["baseline"] / r["project"]
+            outputs["baseline"], took = timed(run_baseline, model_dir, rows, batch_size)
+            seconds["baseline"].append(took)
+            for path in paths:
+                outputs[path], took = timed(
+                    run_project, model_dir, rows, batch_size, *PROJECT_PATHS[path]
+                )
+                seconds[path].append(took)
+    agree = True
+    for path in paths:
         print(
-            f"| {r['model']} | {r['rows']} | {r['batch']} | {r['baseline']:.2f} "
-            f"| {r['project']:.2f} | {ratio:.2f}x |"
+            f"\n{name}: agreement of the baseline and the project's {path} path ({rows} rows/set)"
         )
+        agree &= check_agreement(outputs["baseline"], *outputs[path])
+    row = {"model": name, "rows": rows, "batch": batch_size}
+    return {**row, **{path: min(times) for path, times in seconds.items()}}, agree
+
+
+def print_table(rows: list[dict[str, Any]], paths: Sequence[str]) -> None:
+    header = "| model | rows per set | batch size | baseline s |"
+    header += "".join(f" {path} s | speed-up |" for path in paths)
+    print("\n" + header)
+    print("|---|---:|---:|---:|" + "---:|---:|" * len(paths))
+    for r in rows:
+        cells = "".join(f" {r[path]:.2f} | {r['baseline'] / r[path]:.2f}x |" for path in paths)
+        print(f"| {r['model']} | {r['rows']} | {r['batch']} | {r['baseline']:.2f} |{cells}")
+    print("speed-up = baseline seconds / path seconds, measured in the same run")
 
 
 def quiet_libraries() -> None:
@@ -363,14 +392,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1, help="timed runs; the best is shown")
     parser.add_argument("--no-check", action="store_true", help="exit 0 even on disagreement")
+    parser.add_argument(
+        "--paths",
+        default=",".join(PROJECT_PATHS),
+        help=f"comma-separated project paths to time, of: {', '.join(PROJECT_PATHS)}",
+    )
     args = parser.parse_args(argv)
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    unknown = [p for p in paths if p not in PROJECT_PATHS]
+    if unknown or not paths:
+        parser.error(f"unknown --paths {unknown}; choose from {', '.join(PROJECT_PATHS)}")
     quiet_libraries()
     table, all_agree = [], True
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        row, agree = benchmark(name, args.rows_per_set, args.batch_size, args.repeats)
+        row, agree = benchmark(name, args.rows_per_set, args.batch_size, paths, args.repeats)
         table.append(row)
         all_agree &= agree
-    print_table(table)
+    print_table(table, paths)
     if not all_agree:
         print(
             "\n!! THE BASELINE AND THE PROJECT DISAGREE (see above); timings compare unequal work"

@@ -1,9 +1,11 @@
-"""Make lm-eval find the project's tasks with no extra flags.
+"""Make lm-eval find the project's tasks and its ``hf-unlearn`` backend with no extra flags.
 
 lm-eval 0.4.13 discovers tasks only in its own folder and in ``--include_path``. The installed
 ``lm_unlearn_autoload.pth`` imports this module at interpreter start; it waits (a meta-path hook,
 no lm-eval import) until ``lm_eval.tasks.manager`` is imported and then makes every
 ``TaskManager`` also scan ``tofu_tasks``, before any user include path so user tasks still win.
+When ``lm_eval.models`` is imported it adds ``--model hf-unlearn`` (``harness_ext.fast_backend``)
+to lm-eval's model registry as a lazy entry: nothing is imported until a run asks for it.
 
 Opt out with ``LM_UNLEARN_NO_AUTOLOAD=1``. Nothing is patched when lm-eval has native plugin
 discovery (the ``lm_eval.tasks`` entry point declared in pyproject then takes over).
@@ -16,6 +18,8 @@ import sys
 
 OPT_OUT_ENV = "LM_UNLEARN_NO_AUTOLOAD"
 TARGET_MODULE = "lm_eval.tasks.manager"
+MODELS_MODULE = "lm_eval.models"
+BACKEND = ("hf-unlearn", "harness_ext.fast_backend:UnlearnHFLM")
 
 
 def disabled() -> bool:
@@ -67,47 +71,68 @@ def patch_task_manager(manager_module) -> None:
     task_manager.__init__ = __init__
 
 
+def register_backend(_models_module=None) -> None:
+    """Name the project's backend in lm-eval's model registry (lazily, once)."""
+    from lm_eval.api.registry import model_registry
+
+    name, target = BACKEND
+    if name not in model_registry:
+        model_registry.register(name, target=target)
+
+
+PATCHES = {TARGET_MODULE: patch_task_manager, MODELS_MODULE: register_backend}
+
+
 class _PatchingLoader:
     """Delegates to the real loader, then patches the freshly executed module."""
 
-    def __init__(self, loader) -> None:
+    def __init__(self, loader, patch) -> None:
         self._loader = loader
+        self._patch = patch
 
     def create_module(self, spec):
         return self._loader.create_module(spec)
 
     def exec_module(self, module) -> None:
         self._loader.exec_module(module)
-        patch_task_manager(module)
+        self._patch(module)
 
     def __getattr__(self, name):
         return getattr(self._loader, name)
 
 
-class _TaskManagerHook:
-    """One-shot meta-path finder for ``lm_eval.tasks.manager``."""
+class _LmEvalHook:
+    """Meta-path finder that patches each module of ``PATCHES`` once, when it is first imported."""
+
+    def __init__(self, pending: set[str]) -> None:
+        self.pending = pending
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != TARGET_MODULE:
+        if fullname not in self.pending:
             return None
-        if self in sys.meta_path:
+        self.pending.discard(fullname)
+        if not self.pending and self in sys.meta_path:
             sys.meta_path.remove(self)
         import importlib.util
 
         spec = importlib.util.find_spec(fullname)
         if spec is not None and spec.loader is not None:
-            spec.loader = _PatchingLoader(spec.loader)
+            spec.loader = _PatchingLoader(spec.loader, PATCHES[fullname])
         return spec
 
 
 def install() -> None:
-    if disabled():
+    if disabled() or any(isinstance(f, _LmEvalHook) for f in sys.meta_path):
         return
-    manager = sys.modules.get(TARGET_MODULE)
-    if manager is not None:
-        patch_task_manager(manager)
-    elif not any(isinstance(f, _TaskManagerHook) for f in sys.meta_path):
-        sys.meta_path.insert(0, _TaskManagerHook())
+    pending = set()
+    for name, patch in PATCHES.items():
+        module = sys.modules.get(name)
+        if module is not None:
+            patch(module)
+        else:
+            pending.add(name)
+    if pending:
+        sys.meta_path.insert(0, _LmEvalHook(pending))
 
 
 install()

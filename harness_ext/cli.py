@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness_ext.evaluate import DEFAULT_BACKEND
+
 
 def _format_value(value: Any) -> str:
     if not isinstance(value, float):
@@ -340,6 +342,7 @@ def cmd_tasks_path(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace, extra: Sequence[str]) -> int:
     """Run lm-eval's CLI with the project's tasks on the include path (no autoload needed)."""
+    import harness_ext.fast_backend  # noqa: F401  (registers --model hf-unlearn)
     from harness_ext.autoload import project_tasks_dir
 
     argv = list(extra)
@@ -421,7 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument(
         "--model-args", default="", help="more lm-eval model args, e.g. dtype=bfloat16,peft=DIR"
     )
-    ref.add_argument("--backend", default="hf", help="lm-eval model backend (hf, vllm, ...)")
+    ref.add_argument(
+        "--backend",
+        default=DEFAULT_BACKEND,
+        help=f"lm-eval model backend: {DEFAULT_BACKEND} (default), hf, vllm, ...",
+    )
     ref.add_argument("--tasks", default="tofu_forget01_unlearn", help="comma-separated tasks")
     ref.add_argument("--apply-chat-template", action="store_true")
     ref.add_argument("--prompt-format", help="plain, llama2 or phi (without a chat template)")
@@ -507,7 +514,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--split", default="forget01", choices=["forget01", "forget05", "forget10"])
     score.add_argument(
-        "--backend", "--model", dest="backend", default="hf", help="lm-eval backend: hf, vllm, ..."
+        "--backend",
+        "--model",
+        dest="backend",
+        default=DEFAULT_BACKEND,
+        help=f"lm-eval backend: {DEFAULT_BACKEND} (default), hf, vllm, ...",
     )
     score.add_argument("--model-args", help="more lm-eval model arguments, e.g. dtype=bfloat16")
     score.add_argument(

@@ -14,6 +14,8 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
 
 
 PROJECT_TASK_PREFIXES = ("tofu_", "realworld_")
+# lm-eval's hf backend with shared-context log-likelihoods and early-exit greedy decoding
+DEFAULT_BACKEND = "hf-unlearn"
 NEEDS_LM_EVAL_TASKS = {"realworld_general"}  # a group of lm-eval's built-in tasks
 
 
@@ -21,7 +23,7 @@ def run_tasks(
     model_args: dict[str, Any],
     tasks: Sequence[str],
     *,
-    backend: str = "hf",
+    backend: str = DEFAULT_BACKEND,
     metadata: dict[str, Any] | None = None,
     apply_chat_template: bool = False,
     batch_size: str | int = "auto",
@@ -36,6 +38,9 @@ def run_tasks(
 
     from harness_ext.autoload import project_tasks_dir
     from harness_ext.output_scoring import resolve_device
+
+    if backend == DEFAULT_BACKEND:
+        import harness_ext.fast_backend  # noqa: F401  (registers it even with autoload off)
 
     task_metadata = {**model_args, **(metadata or {})}
     # Indexing lm-eval's own ~15k task files costs seconds per call; skip it when only the

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness_ext.evaluate import DEFAULT_BACKEND
 from harness_ext.provenance import (
     files_sha256,
     git_commit,
@@ -66,7 +67,7 @@ class ModelSpec:
 @dataclass
 class ScoreSettings:
     split: str = "forget01"
-    backend: str = "hf"
+    backend: str = DEFAULT_BACKEND
     model_args: str = ""
     prompt_format: str | None = None  # None: chat when the tokenizer has a template, else plain
     retain_reference: str | None = None
@@ -410,7 +411,7 @@ def rerun_command(spec: ModelSpec, settings: ScoreSettings, prompt_format: str) 
     parts += ["--split", settings.split, "--prompt-format", prompt_format]
     if settings.model_args:
         parts += ["--model-args", settings.model_args]
-    if settings.backend != "hf":
+    if settings.backend != DEFAULT_BACKEND:
         parts += ["--backend", settings.backend]
     if settings.metadata:
         parts += ["--metadata", json.dumps(settings.metadata, sort_keys=True)]

@@ -82,3 +82,26 @@ def test_built_wheel_carries_the_pth_and_the_task_yamls(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "lm_unlearn_autoload.pth" in names
     assert {"tofu_tasks/_default_template_yaml", "tofu_tasks/tofu_forget01_unlearn.yaml"} <= names
+
+
+def test_backend_is_registered_lazily_by_the_hook():
+    probe = (
+        "import sys\n"
+        "from lm_eval.api.registry import get_model, model_registry\n"
+        "print(get_model('hf').__name__, 'hf-unlearn' in model_registry,\n"
+        "      'harness_ext.fast_backend' in sys.modules)\n"
+    )
+
+    def run(**env):
+        done = subprocess.run(
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **env},
+        )
+        return done.stdout.split()
+
+    # named in the registry, imported only when a run asks for it
+    assert run() == ["HFLM", "True", "False"]
+    assert run(LM_UNLEARN_NO_AUTOLOAD="1") == ["HFLM", "False", "False"]
