@@ -258,3 +258,17 @@ def test_bad_model_args_are_refused_before_loading(bad):
     name = next(iter(bad))
     with pytest.raises(ValueError, match=f"model arg {name} must be a whole number"):
         UnlearnHFLM(pretrained="/nonexistent/model", device="cpu", **bad)
+
+
+def test_lora_adapter_scores_equal_the_hf_backend(tiny_model_dir, tiny_lora_dir):
+    from lm_eval.models.huggingface import HFLM
+
+    args = {"pretrained": str(tiny_model_dir), "peft": str(tiny_lora_dir), "device": "cpu"}
+    hf, fast = HFLM(**args, batch_size=3), UnlearnHFLM(**args, batch_size=3)
+    expected = hf.loglikelihood(loglikelihood_requests(), disable_tqdm=True)
+    got = fast.loglikelihood(loglikelihood_requests(), disable_tqdm=True)
+    for (ll_fast, _), (ll_hf, _) in zip(got, expected, strict=True):
+        assert math.isclose(ll_fast, ll_hf, rel_tol=1e-5, abs_tol=1e-5)
+    prompt = ("Question: Who wrote it? Who wrote it?\nAnswer:", {"until": [], "max_gen_toks": 12})
+    request = Instance("generate_until", {}, prompt, 0)
+    assert fast.generate_until([request], True) == hf.generate_until([request], True)
