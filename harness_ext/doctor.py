@@ -34,7 +34,14 @@ def autoload_status() -> str:
             "lm_eval does not see the tofu_* tasks: the lm_unlearn_autoload.pth hook did not run "
             "(reinstall with pip install -e .) — or use lm-unlearn eval / --include_path"
         )
-    return "on: lm_eval finds the tofu_* tasks with no flags" + (" (entry point)" if native else "")
+    from lm_eval.api.registry import get_model
+
+    get_model("hf")  # imports lm_eval.models, where the hook names the backend
+    from lm_eval.api.registry import model_registry
+
+    backend = "and --model hf-unlearn" if "hf-unlearn" in model_registry else "(not hf-unlearn)"
+    where = " (entry point)" if native else ""
+    return f"on: lm_eval finds the tofu_* tasks {backend} with no flags{where}"
 
 
 def data_status(data_dir: str | None = None) -> str:

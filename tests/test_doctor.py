@@ -7,7 +7,8 @@ def test_doctor_offline_reports_fallback_and_missing_nli(capsys):
     code = main(["doctor"])
     out = capsys.readouterr().out
     assert code == 1  # the default NLI model cannot be loaded without the hub
-    assert "ok  lm_eval autoload" in out and "finds the tofu_* tasks" in out
+    assert "ok  lm_eval autoload" in out
+    assert "finds the tofu_* tasks and --model hf-unlearn" in out
     assert "ok  TOFU data" in out and "files pass their checks" in out
     assert "packaged fallback" in out  # cosine similarity falls back to the packaged MiniLM
     assert "ERR NLI model" in out and "problem(s): NLI model" in out
