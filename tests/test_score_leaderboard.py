@@ -170,6 +170,34 @@ def test_a_failed_scoring_run_leaves_nothing(tmp_path, tiny_model_dir, monkeypat
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("extra", "backend", "model_args"),
+    [
+        ([], "hf-unlearn", {}),
+        (["--model", "vllm", "--model-args", "tensor_parallel_size=2"], "vllm",
+         {"tensor_parallel_size": 2}),
+        (["--backend", "hf"], "hf", {}),
+    ],
+)  # fmt: skip
+def test_the_backend_and_its_arguments_reach_lm_eval(
+    tmp_path, tiny_model_dir, monkeypatch, extra, backend, model_args
+):
+    import harness_ext.evaluate
+
+    seen = {}
+
+    def record(args, tasks, **kwargs):
+        seen.update(model_args=args, tasks=tasks, **kwargs)
+        raise RuntimeError("stop before scoring")
+
+    monkeypatch.setattr(harness_ext.evaluate, "run_tasks", record)
+    with pytest.raises(RuntimeError, match="stop before scoring"):
+        main(["score", str(tiny_model_dir), "--output", str(tmp_path), *FAST, *extra])
+    assert seen["backend"] == backend
+    assert seen["model_args"] == {"pretrained": str(tiny_model_dir), **model_args}
+    assert seen["tasks"] == ["tofu_forget01_unlearn"]
+
+
 def test_a_run_killed_before_it_lands_leaves_nothing_the_leaderboard_reads(
     tmp_path, tiny_model_dir
 ):
