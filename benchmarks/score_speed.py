@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             "\n!! THE BASELINE AND THE PROJECT DISAGREE (see above); timings compare unequal work"
         )
         return 0 if args.no_check else 1
-    print("\nboth paths computed the same numbers on every row")
+    print("\nevery path computed the baseline's numbers on every row")
     return 0
 
 

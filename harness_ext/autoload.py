@@ -19,7 +19,7 @@ import sys
 OPT_OUT_ENV = "LM_UNLEARN_NO_AUTOLOAD"
 TARGET_MODULE = "lm_eval.tasks.manager"
 MODELS_MODULE = "lm_eval.models"
-BACKEND = ("hf-unlearn", "harness_ext.fast_backend:UnlearnHFLM")
+BACKEND_CLASS = "harness_ext.fast_backend:UnlearnHFLM"
 
 
 def disabled() -> bool:
@@ -75,9 +75,10 @@ def register_backend(_models_module=None) -> None:
     """Name the project's backend in lm-eval's model registry (lazily, once)."""
     from lm_eval.api.registry import model_registry
 
-    name, target = BACKEND
-    if name not in model_registry:
-        model_registry.register(name, target=target)
+    from harness_ext.evaluate import DEFAULT_BACKEND
+
+    if DEFAULT_BACKEND not in model_registry:
+        model_registry.register(DEFAULT_BACKEND, target=BACKEND_CLASS)
 
 
 PATCHES = {TARGET_MODULE: patch_task_manager, MODELS_MODULE: register_backend}

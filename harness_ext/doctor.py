@@ -34,12 +34,13 @@ def autoload_status() -> str:
             "lm_eval does not see the tofu_* tasks: the lm_unlearn_autoload.pth hook did not run "
             "(reinstall with pip install -e .) — or use lm-unlearn eval / --include_path"
         )
-    from lm_eval.api.registry import get_model
-
-    get_model("hf")  # imports lm_eval.models, where the hook names the backend
+    import lm_eval.models  # noqa: F401  (where the hook names the backend)
     from lm_eval.api.registry import model_registry
 
-    backend = "and --model hf-unlearn" if "hf-unlearn" in model_registry else "(not hf-unlearn)"
+    from harness_ext.evaluate import DEFAULT_BACKEND
+
+    named = DEFAULT_BACKEND in model_registry
+    backend = f"and --model {DEFAULT_BACKEND}" if named else f"(not {DEFAULT_BACKEND})"
     where = " (entry point)" if native else ""
     return f"on: lm_eval finds the tofu_* tasks {backend} with no flags{where}"
 

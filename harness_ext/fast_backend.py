@@ -44,9 +44,11 @@ from lm_eval.models.utils import (
 )
 from tqdm import tqdm
 
+from harness_ext.evaluate import DEFAULT_BACKEND
+
 logger = logging.getLogger("lm-unlearn")
 
-MODEL_NAME = "hf-unlearn"
+MODEL_NAME = DEFAULT_BACKEND
 MAX_AUTO_GEN_BATCH = 256
 CPU_AUTO_GEN_BATCH = 64  # decoding throughput on CPU stops growing around here
 # Generation-config entries that leave greedy decoding unchanged; any other setting (repetition
@@ -94,6 +96,7 @@ class _GenerationRow:
     stops: list[str]
     lookup_ngrams: int = 0
     draft_length: int = 0
+    stop_window: int = 0  # last tokens decoded to look for stop strings; 0: none to look for
     tokens: list[int] = field(default_factory=list)
     _history: list[int] = field(default_factory=list)
     _followers: dict[tuple[int, ...], int] = field(default_factory=dict)
@@ -380,8 +383,9 @@ class UnlearnHFLM(HFLM):
 
     # ------------------------------------------------------------------ generation
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
-        fast = [i for i, r in enumerate(requests) if self._is_plain_greedy(r.args[1])]
-        slow = [i for i in range(len(requests)) if i not in set(fast)]
+        model_ok = self._model_decodes_plain_greedy()
+        fast = [i for i, r in enumerate(requests) if model_ok and self._is_plain_greedy(r.args[1])]
+        slow = sorted(set(range(len(requests))) - set(fast))
         results: list[str | None] = [None] * len(requests)
         if slow:
             done = super().generate_until([requests[i] for i in slow], disable_tqdm)
@@ -393,13 +397,16 @@ class UnlearnHFLM(HFLM):
                 results[index] = text
         return results  # type: ignore[return-value]
 
-    def _is_plain_greedy(self, gen_kwargs: dict) -> bool:
+    def _model_decodes_plain_greedy(self) -> bool:
+        """Whether this model's greedy decoding is what ``_decode_batch`` does (per run)."""
         if self.backend != "causal" or self.think_end_token is not None:
             return False
         if "position_ids" not in self._forward_parameters():
             return False
-        if _has_virtual_tokens(self.model) or not _greedy_config_is_neutral(self.model):
-            return False
+        return not _has_virtual_tokens(self.model) and _greedy_config_is_neutral(self.model)
+
+    def _is_plain_greedy(self, gen_kwargs: dict) -> bool:
+        """Whether a request asks for plain greedy decoding within the model's context."""
         if not isinstance(gen_kwargs, dict) or set(gen_kwargs) - GREEDY_KWARGS:
             return False
         kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
@@ -407,15 +414,16 @@ class UnlearnHFLM(HFLM):
 
     def _greedy_generate(self, args: list[tuple[str, dict]], disable_tqdm: bool) -> list[str]:
         eos_text = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
+        ngrams = LOOKUP_NGRAMS if self.prompt_lookup_tokens > 0 else 0
+        first_draft = min(FIRST_DRAFT_LENGTH, self.prompt_lookup_tokens)
         rows = []
         for index, (context, gen_kwargs) in enumerate(args):
             kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
             stops = handle_stop_sequences(kwargs.get("until"), eos=eos_text)
             budget = int(kwargs["max_gen_toks"])
             ids = self.tok_encode(context, left_truncate_len=self.max_length - budget)
-            ngrams = LOOKUP_NGRAMS if self.prompt_lookup_tokens > 0 else 0
-            first_draft = min(FIRST_DRAFT_LENGTH, self.prompt_lookup_tokens)
-            rows.append(_GenerationRow(index, ids, budget, stops, ngrams, first_draft))
+            window = self._stop_window(stops)
+            rows.append(_GenerationRow(index, ids, budget, stops, ngrams, first_draft, window))
         # Similar prompt lengths together: less left padding.
         rows.sort(key=lambda row: (-len(row.context), row.index))
         results: list[str] = [""] * len(rows)
@@ -518,11 +526,16 @@ class UnlearnHFLM(HFLM):
         row.push(token)
         if token in stop_ids or len(row.tokens) >= row.budget:
             return True
-        text_stops = [s for s in row.stops if s]
-        if not text_stops:
+        if not row.stop_window:
             return False
-        text = self.tok_decode(row.tokens, skip_special_tokens=False)
-        return any(stop in text for stop in text_stops)
+        # A stop string that ends at the new token lies in the last few tokens (as hf checks).
+        tail = self.tok_decode(row.tokens[-row.stop_window :], skip_special_tokens=False)
+        return any(stop and stop in tail for stop in row.stops)
+
+    def _stop_window(self, stops: list[str]) -> int:
+        """Tokens to decode when looking for a stop string: its length plus two, as hf does."""
+        lengths = [len(self.tok_encode(s, add_special_tokens=False)) for s in stops if s]
+        return max(lengths) + 2 if lengths else 0
 
     def _stop_token_ids(self) -> set[int]:
         ids = {int(self.eot_token_id)}
