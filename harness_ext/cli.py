@@ -42,6 +42,9 @@ def load_tokenizer_path(path: str):
 
     file = Path(path)
     if file.suffix == ".gguf":
+        from harness_ext.assets import require_gguf
+
+        require_gguf()
         return AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name)
     return AutoTokenizer.from_pretrained(path)
 
@@ -577,9 +580,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["eval"]:
         return cmd_eval(argparse.Namespace(), argv[1:])
     args = parser.parse_args(argv)
+    from harness_ext.assets import AssetError
+
     try:
         return args.handler(args)
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, AssetError) as err:
         print(f"lm-unlearn {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -100,8 +100,14 @@ def load_embedder(name: str | None = None, device: str | None = None) -> Embedde
 
 
 def _load_embedder(requested: str, device: str, explicit: bool) -> Embedder | Unavailable:
-    from sentence_transformers import SentenceTransformer
-
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as err:
+        detail = f"sentence-transformers cannot be imported ({_short_error(err)})"
+        if explicit:
+            raise OutputScoringError(f"{detail}: pip install sentence-transformers") from err
+        logger.warning("cosine similarity will not be computed: %s", detail)
+        return Unavailable(not_computed("install sentence-transformers"), detail)
     try:
         return Embedder(requested, SentenceTransformer(requested, device=device))
     except Exception as err:
@@ -110,18 +116,17 @@ def _load_embedder(requested: str, device: str, explicit: bool) -> Embedder | Un
             raise OutputScoringError(
                 f"cannot load the embedding model {requested!r}: {reason}"
             ) from err
-    from harness_ext.assets import AssetError, minilm_dir
+    from harness_ext.assets import OFFLINE_EXTRA, AssetError, minilm_dir
 
     try:
         fallback = minilm_dir()
         model = SentenceTransformer(str(fallback), device=device)
     except (AssetError, OSError) as err:
-        detail = (
-            f"{requested} failed ({reason}) and the packaged all-MiniLM-L6-v2 is missing "
-            f"({err}); pass embedding_model=<hub id or path>"
-        )
+        detail = f"{requested} failed ({reason}) and {err}; pass embedding_model=<hub id or path>"
         logger.warning("cosine similarity will not be computed: %s", detail)
-        return Unavailable(not_computed("no embedding model; pass embedding_model"), detail)
+        return Unavailable(
+            not_computed(f"no embedding model; pass embedding_model or {OFFLINE_EXTRA}"), detail
+        )
     note = (
         f"{requested} could not be loaded ({reason}); cosine similarity used the packaged "
         f"sentence-transformers/all-MiniLM-L6-v2 instead"
