@@ -38,7 +38,7 @@ demo: $(STAMP)
 # Rebuild results/demo/ (LEADERBOARD.md, leaderboard.csv, leaderboard.html) from the demo's runs.
 leaderboard: $(STAMP)
 	$(BIN)/lm-unlearn leaderboard results/demo/runs --output results/demo \
-		--title "lm-unlearn demo: SmolLM2-135M unlearns forget01"
+		--title "lm-unlearn demo: SmolLM2-135M-Instruct unlearns forget01"
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -256,12 +256,15 @@ def cmd_score(args: argparse.Namespace) -> int:
         retain_reference=args.reference,
         pre_unlearning_reference=args.pre_unlearning_reference,
         metadata=metadata,
+        label=args.label,
         batch_size=args.batch_size,
         device=args.device,
         output=args.output,
         force=args.force,
     )
     models = expand_models(args.models, args.list)
+    if args.label and len(models) > 1:
+        raise ValueError("--label names one model; score several models without it")
     if args.base and len(models) > 1:
         raise ValueError(
             "--base applies to one adapter; give several adapters their base in config"
@@ -512,6 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
         "models", nargs="*", help="hub id, checkpoint or adapter folder, or a folder of them"
     )
     score.add_argument("--list", help="file with one model per line")
+    score.add_argument(
+        "--label",
+        help="the model's name in tables (default: the method from its training card, else its "
+        "folder or hub name); shown as 'LABEL · BASE MODEL · SPLIT'",
+    )
     score.add_argument(
         "--base", help="base model of a PEFT adapter (default: from adapter_config.json)"
     )

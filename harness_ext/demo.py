@@ -96,7 +96,7 @@ def make_model(
     return folder
 
 
-def score(model: Path, settings: DemoSettings, runs: Path, *refs: str) -> Path:
+def score(model: Path, settings: DemoSettings, runs: Path, *refs: str, label: str = "") -> Path:
     from harness_ext.score import (
         ScoreSettings,
         find_scored,
@@ -106,7 +106,8 @@ def score(model: Path, settings: DemoSettings, runs: Path, *refs: str) -> Path:
     )
 
     metadata = {**task_metadata(settings)}
-    args = ["score", str(model), "--prompt-format", settings.prompt_format,
+    named = ["--label", label] if label else []
+    args = ["score", str(model), *named, "--prompt-format", settings.prompt_format,
             "--metadata", json.dumps(metadata, sort_keys=True),
             "--batch-size", str(settings.score_batch_size), "--output", str(runs), *refs]  # fmt: skip
     run_command(args)
@@ -132,6 +133,28 @@ def task_metadata(settings: DemoSettings) -> dict[str, Any]:
     if settings.forget_rows:
         limits["forget"] = settings.forget_rows
     return {"max_rows_per_set": limits, **settings.metadata}
+
+
+def remove_stale_runs(runs: Path, current: list[Path]) -> None:
+    """Earlier scoring runs of the demo's own models (other weights, e.g. trained on another
+    machine, or other settings) leave the demo's results folder: one row per model."""
+    import shutil
+
+    from harness_ext.score import completed_runs
+
+    names = set()
+    for run in current:
+        model = json.loads((run / "manifest.json").read_text(encoding="utf-8"))["model"]
+        names.add((model.get("name"), model.get("base_name")))
+    keep = {run.resolve() for run in current}
+    for run in completed_runs(runs):
+        try:
+            model = json.loads((run / "manifest.json").read_text(encoding="utf-8")).get("model", {})
+        except (OSError, json.JSONDecodeError):
+            continue
+        if run.resolve() not in keep and (model.get("name"), model.get("base_name")) in names:
+            print(f"  replaced an earlier run of the same model: removed {run}")
+            shutil.rmtree(run)
 
 
 def forget_quality_of_itself(run: Path) -> float:
@@ -175,10 +198,11 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     )
 
     clock.step("score the retain model (the forget-quality reference)")
-    retain_run = score(retain, settings, runs)
+    retain_run = score(retain, settings, runs, label="retain model")
     clock.step("score the target (before unlearning)")
-    target_run = score(target, settings, runs, "--reference", str(retain_run))
+    target_run = score(target, settings, runs, "--reference", str(retain_run), label="target")
     unlearned = {}
+    scored = [retain_run, target_run]
     for method in settings.methods:
         clock.step(f"unlearn forget01 with {method}, then score it")
         args = ["--method", method, "--forget", "forget01", "--retain", retain_data,
@@ -188,17 +212,20 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
         kind = "unlearn-" + method.replace("+", "_")
         model = make_model(cache, kind, "train", target, args, "run_card.json")
         unlearned[method] = model
-        score(
-            model,
-            settings,
-            runs,
-            "--reference",
-            str(retain_run),
-            "--pre-unlearning-reference",
-            str(target_run),
+        scored.append(
+            score(
+                model,
+                settings,
+                runs,
+                "--reference",
+                str(retain_run),
+                "--pre-unlearning-reference",
+                str(target_run),
+            )
         )
 
     clock.step("leaderboard")
+    remove_stale_runs(runs, scored)
     run_command(
         [
             "leaderboard",
@@ -206,7 +233,7 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
             "--output",
             str(settings.output),
             "--title",
-            "lm-unlearn demo: SmolLM2-135M unlearns forget01",
+            f"lm-unlearn demo: {base.name} unlearns forget01",
         ]
     )
     itself = forget_quality_of_itself(retain_run)

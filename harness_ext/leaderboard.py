@@ -77,7 +77,10 @@ class RunRecord:
     comparability: dict[str, Any]
     prompt_format: str | None
     date: float
-    fq_reference: str | None = None  # the retain reference of forget quality, if any
+    fq_reference: str | None = None  # identity of the retain reference of forget quality
+    pre_unlearning_reference: str | None = None  # identity of the pre-unlearning reference
+    role: str = ""  # "retain reference" / "pre-unlearning reference" when other runs use it
+    fq_reference_name: str = ""
     group: int = 0
     note: str = ""
     differs: tuple[str, ...] = ()
@@ -147,44 +150,53 @@ def _comparability(task: str, results: dict[str, Any]) -> dict[str, Any]:
 
 
 def _reference_identity(reference: dict[str, Any] | None) -> str | None:
+    """What a reference is, wherever its file lives: the scoring run it came from, or its rows."""
     if not reference:
         return None
-    # Where the file lives does not change the numbers; its name helps a reader.
-    source = reference.get("source")
-    reference = {k: v for k, v in reference.items() if k != "source"}
-    if source:
-        path = Path(str(source))
-        runs = [c for c in (path, *path.parents[:2]) if (c / MANIFEST).is_file()]
-        reference["name"] = (runs[0] if runs else path).name  # the scoring run, when it is one
-    return json.dumps(reference, sort_keys=True, default=str)
+    if reference.get("identity"):
+        return str(reference["identity"])
+    # written before references carried their identity: everything but where the file was
+    return json.dumps({k: v for k, v in reference.items() if k != "source"}, sort_keys=True)
 
 
-def _reference_label(identity: str | None) -> str:
-    """A short name for a reference identity (its model, else its kind)."""
-    if not identity:
-        return "none"
-    reference = json.loads(identity)
-    model = reference.get("model") or {}
-    name = (
-        model.get("hub_id") or model.get("path") or model.get("given")
-        if isinstance(model, dict)
-        else model
-    )
-    if name:
-        return Path(str(name)).name
-    return str(reference.get("name") or reference.get("kind", "reference"))
+def _reference_names(records: list[RunRecord], tofu_by_record: dict[int, dict]) -> dict[str, str]:
+    """Reference identity -> a short name for it (the run's label when it is one of the runs)."""
+    names: dict[str, str] = {}
+    for record in records:
+        tofu = tofu_by_record[id(record)]
+        for key in ("forget_quality_reference", "pre_unlearning_reference"):
+            reference = tofu.get(key) or {}
+            identity = _reference_identity(reference)
+            if identity:
+                names.setdefault(identity, str(reference.get("name") or reference.get("kind")))
+    for record in records:
+        identity = _run_identity(record)
+        if identity in names:
+            names[identity] = record.label
+    return names
 
 
-def _label(results: dict[str, Any], manifest: dict[str, Any] | None, results_file: Path) -> str:
+def _run_identity(record: RunRecord) -> str | None:
+    settings = (record.manifest or {}).get("settings_sha256")
+    return f"run:{settings}" if settings else None
+
+
+def _label(
+    task: str, results: dict[str, Any], manifest: dict[str, Any] | None, results_file: Path
+) -> str:
+    """What the run is: "ME+GD · SmolLM2-135M-Instruct · forget01" (method or model, base
+    model, split); for plain lm-eval results the model's folder or hub name and the split."""
+    split = task.removeprefix("tofu_").removesuffix("_unlearn")
     if manifest and manifest.get("name"):
-        return str(manifest["name"])
+        name = str(manifest["name"])
+        return name if name.endswith(f" · {split}") else f"{name} · {split}"
     args = results.get("config", {}).get("model_args") or {}
     if isinstance(args, str):
         from harness_ext.evaluate import parse_model_args
 
         args = parse_model_args(args)
     name = str(args.get("peft") or args.get("pretrained") or results.get("model_name") or "")
-    return Path(name.rstrip("/")).name or results_file.parent.name
+    return f"{Path(name.rstrip('/')).name or results_file.parent.name} · {split}"
 
 
 def read_runs(paths: list[Path]) -> list[RunRecord]:
@@ -192,6 +204,7 @@ def read_runs(paths: list[Path]) -> list[RunRecord]:
     from harness_ext.runs import task_metrics
 
     records = []
+    tofu_by_record: dict[int, dict[str, Any]] = {}
     for results_file, root in result_files(paths):
         try:
             results = json.loads(results_file.read_text(encoding="utf-8"))
@@ -204,21 +217,55 @@ def read_runs(paths: list[Path]) -> list[RunRecord]:
             if "tofu" not in (config.get("metadata") or {}):
                 continue
             tofu = config["metadata"]["tofu"]
-            records.append(
-                RunRecord(
-                    label=_label(results, manifest, results_file),
-                    task=task,
-                    results_file=results_file,
-                    run_dir=run_dir,
-                    manifest=manifest,
-                    metrics=_with_general_ability(task, task_metrics(results, task), results),
-                    comparability=_comparability(task, results),
-                    fq_reference=_reference_identity(tofu.get("forget_quality_reference")),
-                    prompt_format=tofu.get("prompt_format"),
-                    date=float(results.get("date") or results_file.stat().st_mtime),
-                )
+            record = RunRecord(
+                label=_label(task, results, manifest, results_file),
+                task=task,
+                results_file=results_file,
+                run_dir=run_dir,
+                manifest=manifest,
+                metrics=_with_general_ability(task, task_metrics(results, task), results),
+                comparability=_comparability(task, results),
+                fq_reference=_reference_identity(tofu.get("forget_quality_reference")),
+                pre_unlearning_reference=_reference_identity(tofu.get("pre_unlearning_reference")),
+                prompt_format=tofu.get("prompt_format"),
+                date=float(results.get("date") or results_file.stat().st_mtime),
             )
-    return _unique_labels(_newest_per_setting(records))
+            records.append(record)
+            tofu_by_record[id(record)] = tofu
+    records = _unique_labels(_newest_per_setting(records))
+    _mark_references(records, _reference_names(records, tofu_by_record))
+    return records
+
+
+def _mark_references(records: list[RunRecord], names: dict[str, str]) -> None:
+    """Runs that other runs used as references say so; the retain reference's forget quality is
+    its own truth ratios against themselves (1.0), which is what the others are measured by."""
+    retain = {r.fq_reference for r in records if r.fq_reference}
+    pre_unlearning = {r.pre_unlearning_reference for r in records if r.pre_unlearning_reference}
+    for record in records:
+        identity = _run_identity(record)
+        roles = []
+        if identity in retain:
+            roles.append("retain reference")
+            if record.number("forget_quality") is None:
+                record.metrics["forget_quality"] = _forget_quality_of_itself(record)
+                record.fq_reference = identity
+        if identity in pre_unlearning:
+            roles.append("pre-unlearning reference")
+        record.role = " and ".join(roles)
+    for record in records:
+        record.fq_reference_name = names.get(record.fq_reference or "", "")
+
+
+def _forget_quality_of_itself(record: RunRecord) -> float | str:
+    from harness_ext.metrics import forget_quality
+    from harness_ext.reference import ReferenceError, load_reference
+
+    try:
+        ratios = list(load_reference(record.results_file).forget_ratios.values())
+    except (ReferenceError, OSError) as err:
+        return f"N/A ({err})"
+    return forget_quality(ratios, ratios) if ratios else "N/A (no forget rows)"
 
 
 def _with_general_ability(task: str, metrics: dict[str, Any], results: dict) -> dict[str, Any]:
@@ -327,17 +374,20 @@ def group_and_rank(
             record.note = "not comparable: " + difference(
                 record.comparability, main[0].comparability
             )
-        metric = rank_by or rank_metric(main)
+        # references (the retain model, the model before unlearning) are shown, not ranked
+        ranked = [r for r in main if not r.role] or main
+        references = sorted((r for r in main if r not in ranked), key=lambda r: r.label)
+        metric = rank_by or rank_metric(ranked)
         if metric:
             sign = -1.0 if known_metrics().get(metric, True) else 1.0
-            main.sort(
+            ranked.sort(
                 key=lambda r: (r.number(metric) is None, sign * (r.number(metric) or 0.0), r.label)
             )
         else:
-            main.sort(key=lambda r: r.label)
-        for position, record in enumerate(main, 1):
+            ranked.sort(key=lambda r: r.label)
+        for position, record in enumerate(ranked, 1):
             record.rank = position
-        tables[task] = (main, apart, metric)
+        tables[task] = (ranked + references, apart, metric)
     return tables
 
 
@@ -360,7 +410,15 @@ def fmt(value: Any) -> str:
 
 
 def _link(record: RunRecord, output: Path) -> str:
-    return os.path.relpath(record.results_file, output)
+    return Path(os.path.relpath(record.results_file, output)).as_posix()
+
+
+def _rank_cell(record: RunRecord) -> str:
+    return str(record.rank) if record.rank is not None else "ref"
+
+
+def _name_cell(record: RunRecord) -> str:
+    return f"{record.label} ({record.role})" if record.role else record.label
 
 
 def to_markdown(tables, output: Path, title: str) -> str:
@@ -368,12 +426,14 @@ def to_markdown(tables, output: Path, title: str) -> str:
     for task, (main, apart, metric) in tables.items():
         columns = [c for c in SUMMARY_COLUMNS if any(c in r.metrics for r in main)]
         lines += [f"## {task}", ""]
+        ranked = sum(r.rank is not None for r in main)
         lines.append(
-            f"{len(main)} comparable runs, ranked by {metric or 'name'}"
-            f"{_direction(metric)}; rows per set "
-            f"{_short(main[0].comparability['rows_per_set'])}, data {_short(main[0].comparability['data_sha256'])}."
+            f"{ranked} comparable runs ranked by {metric or 'name'}{_direction(metric)}"
+            f"{f', {len(main) - ranked} references below them' if len(main) > ranked else ''}; "
+            f"rows per set {_short(main[0].comparability['rows_per_set'])}, "
+            f"data {_short(main[0].comparability['data_sha256'])}."
         )
-        references = sorted({_reference_label(r.fq_reference) for r in main if r.fq_reference})
+        references = sorted({r.fq_reference_name for r in main if r.fq_reference_name})
         if references:
             lines.append(f"Forget quality against the retain reference: {'; '.join(references)}.")
         lines += ["", "| # | run | prompt | " + " | ".join(columns) + " |"]
@@ -381,7 +441,7 @@ def to_markdown(tables, output: Path, title: str) -> str:
         for r in main:
             cells = [fmt(r.metrics.get(c)) for c in columns]
             lines.append(
-                f"| {r.rank} | [{r.label}]({_link(r, output)}) | {r.prompt_format} | "
+                f"| {_rank_cell(r)} | [{_name_cell(r)}]({_link(r, output)}) | {r.prompt_format} | "
                 + " | ".join(cells)
                 + " |"
             )
@@ -407,6 +467,8 @@ def to_frame(records: list[RunRecord], output: Path):
                 "task": r.task,
                 "rank": r.rank,
                 "run": r.label,
+                "role": r.role,
+                "run_folder": r.run_dir.name,
                 "comparable_group": r.group,
                 "note": r.note,
                 "prompt_format": r.prompt_format,
@@ -466,48 +528,122 @@ def scatter_axes(records: list[RunRecord]) -> tuple[str, str, str]:
     return x, y, "; ".join(notes)
 
 
+def short_labels(records: list[RunRecord]) -> tuple[list[str], str]:
+    """Plot labels without the parts every run shares (" · base · split"), and those parts."""
+    parts = [r.label.split(" · ") for r in records]
+    shared: list[str] = []
+    while parts and all(len(p) > 1 for p in parts) and len({p[-1] for p in parts}) == 1:
+        shared.insert(0, parts[0][-1])
+        parts = [p[:-1] for p in parts]
+    labels = [
+        " · ".join(p) + (f" ({r.role})" if r.role else "")
+        for p, r in zip(parts, records, strict=True)
+    ]
+    return labels, " · ".join(shared)
+
+
+MARKERS = "osD^vP*Xph<>"
+
+
+def _plain(text: str) -> str:
+    """Text that matplotlib prints as written (a "$" would start math mode)."""
+    return text.replace("$", r"\$")
+
+
 def scatter_svg(records: list[RunRecord]) -> tuple[str, str]:
+    """Utility against forgetting: one numbered marker per run, the names in a legend beside the
+    plot, so labels never overlap however close the points are."""
     plt = pyplot()
 
     x_metric, y_metric, note = scatter_axes(records)
-    points = [(r, r.number(x_metric), r.number(y_metric)) for r in records]
-    points = [(r, x, y) for r, x, y in points if x is not None and y is not None]
+    labels, shared = short_labels(records)
+    points = [
+        (r, label, r.number(x_metric), r.number(y_metric))
+        for r, label in zip(records, labels, strict=True)
+    ]
+    points = [(r, label, x, y) for r, label, x, y in points if x is not None and y is not None]
     flip = x_metric == "forget_rougeL_recall"
-    figure, axis = plt.subplots(figsize=(6.4, 4.6))
-    for record, x, y in points:
+    figure, axis = plt.subplots(figsize=(8.6, 4.6))
+    colors = plt.get_cmap("tab10").colors
+    axis.set_xlim(-0.02, 1.02)
+    axis.set_ylim(-0.02, 1.02)
+    placed: list[tuple[float, float]] = []  # tag positions so far, in points on the page
+    for index, (record, label, x, y) in enumerate(points):
         x = 1 - x if flip else x
-        axis.scatter(x, y, s=36)
-        axis.annotate(record.label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        tag = _rank_cell(record) if record.rank is not None else "R"
+        axis.scatter(
+            x, y, s=70, marker=MARKERS[index % len(MARKERS)], color=colors[index % 10],
+            edgecolor="black", linewidth=0.5, label=_plain(f"{tag}: {label}"), zorder=3,
+        )  # fmt: skip
+        offset = _free_offset(axis, x, y, placed)
+        axis.annotate(tag, (x, y), textcoords="offset points", xytext=offset, fontsize=8)
     axis.set_xlabel("1 − forget ROUGE-L recall" if flip else "forget efficacy")
     axis.set_ylabel(
         "model utility (MU-18)" if y_metric == "model_utility" else "TOFU model utility (MU-9)"
     )
-    axis.set_title("utility against forgetting (up and right is better)")
+    title = "utility against forgetting (up and right is better)"
+    axis.set_title(_plain(f"{title}\n{shared}" if shared else title), fontsize=10)
     axis.grid(alpha=0.3)
+    if points:
+        axis.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     return figure_svg(figure), note
 
 
+# Where a point's tag may go, nearest first (points right and up of the point).
+TAG_OFFSETS = [(6, 5), (6, -11), (-14, 5), (-14, -11), (6, 17), (-14, 17), (6, -23), (-14, -23),
+               (18, 5), (18, -11), (-26, 5), (-26, -11), (18, 17), (-26, 17), (18, -23)]  # fmt: skip
+
+
+def _free_offset(axis, x: float, y: float, placed: list[tuple[float, float]]) -> tuple[int, int]:
+    """The first tag offset that keeps this tag at least a tag's size from the others (points
+    that coincide get their tags around them instead of on top of each other)."""
+    dpi_scale = 72.0 / axis.figure.dpi
+    px, py = (value * dpi_scale for value in axis.transData.transform((x, y)))
+    for dx, dy in TAG_OFFSETS:
+        spot = (px + dx, py + dy)
+        if all(abs(spot[0] - a) >= 10 or abs(spot[1] - b) >= 10 for a, b in placed):
+            placed.append(spot)
+            return dx, dy
+    placed.append((px + 6, py + 5))
+    return 6, 5
+
+
 def bars_svg(records: list[RunRecord]) -> str:
+    """One horizontal bar chart per metric, each bar labelled with its value."""
     plt = pyplot()
 
     metrics = [m for m in SUMMARY_COLUMNS if any(r.number(m) is not None for r in records)]
     if not metrics:
         return ""
+    labels, shared = short_labels(records)
+    labels = [_plain(label) for label in labels]
     columns = 2
     rows = math.ceil(len(metrics) / columns)
-    height = max(1.6, 0.28 * len(records) + 0.9)
-    figure, axes = plt.subplots(rows, columns, figsize=(10, height * rows), squeeze=False)
-    labels = [r.label for r in records]
+    height = max(1.8, 0.32 * len(records) + 1.0)
+    figure, axes = plt.subplots(rows, columns, figsize=(11, height * rows), squeeze=False)
     for axis, metric in zip(axes.flat, metrics, strict=False):
         values = [r.number(metric) for r in records]
-        axis.barh(labels, [v if v is not None else 0 for v in values], color="#4c72b0")
+        positions = range(len(records))
+        drawn = [v if v is not None else 0.0 for v in values]
+        axis.barh(positions, drawn, color="#4c72b0")
+        axis.set_yticks(list(positions), labels)
         if metric == "forget_quality":
             axis.set_xscale("log")
+            axis.set_xlim(min([v for v in values if v] or [1e-3]) / 10, 2.0)
+        else:
+            axis.set_xlim(0, max(1.0, max(drawn) * 1.15))
+        for position, value in zip(positions, values, strict=True):
+            text = "N/A" if value is None else fmt(value)
+            x = axis.get_xlim()[0] if value is None or value <= 0 else value
+            axis.text(x, position, f" {text}", va="center", fontsize=7)
         axis.set_title(f"{metric}{DIRECTION.get(metric, '')}", fontsize=9)
         axis.tick_params(labelsize=8)
         axis.invert_yaxis()
+        axis.grid(axis="x", alpha=0.3)
     for axis in list(axes.flat)[len(metrics) :]:
         axis.axis("off")
+    if shared:
+        figure.suptitle(_plain(shared), fontsize=10)
     figure.tight_layout()
     return figure_svg(figure)
 
@@ -536,8 +672,9 @@ body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
 th { background: #f0f0f0; cursor: pointer; position: sticky; top: 0; }
-td.name, th.name { text-align: left; }
+td.name, th.name { text-align: left; white-space: nowrap; }
 tr.apart td { color: #888; }
+tr.reference td { background: #f7f7ee; font-style: italic; }
 .note { color: #555; font-size: 13px; }
 .wrap { overflow-x: auto; max-width: 100%; }
 """
@@ -556,10 +693,12 @@ def _html_table(records: list[RunRecord], columns: list[str], output: Path) -> s
             number = r.number(c)
             value = "" if number is None else repr(number)
             cells.append(f"<td data-value='{value}'>{html.escape(fmt(r.metrics.get(c)))}</td>")
-        link = html.escape(_link(r, output))
-        css = " class='apart'" if r.note else ""
+        link = html.escape(_link(r, output), quote=True)
+        css = " class='apart'" if r.note else (" class='reference'" if r.role else "")
+        rank = "" if r.note else _rank_cell(r)
         out.append(
-            f"<tr{css}><td>{r.rank or ''}</td><td class='name'><a href='{link}'>{html.escape(r.label)}</a></td>"
+            f"<tr{css}><td>{rank}</td><td class='name'><a href='{link}' "
+            f"title='{html.escape(r.run_dir.name, quote=True)}'>{html.escape(_name_cell(r))}</a></td>"
             f"<td>{html.escape(str(r.prompt_format))}</td>{''.join(cells)}"
             f"<td class='name' title='{html.escape(r.note)}'>"
             f"{html.escape('differs in ' + ', '.join(r.differs) if r.differs else '')}</td></tr>"
@@ -572,13 +711,17 @@ def to_html(tables, records: list[RunRecord], output: Path, title: str) -> str:
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
-        "<p class='note'>Click a column header to sort. Each run links to its lm-eval results file.</p>",
+        "<p class='note'>Click a column header to sort. Each run links to its lm-eval results "
+        "file; hover a name for its run folder. References (in italics) are the models the "
+        "others are measured against; they are not ranked.</p>",
     ]
     columns = _metric_columns(records)
     for task, (main, apart, metric) in tables.items():
         parts.append(f"<h2>{html.escape(task)}</h2>")
         parts.append(
-            f"<p class='note'>{len(main)} comparable runs ranked by {html.escape(metric or 'name')}; "
+            f"<p class='note'>{sum(r.rank is not None for r in main)} comparable runs ranked by "
+            f"{html.escape(metric or 'name')}{html.escape(_direction(metric))}; "
+            f"{sum(r.rank is None for r in main)} references; "
             f"{len(apart)} kept apart (grey, with the reason).</p>"
         )
         parts.append(_html_table(main + apart, columns, output))

@@ -14,8 +14,6 @@ from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS, FORGET, REA
 
 # On the forget set these fall as a model forgets; everywhere else higher is better.
 _LOWER_IS_BETTER_ON_FORGET = {"rougeL_recall", "prob", "cosine_similarity", "entailment"}
-# Metrics that may be "N/A (reason)" for a whole run (no model to compute them).
-_MAY_BE_UNAVAILABLE = {"cosine_similarity", "entailment", "bertscore_f1"}
 
 AGGREGATIONS = {
     "tofu_mean_or_na": scoring.aggregate_mean_or_na,
@@ -47,9 +45,9 @@ def per_set_metrics(sets=EVAL_SETS) -> dict[str, tuple[str, bool]]:
     for eval_set in sets:
         for metric in (*CLOSER_LOOK_SET_METRICS, "bertscore_f1"):
             lower = eval_set.name == FORGET.name and metric in _LOWER_IS_BETTER_ON_FORGET
-            aggregation = "tofu_mean_or_na" if metric in _MAY_BE_UNAVAILABLE else "mean"
-            names[f"{eval_set.name}_{metric}"] = (aggregation, not lower)
-    names["forget_truth_ratio_closer_look"] = ("mean", False)
+            # every per-set metric may be "N/A (reason)": no model to compute it, or no rows
+            names[f"{eval_set.name}_{metric}"] = ("tofu_mean_or_na", not lower)
+    names["forget_truth_ratio_closer_look"] = ("tofu_mean_or_na", False)
     return names
 
 

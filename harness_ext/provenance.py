@@ -116,3 +116,55 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """Write JSON atomically (see :func:`write_text_atomic`)."""
     return write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False))
+
+
+def portable_paths(value: Any, paths: dict[str, str]) -> Any:
+    """``value`` (JSON-like) with every occurrence of each local path replaced by its stand-in.
+
+    ``paths`` maps a path as it appears (given or resolved) to what a reader elsewhere should see,
+    e.g. the path relative to the results folder. Results written this way name no folder of the
+    machine that made them, so they read the same after a copy or a fresh clone.
+    """
+    import re
+
+    keys = sorted((k for k in paths if k), key=len, reverse=True)
+    if not keys:
+        return value
+    pattern = re.compile(r"(?<![\w./-])(" + "|".join(re.escape(k) for k in keys) + r")(?![\w.-])")
+
+    def rewrite(item: Any) -> Any:
+        if isinstance(item, str):
+            return pattern.sub(lambda match: paths[match.group(1)], item)
+        if isinstance(item, dict):
+            return {key: rewrite(inner) for key, inner in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [rewrite(inner) for inner in item]
+        return item
+
+    return rewrite(value)
+
+
+def relative_stand_ins(paths: list[str | Path | None], root: str | Path) -> dict[str, str]:
+    """Each existing local path (as given and resolved) -> its path relative to ``root``, or
+    ``local:<name>`` when the two share no folder (a path climbing to ``/`` and down again would
+    name the machine's folders all the same)."""
+    root = Path(root).resolve()
+    stand_ins: dict[str, str] = {}
+    for given in paths:
+        if not given:
+            continue
+        path = Path(str(given)).expanduser()
+        if not path.exists():
+            continue
+        resolved = path.resolve()
+        shared = os.path.commonpath([resolved, root])
+        if shared == resolved.anchor:
+            relative = f"local:{resolved.name}"
+        else:
+            relative = os.path.relpath(resolved, root)
+        # A bare relative name ("model") could be any word of the text: only forms with a slash.
+        for form in {str(given), str(path), str(path.resolve()), str(path.absolute())}:
+            form = form.rstrip("/")
+            if "/" in form and form not in (".", ".."):
+                stand_ins[form] = relative
+    return stand_ins

@@ -20,6 +20,7 @@ a silently wrong number.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -71,17 +72,53 @@ class ScoredReference:
             if r.set_name == set_name and r.generation is not None
         }
 
+    @property
+    def identity(self) -> str:
+        """What the reference is, wherever it lives: the settings hash of the scoring run it
+        came from, else a hash of its rows."""
+        run = self.provenance.get("scoring_run") or {}
+        if run.get("settings_sha256"):
+            return f"run:{run['settings_sha256']}"
+        digest = hashlib.sha256()
+        for row in self.rows:
+            line = [row.set_name, row.question, row.generation, row.raw_truth_ratio]
+            digest.update(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n")
+        return f"rows:{digest.hexdigest()}"
+
+    @property
+    def name(self) -> str:
+        """A short name for tables: the scoring run's name, else the file's."""
+        run = self.provenance.get("scoring_run") or {}
+        return str(run.get("name") or Path(self.source).name)
+
     def describe(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
         for row in self.rows:
             counts[row.set_name] = counts.get(row.set_name, 0) + 1
         return {
             "source": self.source,
+            "name": self.name,
+            "identity": self.identity,
             "kind": self.kind,
             "prompt_format": self.prompt_format,
             "rows": counts,
             **({"model": self.provenance["model"]} if "model" in self.provenance else {}),
         }
+
+
+def scoring_run_of(path: Path) -> dict[str, Any] | None:
+    """The manifest of the ``lm-unlearn score`` run folder holding ``path`` (itself or up to
+    two levels up), if any."""
+    path = Path(path).resolve()
+    for folder in (path, *list(path.parents)[:3]):
+        manifest = folder / "manifest.json"
+        if manifest.is_file():
+            try:
+                content = json.loads(manifest.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                return None
+            return content if isinstance(content, dict) else None
+    return None
 
 
 # ---------------------------------------------------------------- legacy logs
@@ -229,6 +266,18 @@ def load_reference(path: str | Path) -> ScoredReference:
     path = Path(path).expanduser()
     if not path.exists():
         raise ReferenceError(f"reference {path} does not exist")
+    reference = _load_reference(path)
+    run = scoring_run_of(path)
+    if run and run.get("settings_sha256"):
+        scoring_run = {"settings_sha256": run["settings_sha256"], "name": run.get("name")}
+        provenance = {**reference.provenance, "scoring_run": scoring_run}
+        reference = ScoredReference(
+            reference.source, reference.kind, reference.prompt_format, reference.rows, provenance
+        )
+    return reference
+
+
+def _load_reference(path: Path) -> ScoredReference:
     if path.is_dir() and not (path / FORGET.legacy_log_file).exists():
         path = _latest_results_in(path)
     try:

@@ -35,6 +35,8 @@ from harness_ext.provenance import (
     hardware,
     model_fingerprint,
     package_versions,
+    portable_paths,
+    relative_stand_ins,
     write_json_atomic,
 )
 
@@ -57,11 +59,58 @@ class ModelSpec:
     pretrained: str
     peft: str | None = None
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    name: str = ""  # what the model is: its method, --label, or its folder / hub name
+    base_name: str = ""  # the model it derives from (the root of its training cards)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name, self.base_name = describe_model(self.peft or self.pretrained)
 
     @property
     def label(self) -> str:
-        name = Path(self.peft or self.pretrained).name or self.pretrained
-        return name
+        """``name · base`` (the base left out when it is the model itself)."""
+        if self.base_name and self.base_name != self.name:
+            return f"{self.name} · {self.base_name}"
+        return self.name
+
+
+TRAINING_CARDS = {"run_card.json": "method", "finetune_card.json": None}
+
+
+def _training_card(model: str) -> tuple[str, dict[str, Any]] | None:
+    path = Path(model).expanduser()
+    for card_name in TRAINING_CARDS:
+        card = path / card_name
+        if card.is_file():
+            try:
+                return card_name, json.loads(card.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                return None
+    return None
+
+
+def _own_name(model: str) -> str:
+    return Path(model.rstrip("/")).name or model
+
+
+def describe_model(model: str) -> tuple[str, str]:
+    """(name, base) of a model: e.g. ("ME+GD", "SmolLM2-135M-Instruct") for a checkpoint of
+    ``lm-unlearn train``, ("fine-tuned", base) for one of ``finetune``, else its own name twice.
+    The base is found by following the training cards back to a model without one."""
+    found = _training_card(model)
+    if found is None:
+        return _own_name(model), _own_name(model)
+    card_name, card = found
+    name = str(card.get("method") or "unlearned") if TRAINING_CARDS[card_name] else "fine-tuned"
+    parent = str((card.get("options") or {}).get("model") or "")
+    for _ in range(20):  # a chain of training runs, each card naming its input model
+        if not parent:
+            return name, _own_name(model)
+        above = _training_card(parent)
+        if above is None:
+            return name, _own_name(parent)
+        parent = str((above[1].get("options") or {}).get("model") or "")
+    return name, _own_name(parent)
 
 
 @dataclass
@@ -73,6 +122,7 @@ class ScoreSettings:
     retain_reference: str | None = None
     pre_unlearning_reference: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None  # the model's name in tables (default: from its training card)
     batch_size: str = "auto"
     device: str | None = None
     output: Path = Path("results/runs")
@@ -189,15 +239,31 @@ def detect_prompt_format(spec: ModelSpec, requested: str | None) -> tuple[str, s
 
 
 # ---------------------------------------------------------------------- settings and runs
-def _file_digest(path: str | None) -> str | None:
+def reference_identity(path: str | None) -> str | None:
+    """What a reference is, wherever it lives (see ``ScoredReference.identity``)."""
     if not path:
         return None
-    p = Path(path)
-    if p.is_file():
-        return hashlib.sha256(p.read_bytes()).hexdigest()
-    if p.is_dir():
-        return files_sha256([f for f in p.rglob("*") if f.is_file()])
-    raise ScoreError(f"reference {path} does not exist")
+    from harness_ext.reference import ReferenceError, load_reference
+
+    try:
+        return load_reference(path).identity
+    except ReferenceError as err:
+        raise ScoreError(str(err)) from err
+
+
+# Task options naming local folders: where they are does not change a score; what is in them
+# enters the settings through the data hash (data_dir) or the model's fingerprint (tokenizer).
+LOCATION_OPTIONS = ("data_dir",)
+
+
+def eval_data_sha256(settings: ScoreSettings) -> str:
+    """Hash of the documents the task will score (the same function the task uses)."""
+    from tofu_tasks.task import TaskOptions, eval_docs
+
+    options = TaskOptions.from_metadata({**settings.metadata, "forget_split": settings.split})
+    from tofu_tasks import data
+
+    return data.content_hash(eval_docs(options))
 
 
 def task_metadata(spec: ModelSpec, settings: ScoreSettings, prompt_format: str) -> dict[str, Any]:
@@ -232,15 +298,17 @@ def settings_key(spec: ModelSpec, settings: ScoreSettings, prompt_format: str) -
     extra = {
         k: v for k, v in model_arguments(spec, settings).items() if k not in ("pretrained", "peft")
     }
+    metadata = {k: v for k, v in settings.metadata.items() if k not in LOCATION_OPTIONS}
     return {
         "model": _identity(spec.fingerprint),
         "task": settings.task,
         "backend": settings.backend,
         "model_args": extra,
         "prompt_format": prompt_format,
-        "metadata": settings.metadata,
-        "retain_reference": _file_digest(settings.retain_reference),
-        "pre_unlearning_reference": _file_digest(settings.pre_unlearning_reference),
+        "metadata": metadata,
+        "data_sha256": eval_data_sha256(settings),
+        "retain_reference": reference_identity(settings.retain_reference),
+        "pre_unlearning_reference": reference_identity(settings.pre_unlearning_reference),
     }
 
 
@@ -268,10 +336,15 @@ def find_scored(output: Path, digest: str) -> Path | None:
     return None
 
 
+def slug(text: str, limit: int = 60) -> str:
+    """A folder-name-safe form of a label."""
+    text = text.replace(" · ", "-").replace("+", "_")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_.-")[:limit] or "model"
+
+
 def run_name(spec: ModelSpec, settings: ScoreSettings, key: dict[str, Any]) -> str:
     digest = settings_hash(key)
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.label).strip("_")[:60] or "model"
-    return f"{slug}-{settings.split}-{digest[:12]}"
+    return f"{slug(spec.label)}-{settings.split}-{digest[:12]}"
 
 
 def completed_runs(output: Path) -> list[Path]:
@@ -294,6 +367,8 @@ class ScoreOutcome:
 def score_model(model: str, settings: ScoreSettings, base: str | None = None) -> ScoreOutcome:
     """Score one model; returns where its run lives (skips it when already scored)."""
     spec = resolve_model(model, base)
+    if settings.label:
+        spec.name = settings.label
     prompt_format, why = detect_prompt_format(spec, settings.prompt_format)
     key = settings_key(spec, settings, prompt_format)
     name = run_name(spec, settings, key)
@@ -308,11 +383,12 @@ def score_model(model: str, settings: ScoreSettings, base: str | None = None) ->
     shutil.rmtree(partial, ignore_errors=True)
     try:
         started = time.time()
-        results = _evaluate(spec, settings, prompt_format, partial)
+        stand_ins = local_stand_ins(spec, settings)
+        results = _evaluate(spec, settings, prompt_format, partial, stand_ins)
         files = sorted(str(f.relative_to(partial)) for f in partial.rglob("*") if f.is_file())
         manifest = build_manifest(spec, settings, prompt_format, why, key, results, files)
         manifest["wall_seconds"] = round(time.time() - started, 2)
-        write_json_atomic(partial / MANIFEST, manifest)
+        write_json_atomic(partial / MANIFEST, portable_paths(manifest, stand_ins))
         _move_into_place(partial, final, settings.force)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
@@ -321,7 +397,30 @@ def score_model(model: str, settings: ScoreSettings, base: str | None = None) ->
     return ScoreOutcome(model, final, skipped=False, metrics=task_metrics(results, settings.task))
 
 
-def _evaluate(spec: ModelSpec, settings: ScoreSettings, prompt_format: str, folder: Path) -> dict:
+def local_stand_ins(spec: ModelSpec, settings: ScoreSettings) -> dict[str, str]:
+    """Local paths a run's files would name -> their path relative to the results folder (the
+    project's task folder -> ``tofu_tasks``), so that no file names the scoring machine's folders."""
+    from harness_ext.autoload import project_tasks_dir
+    from tofu_tasks import data
+
+    metadata = settings.metadata
+    paths = [spec.pretrained, spec.peft, spec.source, settings.retain_reference,
+             settings.pre_unlearning_reference, metadata.get("data_dir"),
+             metadata.get("tokenizer"), data.resolve_data_dir(metadata.get("data_dir")),
+             *(v for v in model_arguments(spec, settings).values() if isinstance(v, str))]  # fmt: skip
+    stand_ins = relative_stand_ins(paths, settings.output)
+    tasks = Path(project_tasks_dir())
+    stand_ins.update({str(tasks): tasks.name, str(tasks.resolve()): tasks.name})
+    return stand_ins
+
+
+def _evaluate(
+    spec: ModelSpec,
+    settings: ScoreSettings,
+    prompt_format: str,
+    folder: Path,
+    stand_ins: dict[str, str],
+) -> dict:
     from lm_eval.loggers import EvaluationTracker
 
     from harness_ext.evaluate import run_tasks
@@ -340,6 +439,11 @@ def _evaluate(spec: ModelSpec, settings: ScoreSettings, prompt_format: str, fold
     if results is None:  # a non-zero rank under a multi-process launcher
         raise ScoreError("lm-eval returned no results")
     samples = results.pop("samples", None)
+    # lm-eval names the folder and the model after `pretrained`, a path of this machine
+    general = tracker.general_config_tracker
+    general.model_name = portable_paths(general.model_name, stand_ins)
+    general.model_name_sanitized = slug(spec.label)
+    results = portable_paths(results, stand_ins)
     tracker.save_results_aggregated(results=results, samples=samples)
     for task_name in results["configs"]:
         if samples and task_name in samples:
@@ -366,8 +470,10 @@ def build_manifest(spec, settings, prompt_format, why, key, results, files) -> d
     tofu = results["configs"][task].get("metadata", {}).get("tofu", {})
     return {
         "format": MANIFEST_FORMAT,
-        "name": spec.label,
+        "name": f"{spec.label} · {settings.split}",
         "model": {
+            "name": spec.name,
+            "base_name": spec.base_name,
             "given": spec.source,
             "pretrained": spec.pretrained,
             "peft": spec.peft,
@@ -388,9 +494,9 @@ def build_manifest(spec, settings, prompt_format, why, key, results, files) -> d
         "metric_models": tofu.get("metric_models"),
         "references": {
             "retain": settings.retain_reference,
-            "retain_sha256": key["retain_reference"],
+            "retain_identity": key["retain_reference"],
             "pre_unlearning": settings.pre_unlearning_reference,
-            "pre_unlearning_sha256": key["pre_unlearning_reference"],
+            "pre_unlearning_identity": key["pre_unlearning_reference"],
         },
         "task_metadata": settings.metadata,
         "settings_sha256": settings_hash(key),
@@ -401,14 +507,19 @@ def build_manifest(spec, settings, prompt_format, why, key, results, files) -> d
         "wall_seconds": None,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "rerun": rerun_command(spec, settings, prompt_format),
+        "rerun_from": "the results folder holding this run folder (paths are relative to it)",
     }
 
 
 def rerun_command(spec: ModelSpec, settings: ScoreSettings, prompt_format: str) -> str:
+    """The command that scores the model again; run from the results folder (its paths are
+    rewritten relative to it when the manifest is written)."""
     parts = ["lm-unlearn", "score", spec.source]
     if spec.peft:
         parts += ["--base", spec.pretrained]
     parts += ["--split", settings.split, "--prompt-format", prompt_format]
+    if settings.label:
+        parts += ["--label", settings.label]
     if settings.model_args:
         parts += ["--model-args", settings.model_args]
     if settings.backend != DEFAULT_BACKEND:
@@ -419,6 +530,7 @@ def rerun_command(spec: ModelSpec, settings: ScoreSettings, prompt_format: str) 
         parts += ["--reference", settings.retain_reference]
     if settings.pre_unlearning_reference:
         parts += ["--pre-unlearning-reference", settings.pre_unlearning_reference]
+    parts += ["--output", "."]
     return " ".join(_quote(p) for p in parts)
 
 

@@ -232,28 +232,32 @@ def summarize(
 
 # lm-eval aggregations: each receives the per-document values of one metric. They are pure, so the
 # same functions score a run and a --log_samples file.
+# A ``None`` item is a placeholder of a document of another set (see the task's
+# ``_placeholders``): skipped.
 def aggregate_mean_or_na(items: Sequence[Any]) -> float | str:
     """Mean of per-document values, or the reason they could not be computed."""
-    return mean_or_reason(list(items))
+    return mean_or_reason([item for item in items if item is not None])
 
 
 def aggregate_model_utility(items: Sequence[Mapping[str, Any]]) -> float | str:
     """MU-9 from per-document {"set", "rougeL_recall", "prob", "truth_ratio", ...} items."""
-    return model_utility(set_values(items), TOFU_SET_METRICS)
+    return model_utility(set_values(i for i in items if i is not None), TOFU_SET_METRICS)
 
 
 def aggregate_model_utility_18(items: Sequence[Mapping[str, Any]]) -> float | str:
     """MU-18 (the closer-look paper's model utility) from per-document items."""
-    return model_utility(set_values(items), CLOSER_LOOK_SET_METRICS)
+    return model_utility(set_values(i for i in items if i is not None), CLOSER_LOOK_SET_METRICS)
 
 
 def aggregate_realworld_model_utility(items: Sequence[Mapping[str, Any]]) -> float | str:
     """Real-world model utility: harmonic mean of the neighbour set's six numbers."""
-    return model_utility(set_values(items), CLOSER_LOOK_SET_METRICS, REALWORLD_UTILITY_SETS)
+    values = set_values(i for i in items if i is not None)
+    return model_utility(values, CLOSER_LOOK_SET_METRICS, REALWORLD_UTILITY_SETS)
 
 
 def aggregate_forget_efficacy(items: Sequence[Mapping[str, Any]]) -> float | str:
     """FE from per-document forget-set items."""
+    items = [item for item in items if item is not None]
     if not items:
         return not_computed("no forget rows evaluated")
     return forget_efficacy_value(set_values(items).get(FORGET.name, {}))
@@ -261,6 +265,7 @@ def aggregate_forget_efficacy(items: Sequence[Mapping[str, Any]]) -> float | str
 
 def aggregate_forget_quality(items: Sequence[Mapping[str, Any]]) -> float | str:
     """Forget quality from per-document {"raw_truth_ratio", "reference_ratio"} items."""
+    items = [item for item in items if item is not None]
     if not items:
         return not_computed("no forget rows evaluated")
     if any(item.get("reference_ratio") is None for item in items):

@@ -38,6 +38,25 @@ def test_every_model_is_scored_and_ranked(demo):
     assert board.count("| [") == len(runs)  # all comparable: one table
 
 
+def test_rows_say_what_each_model_is_and_mark_the_references(demo):
+    settings, _ = demo
+    base = settings.model.rstrip("/").rsplit("/", 1)[-1]
+    rows = [
+        line for line in (settings.output / "LEADERBOARD.md").read_text().splitlines()
+        if line.startswith("| ") and "[" in line
+    ]  # fmt: skip
+    names = [row.split("[", 1)[1].split("]", 1)[0] for row in rows]
+    # the unlearned models are ranked; the references follow them, unranked
+    assert {f"ME+GD · {base} · forget01", f"GA+GD · {base} · forget01"} == set(names[:2])
+    assert [row.split(" | ")[0] for row in rows] == ["| 1", "| 2", "| ref", "| ref"]
+    assert names[2:] == [
+        f"retain model · {base} · forget01 (retain reference)",
+        f"target · {base} · forget01 (pre-unlearning reference)",
+    ]
+    retain_row = rows[2].split(" | ")
+    assert retain_row[0] == "| ref" and retain_row[3] == "1.0000"  # FQ against itself
+
+
 def test_unlearned_models_are_scored_against_both_references(demo):
     settings, outcome = demo
     manifests = [
@@ -46,8 +65,9 @@ def test_unlearned_models_are_scored_against_both_references(demo):
     unlearned = [m for m in manifests if m["references"]["pre_unlearning"]]
     assert len(unlearned) == len(settings.methods)
     for manifest in unlearned:
-        assert manifest["references"]["retain"] == str(outcome["retain_run"])
-        assert manifest["references"]["pre_unlearning"] == str(outcome["target_run"])
+        # paths in a run's files are relative to the results folder holding the runs
+        assert manifest["references"]["retain"] == outcome["retain_run"].name
+        assert manifest["references"]["pre_unlearning"] == outcome["target_run"].name
         assert manifest["prompt_format"]["name"] == "plain"
     for model in outcome["models"].values():
         card = json.loads((model / "run_card.json").read_text())
@@ -64,3 +84,22 @@ def test_a_second_run_reuses_models_and_scores(demo, capsys):
     assert printed.count("already scored with identical settings") == 2 + len(settings.methods)
     assert completed_runs(settings.output / "runs") == before
     assert again["models"] == outcome["models"]
+
+
+def test_an_earlier_run_of_the_same_model_is_replaced_not_listed_twice(demo, capsys):
+    """A committed run made elsewhere (other weights or settings) gives way to the new one."""
+    import shutil
+
+    settings, outcome = demo
+    runs = settings.output / "runs"
+    stale = runs / "retain_model-elsewhere-forget01-000000000000"
+    shutil.copytree(outcome["retain_run"], stale)
+    manifest = json.loads((stale / MANIFEST).read_text())
+    manifest["settings_sha256"] = "0" * 64
+    (stale / MANIFEST).write_text(json.dumps(manifest))
+    run_demo(settings)
+    assert "removed" in capsys.readouterr().out
+    assert not stale.exists()
+    assert len(completed_runs(runs)) == 2 + len(settings.methods)
+    board = (settings.output / "LEADERBOARD.md").read_text()
+    assert board.count("| [") == 2 + len(settings.methods)

@@ -49,10 +49,17 @@ def runs(tmp_path_factory, tiny_model_dir, tiny_lora_dir):
     return out, {p.name: json.loads((p / MANIFEST).read_text()) for p in completed_runs(out)}
 
 
-def manifest_of(manifests: dict, given: Path, rows: int = 2) -> dict:
+def located(out: Path, path: str) -> Path:
+    """A path written in a run's files: relative to the results folder holding the runs."""
+    assert not Path(path).is_absolute(), path
+    return (out / path).resolve()
+
+
+def manifest_of(manifests: dict, given: Path, out: Path, rows: int = 2) -> dict:
     (found,) = [
         m for m in manifests.values()
-        if m["model"]["given"] == str(given) and m["data"]["rows_per_set"]["forget"] == rows
+        if located(out, m["model"]["given"]) == given.resolve()
+        and m["data"]["rows_per_set"]["forget"] == rows
     ]  # fmt: skip
     return found
 
@@ -60,7 +67,7 @@ def manifest_of(manifests: dict, given: Path, rows: int = 2) -> dict:
 def test_each_run_has_lm_evals_files_and_a_complete_manifest(runs, tiny_model_dir):
     out, manifests = runs
     assert len(manifests) == 4
-    manifest = manifest_of(manifests, tiny_model_dir)
+    manifest = manifest_of(manifests, tiny_model_dir, out)
     run_dir = out / next(k for k, v in manifests.items() if v is manifest)
     names = [Path(f).name for f in manifest["files"]]
     assert any(n.startswith("results_") for n in names)
@@ -80,10 +87,10 @@ def test_each_run_has_lm_evals_files_and_a_complete_manifest(runs, tiny_model_di
 
 
 def test_adapter_base_comes_from_its_config(runs, tiny_model_dir, tiny_lora_dir):
-    _, manifests = runs
-    adapter = manifest_of(manifests, tiny_lora_dir)
-    assert adapter["model"]["pretrained"] == str(tiny_model_dir)
-    assert adapter["model"]["peft"] == str(tiny_lora_dir)
+    out, manifests = runs
+    adapter = manifest_of(manifests, tiny_lora_dir, out)
+    assert located(out, adapter["model"]["pretrained"]) == tiny_model_dir.resolve()
+    assert located(out, adapter["model"]["peft"]) == tiny_lora_dir.resolve()
     assert len(adapter["model"]["fingerprint"]["adapter"]["sha256"]) == 64
 
 
@@ -280,3 +287,66 @@ def test_the_same_runs_give_the_same_files(runs, tmp_path):
     build_leaderboard([out], tmp_path / "b")
     for name in ("LEADERBOARD.md", "leaderboard.csv", "leaderboard.html"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_no_file_or_folder_under_the_results_names_a_local_path(runs, tiny_model_dir, tofu_dir):
+    out, _ = runs
+    roots = {str(tiny_model_dir.parent), str(tofu_dir), str(Path(__file__).resolve().parents[1])}
+    for path in out.rglob("*"):
+        assert not any(root in str(path.relative_to(out)) for root in roots), path
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+            found = [root for root in roots if root in text]
+            assert not found, f"{path} names {found}"
+
+
+def test_a_copied_results_folder_gives_the_same_leaderboard_with_working_links(runs, tmp_path):
+    out, _ = runs
+    copy = tmp_path / "elsewhere" / "runs"
+    shutil.copytree(out, copy)
+    board = build_leaderboard([copy], tmp_path / "elsewhere" / "board")
+    original = build_leaderboard([out], tmp_path / "board")
+    assert [r.label for r in board.records] == [r.label for r in original.records]
+    folder = tmp_path / "elsewhere" / "board"
+    markdown = (folder / "LEADERBOARD.md").read_text()
+    links = [part.split(")", 1)[0] for part in markdown.split("](")[1:]]
+    page = (folder / "leaderboard.html").read_text()
+    links += [part.split("'", 1)[0] for part in page.split("<a href='")[1:]]
+    assert len(links) == 2 * len(board.records)
+    for link in links:
+        assert not Path(link).is_absolute() and (folder / link).is_file(), link
+
+
+def test_one_model_scored_from_two_checkouts_is_one_row(tmp_path, tiny_model_dir, monkeypatch):
+    """A fresh clone elsewhere recognises the runs committed by another: nothing is rescored."""
+    first = tmp_path / "clone-a"
+    shutil.copytree(tiny_model_dir, first / "models" / "target")
+    shutil.copytree(tiny_model_dir, first / "models" / "retain")
+    # another model, so that the retain reference differs from the scored one
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(first / "models" / "retain")
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1.5)
+    model.save_pretrained(first / "models" / "retain")
+
+    def score_both() -> None:
+        assert score("models/retain", "--label", "retain model", "--output", "results/runs") == 0
+        (retain_run,) = [
+            p for p in completed_runs(Path("results/runs")) if p.name.startswith("retain_model")
+        ]
+        args = ["models/target", "--reference", str(retain_run), "--output", "results/runs"]
+        assert score(*args) == 0
+
+    monkeypatch.chdir(first)
+    score_both()
+    second = tmp_path / "somewhere" / "clone-b"
+    shutil.copytree(first, second)
+    monkeypatch.chdir(second)
+    score_both()
+    board = build_leaderboard([Path("results/runs")], Path("results"))
+    assert len(board.records) == 2
+    assert len(completed_runs(Path("results/runs"))) == 2
+    retain = next(r for r in board.records if r.label.startswith("retain model"))
+    assert retain.role == "retain reference" and retain.number("forget_quality") == 1.0

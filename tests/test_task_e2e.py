@@ -261,3 +261,26 @@ def test_reference_with_another_prompt_format_is_refused(tmp_path, tiny_model_di
                        check=False)  # fmt: skip
     assert done.returncode != 0
     assert "scored with prompt format 'plain' but this run uses 'llama2'" in done.stderr
+
+
+@pytest.mark.parametrize("limit", [4, 2])
+def test_limit_keeps_rows_of_every_set_and_reports_empty_sets(tmp_path, tiny_model_dir, limit):
+    """lm-eval's --limit takes the first N documents: the sets take turns, so --limit 4 scores
+    one row of each set; with --limit 2 the sets left without rows say so."""
+    results = run_lm_eval(
+        tmp_path, f"pretrained={tiny_model_dir}", "--limit", str(limit),
+        metadata={"max_rows_per_set": None, "embedding_model": "none", "nli_model": "none"},
+    )  # fmt: skip
+    values = metric_values(results)
+    assert set(values) == ALL_METRICS  # no key dropped
+    sets = ["forget", "retain", "real_authors", "world_facts"]
+    for position, name in enumerate(sets):
+        value = values[f"{name}_rougeL_recall"]
+        if position < limit:
+            assert isinstance(value, float), name
+        else:
+            assert value == "N/A (no rows)", name
+    if limit == 4:
+        assert isinstance(values["tofu_model_utility"], float)
+    else:
+        assert values["tofu_model_utility"].startswith("N/A (missing")

@@ -20,7 +20,7 @@ from typing import Any
 from tofu_tasks import data
 from tofu_tasks.eval_sets import REALWORLD_SETS
 from tofu_tasks.realworld import read_realworld
-from tofu_tasks.task import TaskSetupError, TofuUnlearnTask
+from tofu_tasks.task import TaskSetupError, TofuUnlearnTask, interleave_sets
 
 
 def realworld_docs(
@@ -57,13 +57,14 @@ def load_realworld_eval_dataset(**metadata: Any):
     docs = realworld_docs(
         metadata.get("forget_data"), metadata.get("neighbor_data"), metadata.get("max_rows_per_set")
     )
-    return {"test": datasets.Dataset.from_list(docs)}
+    return {"test": datasets.Dataset.from_list(interleave_sets(docs))}
 
 
 class RealWorldUnlearnTask(TofuUnlearnTask):
     """Forget set + neighbour set of real people; see the module docstring."""
 
     scenario = "realworld"
+    EVAL_SETS = REALWORLD_SETS
 
     METRIC_VARIANTS = {
         "forget_truth_ratio": "TOFU: mean of min(R, 1/R)",

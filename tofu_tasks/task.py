@@ -45,10 +45,16 @@ from harness_ext import lm_eval_registry
 from harness_ext.metrics import mean_nll, rouge_l_recall
 from harness_ext.output_scoring import GenerationRecord, OutputScorer
 from harness_ext.reference import ScoredReference, load_reference
-from harness_ext.scoring import FORGET_EFFICACY_METRICS, SampleScore, align_reference
+from harness_ext.scoring import (
+    FORGET_EFFICACY_METRICS,
+    SampleScore,
+    align_reference,
+    not_computed,
+)
 from tofu_tasks import data
 from tofu_tasks.eval_sets import (
     CLOSER_LOOK_SET_METRICS,
+    EVAL_SETS,
     FORGET,
     TOFU_SET_METRICS,
     eval_set_for,
@@ -68,6 +74,9 @@ FQ_HOW_TO = (
     'results or samples file with --metadata \'{"retain_reference": "PATH"}\' '
     "(a legacy TOFU log directory works too)."
 )
+
+
+NO_ROWS = not_computed("no rows")
 
 
 class TaskSetupError(ValueError):
@@ -108,11 +117,19 @@ class TaskOptions:
         return str(self.bertscore).lower() in ("true", "1")
 
 
-def load_tofu_eval_dataset(**metadata: Any):
-    """``custom_dataset`` of the tasks: the checked documents of all four eval sets."""
-    import datasets
+def interleave_sets(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Documents in turn from each set (forget, retain, real authors, world facts, forget, ...),
+    so that lm-eval's ``--limit N`` keeps rows of every set rather than the first set only."""
+    by_set: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        by_set.setdefault(doc["set"], []).append(doc)
+    queues = list(by_set.values())
+    longest = max((len(q) for q in queues), default=0)
+    return [q[i] for i in range(longest) for q in queues if i < len(q)]
 
-    options = TaskOptions.from_metadata(metadata)
+
+def eval_docs(options: TaskOptions) -> list[dict[str, Any]]:
+    """The checked documents of one run of the task, sets interleaved."""
     docs = data.build_eval_docs(
         options.forget_split,
         options.rows,
@@ -120,7 +137,14 @@ def load_tofu_eval_dataset(**metadata: Any):
         options.data_dir,
         forget_rows=options.forget_rows,
     )
-    return {"test": datasets.Dataset.from_list(docs)}
+    return interleave_sets(docs)
+
+
+def load_tofu_eval_dataset(**metadata: Any):
+    """``custom_dataset`` of the tasks: the checked documents of all four eval sets."""
+    import datasets
+
+    return {"test": datasets.Dataset.from_list(eval_docs(TaskOptions.from_metadata(metadata)))}
 
 
 def load_tokenizer(metadata: dict[str, Any]):
@@ -196,6 +220,7 @@ class TofuUnlearnTask(ConfigurableTask):
         self._pre_unlearning_outputs: dict[DocKey, str] = {}
         self._scored: dict[DocKey, tuple[str, dict[str, float | str]]] = {}
         self._scorer: OutputScorer | None = None
+        self._placeholder_metrics: dict[str, Any] = {}
         metadata["tofu"] = self._provenance()
 
     # ------------------------------------------------------------------ provenance
@@ -272,10 +297,40 @@ class TofuUnlearnTask(ConfigurableTask):
         return [doc["answer"], *base, *doc["perturbed_answers"]]
 
     # ------------------------------------------------------------------ requests
+    EVAL_SETS = EVAL_SETS
+
+    def _sets_in_run(self, limit: int | None, samples: list[int] | None) -> set[str]:
+        """Sets with documents in this run, over all ranks (``--limit`` can leave some out)."""
+        docs = list(self.eval_docs)
+        if samples is not None:
+            docs = [docs[i] for i in samples]
+        elif limit is not None:
+            docs = docs[: int(limit)]
+        return {doc["set"] for doc in docs}
+
+    def _placeholders(self, in_run: set[str]) -> dict[str, Any]:
+        """Metric keys this rank's documents would not report, so that every document reports
+        every key of the task: lm-eval gathers the ranks' metrics by the keys of rank 0. A set
+        with no rows in the run reads "N/A (no rows)"; a set whose rows are all on other ranks
+        gives ``None``, which the aggregations skip."""
+        on_rank = {i.doc["set"] for i in self._instances}
+        out: dict[str, Any] = {}
+        for eval_set in self.EVAL_SETS:
+            if eval_set.name in on_rank:
+                continue
+            value = None if eval_set.name in in_run else NO_ROWS
+            out.update({f"{eval_set.name}_{m}": value for m in CLOSER_LOOK_SET_METRICS})
+            if eval_set.name == FORGET.name:
+                out["forget_truth_ratio_closer_look"] = value
+                out["forget_efficacy"] = out["forget_quality"] = None
+        return out
+
     def build_all_requests(self, **kwargs) -> None:
         self.prompt_format = None
         self._format(bool(kwargs.get("apply_chat_template", False)))
+        in_run = self._sets_in_run(kwargs.get("limit"), kwargs.get("samples"))
         super().build_all_requests(**kwargs)
+        self._placeholder_metrics = self._placeholders(in_run)
         self._set_generation_budgets()
         loglikelihood = [i for i in self._instances if i.request_type == "loglikelihood"]
         counts = continuation_token_counts(self.tokenizer, [i.arguments for i in loglikelihood])
@@ -459,7 +514,8 @@ class TofuUnlearnTask(ConfigurableTask):
         values = sample.metrics()
         set_name = doc["set"]
         reported = (*CLOSER_LOOK_SET_METRICS, "bertscore_f1", "truth_ratio_closer_look")
-        out: dict[str, Any] = {f"{set_name}_{m}": values[m] for m in reported if m in values}
+        out: dict[str, Any] = {**self._placeholder_metrics}
+        out.update({f"{set_name}_{m}": values[m] for m in reported if m in values})
         out["tofu_model_utility"] = {"set": set_name, **{m: values[m] for m in TOFU_SET_METRICS}}
         # The full per-document record: the generation as scored and every per-sample number.
         out["model_utility"] = {"set": set_name, "generation": generation, **values}
