@@ -60,7 +60,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     pre_unlearning = None
     if args.pre_unlearning_logs:
         reference = load_reference(args.pre_unlearning_logs)
-        pre_unlearning = {(r.set_name, r.question): r.generation for r in reference.rows}
+        pre_unlearning = {(r.set_name, r.row, r.question): r.generation for r in reference.rows}
     scorer = OutputScorer.load(
         tokenizer=load_tokenizer_path(args.tokenizer) if args.tokenizer else None,
         embedding_model=args.embedding_model,

@@ -162,7 +162,7 @@ def forget_quality_of_itself(run: Path) -> float:
     from harness_ext.metrics import forget_quality
     from harness_ext.reference import load_reference
 
-    ratios = list(load_reference(run).forget_ratios.values())
+    ratios = [ratio for _, _, ratio in load_reference(run).forget_ratios]
     return forget_quality(ratios, ratios)
 
 

@@ -262,7 +262,7 @@ def _forget_quality_of_itself(record: RunRecord) -> float | str:
     from harness_ext.reference import ReferenceError, load_reference
 
     try:
-        ratios = list(load_reference(record.results_file).forget_ratios.values())
+        ratios = [ratio for _, _, ratio in load_reference(record.results_file).forget_ratios]
     except (ReferenceError, OSError) as err:
         return f"N/A ({err})"
     return forget_quality(ratios, ratios) if ratios else "N/A (no forget rows)"

@@ -67,6 +67,7 @@ def log_samples(path: str | Path, eval_set: EvalSet) -> list[SampleScore]:
                     answer_nll=float(log["avg_gt_loss"][row]),
                     base_nll=float(log["avg_paraphrased_loss"][row]),
                     perturbed_nlls=perturbed,
+                    row=int(row),
                 )
             )
         except (KeyError, TypeError, ValueError) as err:

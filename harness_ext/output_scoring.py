@@ -408,11 +408,11 @@ class OutputScorer:
 def with_output_scores(
     samples: Sequence[SampleScore],
     scorer: OutputScorer,
-    pre_unlearning: Mapping[tuple[str, str], str] | None = None,
+    pre_unlearning: Mapping[tuple[str, int | None, str], str] | None = None,
 ) -> list[SampleScore]:
     """The samples with token entropy, cosine similarity and entailment filled in.
 
-    ``pre_unlearning`` maps (set, question) to the model's output before unlearning.
+    ``pre_unlearning`` maps (set, row, question) to the model's output before unlearning.
     """
     records = [
         GenerationRecord(
@@ -420,7 +420,7 @@ def with_output_scores(
             generation=s.generation,
             ground_truth=s.target,
             rouge_recall=M.rouge_l_recall(s.generation, s.target),
-            pre_unlearning=(pre_unlearning or {}).get((s.set_name, s.question)),
+            pre_unlearning=(pre_unlearning or {}).get((s.set_name, s.row, s.question)),
         )
         for s in samples
     ]

@@ -14,8 +14,8 @@ Both read the same things, from any of:
   ``results_*.json`` (the samples file beside it is read), or the lm-eval output folder;
 * a legacy TOFU log directory (all four sets) or its ``eval_log_forget.json``.
 
-Rows are matched by (set, question text), so a reference scored on other rows is an error, never
-a silently wrong number.
+Rows are matched by (set, row) with the question checked, so a reference scored on other rows
+is an error, never a silently wrong number.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class ReferenceRow:
     question: str
     generation: str | None
     raw_truth_ratio: float | None
+    row: int | None = None  # the row in the set's source file (None in old reference files)
 
 
 @dataclass(frozen=True)
@@ -56,21 +57,32 @@ class ScoredReference:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def forget_ratios(self) -> dict[str, float]:
-        """Forget question -> raw truth ratio R (the retain-model reference of forget quality)."""
-        return {
-            r.question: r.raw_truth_ratio
+    def forget_ratios(self) -> list[tuple[int | None, str, float]]:
+        """(row, question, raw truth ratio R) of the forget set: the retain-model reference of
+        forget quality."""
+        return [
+            (r.row, r.question, r.raw_truth_ratio)
             for r in self.rows
             if r.set_name == FORGET.name and r.raw_truth_ratio is not None
-        }
+        ]
 
-    def generations(self, set_name: str) -> dict[str, str]:
-        """Question -> generation for one set (the pre-unlearning outputs)."""
-        return {
-            r.question: r.generation
+    def generations(self, set_name: str) -> list[tuple[int | None, str, str]]:
+        """(row, question, generation) of one set: the pre-unlearning outputs."""
+        return [
+            (r.row, r.question, r.generation)
             for r in self.rows
             if r.set_name == set_name and r.generation is not None
-        }
+        ]
+
+    @property
+    def scored_tokens(self) -> str | None:
+        """Which answer tokens the reference's log-likelihoods cover (None: not recorded)."""
+        value = self.provenance.get("scored_tokens")
+        return value.get("name") if isinstance(value, dict) else value
+
+    @property
+    def prompt_template(self) -> dict[str, str] | None:
+        return self.provenance.get("prompt_template")
 
     @property
     def identity(self) -> str:
@@ -101,6 +113,7 @@ class ScoredReference:
             "identity": self.identity,
             "kind": self.kind,
             "prompt_format": self.prompt_format,
+            "scored_tokens": self.scored_tokens,
             "rows": counts,
             **({"model": self.provenance["model"]} if "model" in self.provenance else {}),
         }
@@ -132,9 +145,13 @@ def _from_legacy(path: Path) -> ScoredReference:
     for eval_set, log_path in files:
         for sample in legacy_logs.log_samples(log_path, eval_set):
             ratio = raw_truth_ratio(sample.base_nll, sample.perturbed_nlls)
-            rows.append(ReferenceRow(eval_set.name, sample.question, sample.generation, ratio))
+            rows.append(
+                ReferenceRow(eval_set.name, sample.question, sample.generation, ratio, sample.row)
+            )
     prompt_format = legacy_logs.prompt_format_of(files[0][1])
-    return ScoredReference(str(path), "legacy-log", prompt_format, tuple(rows))
+    # TOFU's own logs: answer tokens after the prompt plus EOS
+    provenance = {"scored_tokens": "tofu"}
+    return ScoredReference(str(path), "legacy-log", prompt_format, tuple(rows), provenance)
 
 
 # ---------------------------------------------------------------- lm-eval output files
@@ -186,7 +203,7 @@ def sample_row(sample: dict[str, Any]) -> ReferenceRow:
     ratio = item.get("raw_truth_ratio")
     if ratio is None and isinstance(sample.get("forget_quality"), dict):
         ratio = sample["forget_quality"].get("raw_truth_ratio")
-    return ReferenceRow(doc["set"], doc["question"], generation, ratio)
+    return ReferenceRow(doc["set"], doc["question"], generation, ratio, doc.get("row"))
 
 
 def read_samples(path: Path) -> list[dict[str, Any]]:
@@ -210,7 +227,12 @@ def _from_samples(path: Path) -> ScoredReference:
             f"{path}: no tofu rows found; is this the samples file of a tofu_forgetXX_unlearn run?"
         )
     tofu = _tofu_metadata(_results_for_samples(path))
-    return ScoredReference(str(path), "lm-eval-samples", tofu.get("prompt_format"), tuple(rows))
+    provenance = {k: tofu[k] for k in ("prompt_template",) if tofu.get(k)}
+    if tofu:  # results written before answers' EOS was scored carry no scored_tokens
+        provenance["scored_tokens"] = tofu.get("scored_tokens") or "answer-only"
+    return ScoredReference(
+        str(path), "lm-eval-samples", tofu.get("prompt_format"), tuple(rows), provenance
+    )
 
 
 def _latest_results_in(directory: Path) -> Path:
@@ -229,12 +251,15 @@ def _latest_results_in(directory: Path) -> Path:
 def _from_reference_file(path: Path, payload: dict[str, Any]) -> ScoredReference:
     try:
         rows = tuple(
-            ReferenceRow(r["set"], r["question"], r.get("generation"), r.get("raw_truth_ratio"))
+            ReferenceRow(
+                r["set"], r["question"], r.get("generation"), r.get("raw_truth_ratio"), r.get("row")
+            )
             for r in payload["rows"]
         )
     except (KeyError, TypeError) as err:
         raise ReferenceError(f"{path}: malformed reference rows ({err})") from err
     provenance = {k: v for k, v in payload.items() if k != "rows"}
+    provenance.setdefault("scored_tokens", "answer-only")  # files from before EOS was scored
     return ScoredReference(
         str(path), "reference-file", payload.get("prompt_format"), rows, provenance
     )
@@ -251,6 +276,7 @@ def write_reference_file(
         "rows": [
             {
                 "set": r.set_name,
+                "row": r.row,
                 "question": r.question,
                 "generation": r.generation,
                 "raw_truth_ratio": r.raw_truth_ratio,
@@ -308,9 +334,11 @@ def reference_from_results(
     rows: list[ReferenceRow] = []
     tasks: dict[str, Any] = {}
     prompt_formats = set()
+    definitions = set()
     for task, samples in results.get("samples", {}).items():
         tofu = results["configs"][task]["metadata"].get("tofu", {})
         prompt_formats.add(tofu.get("prompt_format"))
+        definitions.add(json.dumps([tofu.get("scored_tokens"), tofu.get("prompt_template")]))
         tasks[task] = {
             "data_sha256": tofu.get("data_sha256"),
             "data_source": tofu.get("data_source"),
@@ -323,5 +351,14 @@ def reference_from_results(
         raise ReferenceError("the run produced no samples; were the tofu tasks evaluated?")
     if len(prompt_formats) != 1:
         raise ReferenceError(f"the tasks used different prompt formats: {sorted(prompt_formats)}")
-    provenance = {"model": model, "prompt_format": prompt_formats.pop(), "tasks": tasks}
+    if len(definitions) != 1:
+        raise ReferenceError("the tasks scored answers with different definitions")
+    scored_tokens, template = json.loads(definitions.pop())
+    provenance = {
+        "model": model,
+        "prompt_format": prompt_formats.pop(),
+        "scored_tokens": scored_tokens,
+        **({"prompt_template": template} if template else {}),
+        "tasks": tasks,
+    }
     return rows, provenance

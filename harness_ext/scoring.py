@@ -73,6 +73,7 @@ class SampleScore:
     base_nll: float
     perturbed_nlls: tuple[float, ...]
     output_scores: Mapping[str, float | str] = field(default_factory=dict)
+    row: int | None = None  # the row in the set's source file, when known
 
     def metrics(self) -> dict[str, float | str]:
         eval_set = get_eval_set(self.set_name)
@@ -170,41 +171,74 @@ def forget_efficacy_value(forget: Mapping[str, Any]) -> float | str:
     return M.forget_efficacy(*(float(forget[name]) for name in FORGET_EFFICACY_METRICS))
 
 
-def align_reference(
-    questions: Sequence[str], reference: Mapping[str, Any], source: str = "reference"
-) -> list[Any]:
-    """The reference's values for exactly these questions, in order.
+RowKey = tuple[int | None, str]  # (row in the source file, question)
 
-    Every evaluated question must be in the reference; otherwise the two runs did not score
-    the same rows and comparing them would be meaningless.
+
+def align_reference(
+    wanted: Sequence[RowKey], available: Sequence[tuple[int | None, str, Any]], source: str
+) -> list[Any]:
+    """The reference's value for each evaluated (row, question), in order.
+
+    Rows are matched by their row number in the set's source file, and the question must agree
+    (TOFU has a question that occurs twice, so the text alone cannot identify a row). A
+    reference that does not record rows is matched by question, which must then be unique.
+    Every evaluated row must be in the reference; otherwise the two runs did not score the same
+    rows and comparing them would be meaningless.
     """
-    missing = [q for q in questions if q not in reference]
+    by_row = {row: (question, value) for row, question, value in available if row is not None}
+    by_question: dict[str, list[Any]] = defaultdict(list)
+    for _, question, value in available:
+        by_question[question].append(value)
+    values, missing = [], []
+    for row, question in wanted:
+        if row is not None and by_row:
+            if row not in by_row:
+                missing.append(f"row {row}")
+                continue
+            theirs, value = by_row[row]
+            if theirs != question:
+                raise ReferenceMismatchError(
+                    f"{source}: row {row} holds another question ({theirs!r}, here {question!r}); "
+                    f"a reference must be scored on the same data as this run"
+                )
+            values.append(value)
+        elif len(by_question.get(question, [])) == 1:
+            values.append(by_question[question][0])
+        elif question in by_question:
+            raise ReferenceMismatchError(
+                f"{source}: the question {question!r} occurs {len(by_question[question])} times "
+                f"and the reference records no row numbers; score the reference again"
+            )
+        else:
+            missing.append(repr(question))
     if missing:
         raise ReferenceMismatchError(
-            f"{source} does not cover the evaluated rows: {len(missing)} of {len(questions)} "
-            f"questions are absent (first: {missing[0]!r}). A reference must be scored on the "
-            f"same split and rows as this run."
+            f"{source} does not cover the evaluated rows: {len(missing)} of {len(wanted)} are "
+            f"absent (first: {missing[0]}). A reference must be scored on the same split and "
+            f"rows as this run."
         )
-    return [reference[q] for q in questions]
+    return values
 
 
 def forget_quality_value(
     items: Sequence[Mapping[str, Any]],
-    reference: Mapping[str, float] | None,
+    reference: Sequence[tuple[int | None, str, float]] | None,
     source: str = "reference",
 ) -> float | str:
-    """KS forget quality of forget-set items ({"question", "raw_truth_ratio"})."""
+    """KS forget quality of forget-set items ({"row", "question", "raw_truth_ratio"}) against
+    the reference's (row, question, raw truth ratio) rows."""
     if reference is None:
         return not_computed("no retain reference")
     if not items:
         return not_computed("no forget rows evaluated")
-    questions = [item["question"] for item in items]
+    wanted = [(item.get("row"), item["question"]) for item in items]
     ratios = [float(item["raw_truth_ratio"]) for item in items]
-    return M.forget_quality(ratios, align_reference(questions, reference, source))
+    return M.forget_quality(ratios, align_reference(wanted, reference, source))
 
 
 def summarize(
-    samples: Iterable[SampleScore], reference: Mapping[str, float] | None = None
+    samples: Iterable[SampleScore],
+    reference: Sequence[tuple[int | None, str, float]] | None = None,
 ) -> dict[str, Any]:
     """Every metric of a run: "<set>_<metric>", the truth-ratio forms, MU-9, MU-18, FE, FQ."""
     per_sample = [(sample, sample.metrics()) for sample in samples]
@@ -222,7 +256,7 @@ def summarize(
     result["model_utility"] = model_utility(values, CLOSER_LOOK_SET_METRICS)
     result["forget_efficacy"] = forget_efficacy_value(forget_values)
     forget_items = [
-        {"question": s.question, "raw_truth_ratio": m["raw_truth_ratio"]}
+        {"row": s.row, "question": s.question, "raw_truth_ratio": m["raw_truth_ratio"]}
         for s, m in per_sample
         if s.set_name == FORGET.name
     ]

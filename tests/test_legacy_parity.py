@@ -80,7 +80,7 @@ def test_forget_quality_of_full_against_retain90_is_the_ks_p_value(legacy_logs):
         for d in (full, retain)
     ]
     assert fq == pytest.approx(ks_2samp(*logged).pvalue, rel=1e-9)
-    assert fq < 1e-10
+    assert f"{fq:.2e}" == "1.83e-21"  # the README's number
     assert summarize(directory_samples(retain), reference.forget_ratios)["forget_quality"] == 1.0
     assert reference.prompt_format == "llama2" and len(reference.forget_ratios) == 300
 
@@ -117,5 +117,6 @@ def test_aggregate_cli_prints_every_metric_as_json(legacy_logs, tiny_model_dir):
 def test_a_reference_from_other_rows_is_refused(legacy_logs):
     # retain99's log holds forget01's 40 rows; llama2 full's holds forget10's first 300.
     reference = load_reference(legacy_logs / "llama2-7b_retain99_wd0.01")
-    with pytest.raises(ValueError, match="does not cover the evaluated rows"):
+    # matched by row: forget10's row 0 is another question than forget01's row 0
+    with pytest.raises(ValueError, match="row 0 holds another question"):
         summarize(directory_samples(legacy_logs / "llama2-7b_full_wd0.01"), reference.forget_ratios)

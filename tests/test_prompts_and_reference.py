@@ -71,8 +71,8 @@ def test_reference_from_results_samples_or_directory(tmp_path):
     results, samples = write_run(tmp_path / "run", {"a?": 0.5, "b?": 2.0}, prompt_format="llama2")
     for path in (results, samples, tmp_path / "run"):
         reference = load_reference(path)
-        assert reference.forget_ratios == {"a?": 0.5, "b?": 2.0}
-        assert reference.generations("real_authors") == {"who?": "Shakespeare"}
+        assert reference.forget_ratios == [(None, "a?", 0.5), (None, "b?", 2.0)]
+        assert reference.generations("real_authors") == [(None, "who?", "Shakespeare")]
         assert reference.prompt_format == "llama2"
         assert reference.kind == "lm-eval-samples"
 

@@ -54,11 +54,30 @@ def test_model_utility_names_the_missing_components():
 
 
 def test_forget_quality_needs_a_reference_covering_every_row():
-    items = [{"question": "a", "raw_truth_ratio": 1.0}, {"question": "b", "raw_truth_ratio": 2.0}]
-    assert scoring.forget_quality_value(items, {"a": 1.0, "b": 2.0, "c": 9.0}) == 1.0
+    items = [
+        {"row": 0, "question": "a", "raw_truth_ratio": 1.0},
+        {"row": 1, "question": "b", "raw_truth_ratio": 2.0},
+    ]
+    reference = [(0, "a", 1.0), (1, "b", 2.0), (2, "c", 9.0)]
+    assert scoring.forget_quality_value(items, reference) == 1.0
     with pytest.raises(scoring.ReferenceMismatchError, match="1 of 2"):
-        scoring.forget_quality_value(items, {"a": 1.0})
+        scoring.forget_quality_value(items, [(0, "a", 1.0)])
     assert scoring.forget_quality_value(items, None).startswith("N/A")
+
+
+def test_reference_rows_are_matched_by_row_and_the_question_checked():
+    # TOFU repeats a question: the row number, not the text, identifies a row
+    wanted = [(3, "same?"), (7, "same?")]
+    assert scoring.align_reference(wanted, [(7, "same?", "B"), (3, "same?", "A")], "ref") == [
+        "A",
+        "B",
+    ]
+    with pytest.raises(scoring.ReferenceMismatchError, match="row 3 holds another question"):
+        scoring.align_reference([(3, "mine?")], [(3, "theirs?", "A")], "ref")
+    # a reference without row numbers: by question, which must then be unique
+    assert scoring.align_reference([(3, "q?")], [(None, "q?", "A")], "ref") == ["A"]
+    with pytest.raises(scoring.ReferenceMismatchError, match="occurs 2 times"):
+        scoring.align_reference(wanted, [(None, "same?", "A"), (None, "same?", "B")], "ref")
 
 
 def test_forget_quality_aggregation_refuses_to_guess_without_reference():

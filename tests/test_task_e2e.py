@@ -92,7 +92,8 @@ def test_plain_cli_run_reports_every_metric(plain_run):
 
 
 def test_probabilities_match_a_direct_forward_pass(plain_run, tiny_model_dir):
-    """forget_prob of row 0 = exp(-mean NLL of the answer tokens), computed here by hand."""
+    """forget_prob of row 0 = exp(-mean NLL of the answer tokens and the EOS after them),
+    computed here by hand as TOFU builds its labels: the ids of prompt + answer, EOS appended."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -104,7 +105,7 @@ def test_probabilities_match_a_direct_forward_pass(plain_run, tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     context = f"Question: {doc['question']}\nAnswer:"
     ctx_ids = tok(context)["input_ids"]
-    all_ids = tok(context + " " + doc["answer"])["input_ids"]
+    all_ids = tok(context + " " + doc["answer"])["input_ids"] + [tok.eos_token_id]
     with torch.no_grad():
         logprobs = model(torch.tensor([all_ids])).logits[0].log_softmax(-1)
     answer = range(len(ctx_ids), len(all_ids))

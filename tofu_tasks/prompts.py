@@ -51,8 +51,46 @@ def get_prompt_format(name: str) -> PromptFormat:
         raise PromptFormatError(f"unknown prompt_format {name!r}; choose one of {known}") from None
 
 
-def resolve_prompt_format(requested: str | None, apply_chat_template: bool) -> PromptFormat:
+def template_format(template: dict[str, str] | str) -> PromptFormat:
+    """A user's own prompt strings, e.g. another harness's exact ones:
+    ``{"prompt": "Question: {question}\nAnswer: ", "answer": "{answer}"}``."""
+    import json
+
+    if isinstance(template, str):
+        try:
+            template = json.loads(template)
+        except json.JSONDecodeError as err:
+            raise PromptFormatError(f"prompt_template is not valid JSON: {err.msg}") from err
+    if not isinstance(template, dict) or set(template) != {"prompt", "answer"}:
+        raise PromptFormatError(
+            'prompt_template must be {"prompt": "...{question}...", "answer": "...{answer}..."}'
+        )
+    prompt, answer = str(template["prompt"]), str(template["answer"])
+    try:
+        filled = prompt.format(question="Q"), answer.format(answer="A")
+    except (KeyError, IndexError, ValueError) as err:
+        raise PromptFormatError(
+            f"prompt_template may use only {{question}} and {{answer}} ({err!r}); write a "
+            f"literal brace as {{{{ or }}}}"
+        ) from err
+    if "Q" not in filled[0] or "A" not in filled[1]:
+        raise PromptFormatError("prompt_template needs {question} in prompt and {answer} in answer")
+    return PromptFormat("template", prompt, answer, f"template {prompt!r} + {answer!r}")
+
+
+def resolve_prompt_format(
+    requested: str | None,
+    apply_chat_template: bool,
+    template: dict[str, str] | str | None = None,
+) -> PromptFormat:
     """The format a run uses: explicit choices are checked against --apply_chat_template."""
+    if template:
+        if apply_chat_template or requested not in (None, "", "template"):
+            raise PromptFormatError(
+                "prompt_template gives the prompt strings itself: drop prompt_format and "
+                "--apply_chat_template"
+            )
+        return template_format(template)
     if apply_chat_template:
         if requested not in (None, "", "chat"):
             raise PromptFormatError(
@@ -65,3 +103,50 @@ def resolve_prompt_format(requested: str | None, apply_chat_template: bool) -> P
             "prompt_format='chat' needs --apply_chat_template (and a tokenizer with a chat template)"
         )
     return get_prompt_format(requested or "plain")
+
+
+# TOFU's own fine-tuned checkpoints were trained and scored in its legacy formats.
+TOFU_CHECKPOINTS = {"locuslab/tofu_ft_llama2-7b": "llama2", "locuslab/tofu_ft_phi-1.5": "phi"}
+
+
+def tofu_checkpoint_format(model: str | None) -> tuple[str, str] | None:
+    """(format, why) when ``model`` is one of TOFU's fine-tuned checkpoints or derives from one
+    (its config's ``_name_or_path``, or the training cards of ``lm-unlearn train/finetune``)."""
+    import json
+    from pathlib import Path
+
+    seen = 0
+    current = str(model or "")
+    while current and seen < 20:
+        seen += 1
+        for hub_id, name in TOFU_CHECKPOINTS.items():
+            if current.rstrip("/") == hub_id:
+                where = "" if seen == 1 else f" ({model} derives from it)"
+                return name, f"{hub_id} is TOFU's checkpoint, trained in its {name} format{where}"
+        folder = Path(current).expanduser()
+        if not folder.is_dir():
+            return None
+        parent = None
+        for card_name in (
+            "run_card.json",
+            "finetune_card.json",
+            "adapter_config.json",
+            "config.json",
+        ):
+            card = folder / card_name
+            if not card.is_file():
+                continue
+            try:
+                content = json.loads(card.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                continue
+            parent = (
+                (content.get("options") or {}).get("model")
+                or content.get("base_model_name_or_path")
+                or content.get("_name_or_path")
+            )
+            if parent and str(parent).rstrip("/") != current.rstrip("/"):
+                break
+            parent = None
+        current = str(parent or "")
+    return None

@@ -27,6 +27,11 @@ Options come from the task metadata, i.e. ``--metadata '{...}'`` (or ``--model_a
 ``aux_device``                device of the two models above (default: cuda if available)
 ``bertscore``                 ``true`` adds ``<set>_bertscore_f1``; ``bertscore_model`` picks it
 ``generation_max_length``     prompt + generation token budget (TOFU: 200)
+``scored_tokens``             ``tofu`` (default): ``tokenize(prompt + answer)`` after the
+                              prompt's positions, plus EOS, as TOFU scores; ``answer-only``:
+                              the answer's tokens as lm-eval splits them, no EOS (before 0.2)
+``prompt_template``           {"prompt": "...{question}...", "answer": "...{answer}..."}:
+                              another harness's exact strings
 ``tokenizer``                 tokenizer for token counts when ``pretrained`` is not a path/id
 ============================  =======================================================
 """
@@ -59,7 +64,8 @@ from tofu_tasks.eval_sets import (
     TOFU_SET_METRICS,
     eval_set_for,
 )
-from tofu_tasks.prompts import PromptFormat, resolve_prompt_format
+from tofu_tasks.prompts import PromptFormat, resolve_prompt_format, tofu_checkpoint_format
+from tofu_tasks.scored_tokens import SCORED_TOKENS, eos_text, tofu_span
 
 logger = logging.getLogger("lm-unlearn")
 
@@ -99,6 +105,8 @@ class TaskOptions:
     bertscore: bool = False
     bertscore_model: str | None = None
     generation_max_length: int = 200
+    scored_tokens: str = "tofu"
+    prompt_template: dict[str, str] | str | None = None
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any]) -> TaskOptions:
@@ -110,6 +118,11 @@ class TaskOptions:
             raise TaskSetupError("generation_max_length must be a positive number of tokens")
         if str(options.bertscore).lower() not in ("true", "false", "1", "0"):
             raise TaskSetupError(f"bertscore must be true or false, got {options.bertscore!r}")
+        if options.scored_tokens not in SCORED_TOKENS:
+            raise TaskSetupError(
+                f"scored_tokens must be one of {', '.join(SCORED_TOKENS)}, got "
+                f"{options.scored_tokens!r}"
+            )
         return options
 
     @property
@@ -215,8 +228,10 @@ class TofuUnlearnTask(ConfigurableTask):
         self.prompt_format: PromptFormat | None = None
         self._tokenizer = None
         self._token_counts: dict[DocKey, list[int]] = {}
+        self._boundary_of: dict[DocKey, list[int | None]] = {}
+        self._inexact = 0
         self._budgets: dict[DocKey, int] = {}
-        self._reference_ratios: dict[str, float] = {}
+        self._reference_ratios: dict[DocKey, float] = {}
         self._pre_unlearning_outputs: dict[DocKey, str] = {}
         self._scored: dict[DocKey, tuple[str, dict[str, float | str]]] = {}
         self._scorer: OutputScorer | None = None
@@ -283,10 +298,30 @@ class TofuUnlearnTask(ConfigurableTask):
 
     def _format(self, apply_chat_template: bool) -> PromptFormat:
         if self.prompt_format is None:
-            self.prompt_format = resolve_prompt_format(
-                self.options.prompt_format, apply_chat_template
-            )
-            self.config.metadata["tofu"]["prompt_format"] = self.prompt_format.name
+            requested, why = self.options.prompt_format, "chosen with prompt_format"
+            template = self.options.prompt_template
+            if template:
+                why = "prompt_template"
+            elif apply_chat_template:
+                why = "--apply_chat_template"
+            elif not requested:
+                metadata = self.config.metadata
+                tofu = tofu_checkpoint_format(metadata.get("peft") or metadata.get("pretrained"))
+                requested, why = tofu or ("plain", "the default without a chat template")
+                if tofu:
+                    logger.info("%s: prompt format %s: %s", self.task_name, *tofu)
+            try:
+                self.prompt_format = resolve_prompt_format(requested, apply_chat_template, template)
+            except ValueError as err:
+                raise TaskSetupError(str(err)) from err
+            info = self.config.metadata["tofu"]
+            info["prompt_format"] = self.prompt_format.name
+            info["prompt_format_reason"] = why
+            if self.prompt_format.name == "template":
+                info["prompt_template"] = {
+                    "prompt": self.prompt_format.prompt,
+                    "answer": self.prompt_format.answer,
+                }
         return self.prompt_format
 
     @staticmethod
@@ -329,15 +364,11 @@ class TofuUnlearnTask(ConfigurableTask):
         self.prompt_format = None
         self._format(bool(kwargs.get("apply_chat_template", False)))
         in_run = self._sets_in_run(kwargs.get("limit"), kwargs.get("samples"))
+        self._token_counts, self._boundary_of, self._inexact = {}, {}, 0
         super().build_all_requests(**kwargs)
         self._placeholder_metrics = self._placeholders(in_run)
         self._set_generation_budgets()
-        loglikelihood = [i for i in self._instances if i.request_type == "loglikelihood"]
-        counts = continuation_token_counts(self.tokenizer, [i.arguments for i in loglikelihood])
-        by_doc: dict[DocKey, list[tuple[int, int]]] = {}
-        for instance, count in zip(loglikelihood, counts, strict=True):
-            by_doc.setdefault(_doc_key(instance.doc), []).append((instance.idx, count))
-        self._token_counts = {key: [n for _, n in sorted(pairs)] for key, pairs in by_doc.items()}
+        self._record_scored_tokens()
         docs = [i.doc for i in self._instances if i.idx == 0]
         self._check_retain_reference(docs)
         self._check_pre_unlearning_reference(docs)
@@ -370,25 +401,48 @@ class TofuUnlearnTask(ConfigurableTask):
         info["prompt_plus_generation_max_tokens"] = limit
 
     def _check_prompt_format(self, reference: ScoredReference) -> None:
-        if reference.prompt_format and reference.prompt_format != self.prompt_format.name:
+        fmt = self.prompt_format
+        if reference.prompt_format and reference.prompt_format != fmt.name:
             raise TaskSetupError(
                 f"the reference {reference.source} was scored with prompt format "
-                f"{reference.prompt_format!r} but this run uses {self.prompt_format.name!r}; "
+                f"{reference.prompt_format!r} but this run uses {fmt.name!r}; "
                 f"score both with the same format"
+            )
+        mine = {"prompt": fmt.prompt, "answer": fmt.answer}
+        if fmt.name == "template" and reference.prompt_template not in (None, mine):
+            raise TaskSetupError(
+                f"the reference {reference.source} was scored with another prompt_template "
+                f"({reference.prompt_template}); score both with the same strings"
+            )
+
+    def _check_scored_tokens(self, reference: ScoredReference) -> None:
+        """Truth ratios of a reference are comparable only under the same token definition."""
+        theirs, mine = reference.scored_tokens, self.options.scored_tokens
+        if theirs is not None and theirs != mine:
+            raise TaskSetupError(
+                f"the reference {reference.source} scored answers as {theirs!r} but this run "
+                f"scores them as {mine!r} (scored_tokens); its truth ratios are not comparable. "
+                f"Score the reference again with this version, or pass "
+                f'--metadata \'{{"scored_tokens": "{theirs}"}}\''
             )
 
     def _check_retain_reference(self, docs: list[dict]) -> None:
-        questions = [d["question"] for d in docs if d["set"] == FORGET.name]
+        forget = [d for d in docs if d["set"] == FORGET.name]
         if self.retain_reference is None:
-            if questions:
+            if forget:
                 logger.warning(
                     "%s: forget_quality will NOT be computed. %s", self.task_name, FQ_HOW_TO
                 )
             return
-        self._check_prompt_format(self.retain_reference)
         reference = self.retain_reference
-        ratios = align_reference(questions, reference.forget_ratios, reference.source)
-        self._reference_ratios = dict(zip(questions, ratios, strict=True))
+        self._check_prompt_format(reference)
+        self._check_scored_tokens(reference)
+        ratios = align_reference(
+            [(d["row"], d["question"]) for d in forget], reference.forget_ratios, reference.source
+        )
+        self._reference_ratios = {
+            _doc_key(d): ratio for d, ratio in zip(forget, ratios, strict=True)
+        }
 
     def _check_pre_unlearning_reference(self, docs: list[dict]) -> None:
         needing = [d for d in docs if eval_set_for(d).needs_pre_unlearning_output()]
@@ -407,7 +461,7 @@ class TofuUnlearnTask(ConfigurableTask):
         for set_name in sorted({d["set"] for d in needing}):
             rows = [d for d in needing if d["set"] == set_name]
             outputs = align_reference(
-                [d["question"] for d in rows],
+                [(d["row"], d["question"]) for d in rows],
                 self.pre_unlearning.generations(set_name),
                 f"the pre-unlearning reference {self.pre_unlearning.source} ({set_name})",
             )
@@ -415,27 +469,72 @@ class TofuUnlearnTask(ConfigurableTask):
                 self._pre_unlearning_outputs[_doc_key(doc)] = output
 
     def construct_requests(self, doc: dict, ctx: str, **kwargs) -> list[Instance]:
+        """One greedy generation, one log-likelihood per answer, and (when the prompt ends in
+        whitespace) one per distinct prompt boundary, subtracted so that exactly TOFU's tokens
+        count (see :mod:`tofu_tasks.scored_tokens`)."""
         apply_chat_template = kwargs.pop("apply_chat_template", False)
         kwargs.pop("chat_template", None)
         fmt = self._format(apply_chat_template)
-        generation = Instance(
-            request_type="generate_until",
-            doc=doc,
-            arguments=(ctx, self._generation_kwargs()),
-            idx=0,
-            **kwargs,
-        )
-        scored = [
+        answers = [fmt.answer.format(answer=answer) for answer in self.scored_answers(doc)]
+        pairs, counts, boundary_of = self._scored_pairs(ctx, answers)
+        self._token_counts[_doc_key(doc)] = counts
+        self._boundary_of[_doc_key(doc)] = boundary_of
+        generation = (ctx, self._generation_kwargs())
+        return [
             Instance(
-                request_type="loglikelihood",
+                request_type="generate_until" if index == 0 else "loglikelihood",
                 doc=doc,
-                arguments=(ctx, fmt.answer.format(answer=answer)),
+                arguments=arguments,
                 idx=index,
                 **kwargs,
             )
-            for index, answer in enumerate(self.scored_answers(doc), start=1)
+            for index, arguments in enumerate([generation, *pairs])
         ]
-        return [generation, *scored]
+
+    def _scored_pairs(
+        self, ctx: str, answers: list[str]
+    ) -> tuple[list[tuple[str, str]], list[int], list[int | None]]:
+        """(context, continuation) pairs: the answers, then the distinct boundaries; the scored
+        token count of each answer; the index (among the pairs) of each answer's boundary."""
+        if self.options.scored_tokens == "answer-only":
+            pairs = [(ctx, answer) for answer in answers]
+            return pairs, continuation_token_counts(self.tokenizer, pairs), [None] * len(answers)
+        eos = self._eos_text()
+        add_bos = self.config.metadata.get("add_bos_token")
+        spans = [tofu_span(self.tokenizer, ctx, answer, eos, add_bos) for answer in answers]
+        self._inexact += sum(not span.exact for span in spans)
+        boundaries = list(dict.fromkeys(s.boundary for s in spans if s.boundary is not None))
+        pairs = [(ctx, answer + eos) for answer in answers]
+        pairs += [(ctx.rstrip(), boundary) for boundary in boundaries]
+        boundary_of = [
+            None if s.boundary is None else len(answers) + boundaries.index(s.boundary)
+            for s in spans
+        ]
+        return pairs, [s.count for s in spans], boundary_of
+
+    def _eos_text(self) -> str:
+        try:
+            return eos_text(self.tokenizer)
+        except ValueError as err:
+            raise TaskSetupError(str(err)) from err
+
+    def _record_scored_tokens(self) -> None:
+        definition = (
+            "tokenize(prompt + answer) after the prompt's positions, plus EOS (TOFU's labels)"
+            if self.options.scored_tokens == "tofu"
+            else "the answer's tokens as lm-eval splits them, no EOS"
+        )
+        info = {"name": self.options.scored_tokens, "definition": definition}
+        if self._inexact:
+            info["inexact_boundaries"] = self._inexact
+            logger.warning(
+                "%s: for %d answers the tokenizer merges the prompt's trailing whitespace with "
+                "the answer differently when the prompt is cut; their scores are close to, not "
+                "exactly, TOFU's",
+                self.task_name,
+                self._inexact,
+            )
+        self.config.metadata["tofu"]["scored_tokens"] = info
 
     def _generation_kwargs(self) -> dict[str, Any]:
         """Greedy until EOS; the token budget is filled in by _set_generation_budgets."""
@@ -493,12 +592,17 @@ class TofuUnlearnTask(ConfigurableTask):
         _raw_generation, *likelihoods = results
         key = _doc_key(doc)
         counts = self._token_counts.get(key)
-        if counts is None or len(counts) != len(likelihoods) or key not in self._scored:
+        boundary_of = self._boundary_of.get(key)
+        if counts is None or boundary_of is None or key not in self._scored:
             raise TaskSetupError(
                 f"no request bookkeeping for {doc['set']} row {doc['row']}; requests must be "
                 f"built by this task (request caching is not supported)"
             )
-        nlls = [mean_nll(ll, n) for (ll, _greedy), n in zip(likelihoods, counts, strict=True)]
+        summed = [ll for ll, _greedy in likelihoods]
+        nlls = [
+            mean_nll(summed[i] - (0.0 if b is None else summed[b]), n)
+            for i, (n, b) in enumerate(zip(counts, boundary_of, strict=True))
+        ]
         n_base = 0 if eval_set_for(doc).base_answer_field == "answer" else 1
         generation, output_scores = self._scored[key]
         sample = SampleScore(
@@ -518,7 +622,13 @@ class TofuUnlearnTask(ConfigurableTask):
         out.update({f"{set_name}_{m}": values[m] for m in reported if m in values})
         out["tofu_model_utility"] = {"set": set_name, **{m: values[m] for m in TOFU_SET_METRICS}}
         # The full per-document record: the generation as scored and every per-sample number.
-        out["model_utility"] = {"set": set_name, "generation": generation, **values}
+        out["model_utility"] = {
+            "set": set_name,
+            "generation": generation,
+            **values,
+            # per answer (ground truth, paraphrase if any, perturbed): mean NLL and token count
+            "scored_answers": {"mean_nll": nlls, "tokens": counts},
+        }
         if set_name == FORGET.name:
             out["forget_efficacy"] = {
                 "set": set_name,
@@ -527,7 +637,7 @@ class TofuUnlearnTask(ConfigurableTask):
             out["forget_quality"] = {
                 "question": doc["question"],
                 "raw_truth_ratio": values["raw_truth_ratio"],
-                "reference_ratio": self._reference_ratios.get(doc["question"]),
+                "reference_ratio": self._reference_ratios.get(key),
             }
         return out
 
