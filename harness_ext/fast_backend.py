@@ -17,8 +17,15 @@ backend keeps everything of ``hf`` (model loading, ``peft=``, ``dtype``, devices
   verifies up to ``prompt_lookup_tokens`` (default 3) draft tokens per row copied from earlier in
   the row (prompt-lookup decoding), so repetitive outputs need fewer passes.
 
+Attention schemes: custom masks replace the mask a model builds itself, so prefix trees serve
+only plain causal attention (or a sliding window no input reaches); ALiBi and sliding-window
+models score one row per continuation on the shared context, and sliding-window models decode
+without drafts where rejected drafts could shift the window. Models with other kinds of layers
+(chunked or linear attention, state-space layers) go through ``hf``'s own code.
+
 The numbers are those of ``hf`` up to float rounding: the same greedy tokens, log-likelihoods
-within ~1e-5. Requests this backend does not speed up (sampling, beam search, seq2seq models,
+within ~1e-5 in float32 (in bfloat16 within a spacing of ``hf``'s sum, which it rounds to
+bfloat16). Requests this backend does not speed up (sampling, beam search, seq2seq models,
 prompt-tuning adapters, models without ``position_ids``, contexts longer than the model,
 generation configs with logit processors such as a repetition penalty) go through ``hf``'s own
 code. Use it as ``lm_eval --model hf-unlearn --model_args pretrained=...``; model args
@@ -80,6 +87,27 @@ DEFAULT_PROMPT_LOOKUP_TOKENS = 3
 LOOKUP_NGRAMS = 3  # longest n-gram matched for prompt-lookup drafts
 FIRST_DRAFT_LENGTH = 2  # then adapted per row to how much of its drafts is accepted
 GREEDY_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature"}
+# Layer kinds whose keys and values this backend's cache bookkeeping (left padding, rows leaving
+# the batch, masked holes) is checked against hf for; models with any other kind use hf's code.
+KNOWN_LAYER_TYPES = {"full_attention", "sliding_attention"}
+
+
+@dataclass(frozen=True)
+class _AttentionScheme:
+    """What the attention of a model's layers needs from the masks this backend passes.
+
+    ``window``: the shortest sliding window of any layer (None: every layer sees all earlier
+    tokens); ``alibi``: position biases computed from the 2D attention mask; ``known``: every
+    layer is softmax attention over a key/value cache, full or sliding.
+    """
+
+    window: int | None = None
+    alibi: bool = False
+    known: bool = True
+
+    def window_covers(self, span: int) -> bool:
+        """Whether a sequence of ``span`` tokens (and cache entries) lies inside every window."""
+        return self.window is None or span < self.window
 
 
 @dataclass
@@ -162,6 +190,7 @@ class UnlearnHFLM(HFLM):
         self.share_prefixes = self.share_context
         self._forward_names: frozenset[str] | None = None
         self._head_on_hidden: bool | None = None
+        self._scheme: _AttentionScheme | None = None
 
     # ------------------------------------------------------------------ log-likelihood
     def _loglikelihood_tokens(
@@ -206,7 +235,7 @@ class UnlearnHFLM(HFLM):
             return False
         if "position_ids" not in self._forward_parameters():
             return False
-        if _has_virtual_tokens(self.model):
+        if _has_virtual_tokens(self.model) or not self._attention().known:
             return False
         return all(
             context and continuation and len(context) + len(continuation) <= self.max_length
@@ -258,7 +287,12 @@ class UnlearnHFLM(HFLM):
             ]
             if max(len(t) for t in targets) > 1:
                 cache = _returned_cache(prefill)
-                if self._tree_attention_works():
+                longest = max(
+                    len(context) + len(target)
+                    for context, group in zip(contexts, continuations, strict=True)
+                    for target in group
+                )
+                if self._tree_attention_works(longest):
                     pieces.append(self._score_as_trees(cache, context_mask, continuations))
                 else:
                     cache.batch_select_indices(group_of_row)
@@ -348,12 +382,32 @@ class UnlearnHFLM(HFLM):
             return self.model.get_output_embeddings()(output.hidden_states[-1][where])
         return output.logits[where]
 
-    def _tree_attention_works(self) -> bool:
-        """Custom 4D attention masks reach the attention of sdpa and eager implementations."""
+    def _tree_attention_works(self, longest: int | None = None) -> bool:
+        """Whether a custom 4D attention mask gives the model's own attention here.
+
+        Such a mask reaches the attention of sdpa and eager implementations and replaces the mask
+        the model would build. That is only right for plain causal attention: an ALiBi model
+        derives its position biases from a 2D mask, and a sliding-window model both masks tokens
+        beyond its window and keeps only a window of keys in its cache (trees would see the whole
+        context, or keys the cache dropped). A sliding window still allows trees when the longest
+        request (``longest`` tokens of context plus continuation, padding included in the cache)
+        fits inside it; without ``longest``, only models without a window qualify. Otherwise
+        the continuations run as one row each, on masks the model builds itself.
+        """
         if not self.share_prefixes:
             return False
         implementation = getattr(self.model.config, "_attn_implementation", None)
-        return implementation in ("sdpa", "eager")
+        if implementation not in ("sdpa", "eager"):
+            return False
+        scheme = self._attention()
+        if scheme.alibi or not scheme.known:
+            return False
+        return scheme.window is None or (longest is not None and scheme.window_covers(longest))
+
+    def _attention(self) -> _AttentionScheme:
+        if self._scheme is None:
+            self._scheme = _attention_scheme(self.model.config)
+        return self._scheme
 
     def _activation_dtype(self) -> torch.dtype:
         if self.mixed_precision_dtype is not None:
@@ -401,7 +455,7 @@ class UnlearnHFLM(HFLM):
         """Whether this model's greedy decoding is what ``_decode_batch`` does (per run)."""
         if self.backend != "causal" or self.think_end_token is not None:
             return False
-        if "position_ids" not in self._forward_parameters():
+        if "position_ids" not in self._forward_parameters() or not self._attention().known:
             return False
         return not _has_virtual_tokens(self.model) and _greedy_config_is_neutral(self.model)
 
@@ -413,17 +467,25 @@ class UnlearnHFLM(HFLM):
         return kwargs["do_sample"] is False and kwargs["max_gen_toks"] < self.max_length
 
     def _greedy_generate(self, args: list[tuple[str, dict]], disable_tqdm: bool) -> list[str]:
+        if not args:
+            return []
         eos_text = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
-        ngrams = LOOKUP_NGRAMS if self.prompt_lookup_tokens > 0 else 0
-        first_draft = min(FIRST_DRAFT_LENGTH, self.prompt_lookup_tokens)
-        rows = []
-        for index, (context, gen_kwargs) in enumerate(args):
+        prompts = []
+        for context, gen_kwargs in args:
             kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
             stops = handle_stop_sequences(kwargs.get("until"), eos=eos_text)
             budget = int(kwargs["max_gen_toks"])
             ids = self.tok_encode(context, left_truncate_len=self.max_length - budget)
-            window = self._stop_window(stops)
-            rows.append(_GenerationRow(index, ids, budget, stops, ngrams, first_draft, window))
+            prompts.append((ids, budget, stops))
+        drafts = self._draft_tokens(
+            max(len(ids) for ids, _, _ in prompts), max(budget for _, budget, _ in prompts)
+        )
+        ngrams = LOOKUP_NGRAMS if drafts > 0 else 0
+        first_draft = min(FIRST_DRAFT_LENGTH, drafts)
+        rows = [
+            _GenerationRow(index, ids, budget, stops, ngrams, first_draft, self._stop_window(stops))
+            for index, (ids, budget, stops) in enumerate(prompts)
+        ]
         # Similar prompt lengths together: less left padding.
         rows.sort(key=lambda row: (-len(row.context), row.index))
         results: list[str] = [""] * len(rows)
@@ -442,6 +504,20 @@ class UnlearnHFLM(HFLM):
                 self.cache_hook.add_partial("generate_until", args[row.index], text)
         bar.close()
         return results
+
+    def _draft_tokens(self, longest_prompt: int, largest_budget: int) -> int:
+        """Draft tokens per row and pass: ``prompt_lookup_tokens``, or 0 where drafts could
+        change a sliding-window model's choices.
+
+        Rejected drafts and the right padding of shorter drafts stay in the cache as masked
+        holes. Causal masks and ALiBi (which counts only unmasked tokens) skip them, but a
+        sliding window is measured in cache entries: holes would push real tokens out of it.
+        Drafts stay on when the widest cache (longest prompt plus, per pass, one token and the
+        drafts) fits inside the window; without drafts, rows have left padding only.
+        """
+        lookup = self.prompt_lookup_tokens
+        widest = longest_prompt + largest_budget * (1 + lookup)
+        return lookup if lookup > 0 and self._attention().window_covers(widest) else 0
 
     def _generation_batch_rows(self, rows: list[_GenerationRow]) -> int:
         if self.gen_batch_size != "auto":
@@ -517,7 +593,7 @@ class UnlearnHFLM(HFLM):
 
     def _draft(self, row: _GenerationRow) -> list[int]:
         room = row.budget - len(row.tokens) - 1  # a pass adds the drafts and one more token
-        if self.prompt_lookup_tokens <= 0 or room <= 0:
+        if self.prompt_lookup_tokens <= 0 or row.lookup_ngrams <= 0 or room <= 0:
             return []
         return row.lookup(min(row.draft_length, room))
 
@@ -683,6 +759,40 @@ def _greedy_config_is_neutral(model) -> bool:
     if config is None:
         return True
     return not (set(config.to_diff_dict()) - GREEDY_NEUTRAL_CONFIG)
+
+
+def _attention_scheme(config) -> _AttentionScheme:
+    """The attention scheme a model config describes (its text config for multimodal ones)."""
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    layer_types = set(getattr(config, "layer_types", None) or ())
+    window = getattr(config, "sliding_window", None)
+    if getattr(config, "use_sliding_window", True) is False:  # Qwen2-style switch
+        window = None
+    known = (
+        layer_types <= KNOWN_LAYER_TYPES and getattr(config, "attention_chunk_size", None) is None
+    )
+    if "sliding_attention" in layer_types and not isinstance(window, int):
+        known = False  # a sliding layer without a window size to check against
+    return _AttentionScheme(
+        window=int(window) if isinstance(window, int) and window > 0 else None,
+        alibi=_uses_alibi(config),
+        known=known,
+    )
+
+
+def _uses_alibi(config) -> bool:
+    """ALiBi: Bloom always; Falcon (``alibi``), MPT (``attn_config.alibi``), Jais-style configs
+    (``position_embedding_type``)."""
+    if getattr(config, "model_type", None) == "bloom" or getattr(config, "alibi", False) is True:
+        return True
+    attn_config = getattr(config, "attn_config", None)
+    if isinstance(attn_config, dict):
+        if attn_config.get("alibi") is True:
+            return True
+    elif getattr(attn_config, "alibi", False) is True:
+        return True
+    return getattr(config, "position_embedding_type", None) == "alibi"
 
 
 def _kv_bytes_per_token(model) -> int:

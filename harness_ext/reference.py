@@ -155,12 +155,19 @@ def _from_legacy(path: Path) -> ScoredReference:
 
 
 # ---------------------------------------------------------------- lm-eval output files
+def _is_scored_task(task: str) -> bool:
+    """The project's tasks whose samples carry per-row generations and truth ratios."""
+    return (task.startswith("tofu_forget") and task.endswith("_unlearn")) or (
+        task == "realworld_unlearn"
+    )
+
+
 def _samples_for_results(path: Path) -> Path:
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ReferenceError(f"{path}: not valid JSON ({err.msg})") from err
-    tasks = [t for t in results.get("configs", {}) if t.startswith("tofu_") and "forget" in t]
+    tasks = [t for t in results.get("configs", {}) if _is_scored_task(t)]
     if len(tasks) != 1:
         raise ReferenceError(
             f"{path}: expected the results of exactly one tofu_forgetXX_unlearn task, found "
@@ -238,11 +245,17 @@ def _from_samples(path: Path) -> ScoredReference:
 def _latest_results_in(directory: Path) -> Path:
     """The newest lm-eval results file of a tofu_forgetXX_unlearn run in an output directory."""
     candidates = sorted(directory.glob("**/results_*.json"), key=lambda p: p.stat().st_mtime)
-    candidates = [p for p in candidates if list(p.parent.glob("samples_tofu_forget*"))]
+    candidates = [
+        p
+        for p in candidates
+        if any(_is_scored_task(f.name.removeprefix("samples_").rsplit("_", 1)[0])
+               for f in p.parent.glob("samples_*.jsonl"))
+    ]  # fmt: skip
     if not candidates:
         raise ReferenceError(
             f"{directory}: neither a legacy TOFU log directory (eval_log_forget.json) nor an "
-            f"lm-eval output directory with results_*.json and samples_tofu_forget*.jsonl files"
+            f"lm-eval output directory with results_*.json and samples_tofu_forget*.jsonl "
+            f"(or samples_realworld_unlearn*.jsonl) files"
         )
     return candidates[-1]
 

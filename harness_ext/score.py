@@ -43,7 +43,7 @@ from harness_ext.provenance import (
 MANIFEST = "manifest.json"
 PARTIAL_PREFIX = ".partial-"
 MANIFEST_FORMAT = "lm-unlearn-score/1"
-PROMPT_FORMATS = ("chat", "plain", "llama2", "phi")
+PROMPT_FORMATS = ("chat", "plain", "llama2", "phi", "template")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -217,14 +217,40 @@ def tokenizer_source(spec: ModelSpec) -> str:
     return spec.pretrained
 
 
+def requested_prompt_format(settings: ScoreSettings) -> str | None:
+    """--prompt-format, or the task options' prompt_format / prompt_template (never both)."""
+    given = {
+        "--prompt-format": settings.prompt_format,
+        "prompt_format in --metadata": settings.metadata.get("prompt_format"),
+        "prompt_template in --metadata": "template"
+        if settings.metadata.get("prompt_template")
+        else None,
+    }
+    chosen = {where: value for where, value in given.items() if value}
+    if len(set(chosen.values())) > 1:
+        raise ScoreError(
+            "conflicting prompt formats: "
+            + ", ".join(f"{where} = {value}" for where, value in chosen.items())
+        )
+    return next(iter(chosen.values()), None)
+
+
 def detect_prompt_format(spec: ModelSpec, requested: str | None) -> tuple[str, str]:
     """(format, why): the chat template when the tokenizer has one, else plain; or as requested."""
     from transformers import AutoTokenizer
 
     if requested and requested not in PROMPT_FORMATS:
         raise ScoreError(f"unknown prompt format {requested!r}; choose from {PROMPT_FORMATS}")
+    if requested == "template":
+        return requested, "prompt_template in --metadata"
     if requested and requested != "chat":
         return requested, "chosen with --prompt-format"
+    if not requested:
+        from tofu_tasks.prompts import tofu_checkpoint_format
+
+        tofu = tofu_checkpoint_format(spec.peft or spec.pretrained)
+        if tofu:
+            return tofu
     source = tokenizer_source(spec)
     tokenizer = AutoTokenizer.from_pretrained(source)
     has_template = bool(getattr(tokenizer, "chat_template", None))
@@ -369,7 +395,7 @@ def score_model(model: str, settings: ScoreSettings, base: str | None = None) ->
     spec = resolve_model(model, base)
     if settings.label:
         spec.name = settings.label
-    prompt_format, why = detect_prompt_format(spec, settings.prompt_format)
+    prompt_format, why = detect_prompt_format(spec, requested_prompt_format(settings))
     key = settings_key(spec, settings, prompt_format)
     name = run_name(spec, settings, key)
     final = settings.output / name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,9 @@ LEGACY_LOGS = SHARED_DATA / "tofu_legacy_eval_logs"
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# Nothing from the machine's Hugging Face cache: a model that happens to be cached there would
+# change what the tests see (the default embedding model, say). Set before any hub import.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="lm-unlearn-tests-hf-")
 os.environ["TOFU_DATA_DIR"] = str(TOFU_DIR)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -31,3 +31,12 @@ def test_doctor_reports_a_missing_data_directory(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 1
     assert "ERR TOFU data" in out and "does not exist" in out
+
+
+def test_tests_never_read_the_machines_hugging_face_cache():
+    import tempfile
+
+    from huggingface_hub import constants
+
+    assert constants.HF_HOME.startswith(tempfile.gettempdir())
+    assert "lm-unlearn-tests-hf-" in constants.HF_HOME

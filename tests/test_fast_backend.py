@@ -13,7 +13,13 @@ import pytest
 from lm_eval.api.instance import Instance
 
 from harness_ext.evaluate import run_tasks
-from harness_ext.fast_backend import UnlearnHFLM, _GenerationRow, _pack_groups, _PrefixTree
+from harness_ext.fast_backend import (
+    UnlearnHFLM,
+    _attention_scheme,
+    _GenerationRow,
+    _pack_groups,
+    _PrefixTree,
+)
 
 TASK = "tofu_forget01_unlearn"
 
@@ -271,3 +277,257 @@ def test_lora_adapter_scores_equal_the_hf_backend(tiny_model_dir, tiny_lora_dir)
     prompt = ("Question: Who wrote it? Who wrote it?\nAnswer:", {"until": [], "max_gen_toks": 12})
     request = Instance("generate_until", {}, prompt, 0)
     assert fast.generate_until([request], True) == hf.generate_until([request], True)
+
+
+# ---------------------------------------------------------------- other attention schemes
+WINDOW = 8  # sliding window of the tiny Mistral and Qwen2: shorter than every prompt below
+LONG_CONTEXTS = [
+    "Question: Who wrote the novel about the lighthouse keeper and her brother?\nAnswer:",
+    "Question: Where was the author born, and what did her parents do?\nAnswer:",
+]
+LONG_PAIRS = [
+    (LONG_CONTEXTS[0], " Jaime Vasquez wrote it."),
+    (LONG_CONTEXTS[1], " In Santiago."),
+    (LONG_CONTEXTS[0], " Nobody"),
+    (LONG_CONTEXTS[0], " A"),
+    (LONG_CONTEXTS[1], " Born in the south of Chile, near the sea, to a fisherman and a teacher."),
+    (LONG_CONTEXTS[0], " An author of true crime whose books sold well."),
+]
+GREEDY_PROMPTS = [
+    (LONG_CONTEXTS[0], 24),
+    ("Question: Who wrote it? Who wrote it? Who wrote it?\nAnswer:", 20),
+    ("Hello hello hello hello hello hello hello hello", 12),
+]
+
+
+def tiny_config(kind: str, tokenizer):
+    """Tiny configs of other attention schemes, shaped like the tiny Llama."""
+    from transformers import BloomConfig, FalconConfig, MistralConfig, Qwen2Config
+
+    ids = {
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    shape = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+    llama_like = {
+        **ids,
+        **shape,
+        "intermediate_size": 128,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 512,
+        "tie_word_embeddings": True,
+    }
+    if kind == "mistral-window-8":
+        return MistralConfig(**llama_like, sliding_window=WINDOW)
+    if kind == "qwen2-window-8":  # layer 0 full attention, layer 1 a sliding window (hybrid cache)
+        return Qwen2Config(
+            **llama_like, use_sliding_window=True, sliding_window=WINDOW, max_window_layers=1
+        )
+    if kind == "mistral-window-512":  # a window as long as the model's context
+        return MistralConfig(**llama_like, sliding_window=512)
+    if kind == "falcon-alibi":
+        return FalconConfig(**ids, **shape, alibi=True, max_position_embeddings=512)
+    if kind == "bloom":
+        return BloomConfig(**ids, hidden_size=64, n_layer=2, n_head=4)
+    raise ValueError(kind)
+
+
+@pytest.fixture(scope="module")
+def scheme_backends(request, tmp_path_factory, tiny_tokenizer):
+    """(hf, hf-unlearn) on a tiny random model of the attention scheme named by the param."""
+    import torch
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM
+
+    kind = request.param
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config(kind, tiny_tokenizer))
+    model.generation_config.pad_token_id = tiny_tokenizer.pad_token_id
+    out = tmp_path_factory.mktemp(kind)
+    model.save_pretrained(out)
+    tiny_tokenizer.save_pretrained(out)
+    args = {"pretrained": str(out), "device": "cpu", "batch_size": 3}
+    return HFLM(**args), UnlearnHFLM(**args, gen_batch_size=4, prompt_lookup_tokens=3)
+
+
+def spy_on_scoring(fast, monkeypatch) -> dict[str, int]:
+    """Counts of the continuation-scoring paths the backend takes."""
+    calls = {"trees": 0, "rows": 0}
+    for name, key in (("_score_as_trees", "trees"), ("_score_as_rows", "rows")):
+        original = getattr(fast, name)
+
+        def counted(*args, _original=original, _key=key, **kwargs):
+            calls[_key] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(fast, name, counted)
+    return calls
+
+
+def spy_on_decoding(fast, monkeypatch) -> list[int]:
+    """Widths of the inputs of every forward pass (the prefill first)."""
+    widths = []
+    original = fast.model.forward
+
+    def counted(*args, **kwargs):
+        widths.append(kwargs["input_ids"].shape[1])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fast.model, "forward", counted)
+    return widths
+
+
+def assert_loglikelihoods_match(hf, fast, pairs, rel_tol=1e-5, abs_tol=1e-5):
+    requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
+    expected = hf.loglikelihood(requests, disable_tqdm=True)
+    got = fast.loglikelihood(requests, disable_tqdm=True)
+    for (ll_fast, greedy_fast), (ll_hf, greedy_hf) in zip(got, expected, strict=True):
+        assert math.isclose(ll_fast, ll_hf, rel_tol=rel_tol, abs_tol=abs_tol), (ll_fast, ll_hf)
+        assert greedy_fast == greedy_hf
+    return got, expected
+
+
+def greedy_texts(lm, prompts, one_by_one: bool) -> list[str]:
+    requests = [
+        Instance("generate_until", {}, (p, {"until": [], "do_sample": False, "max_gen_toks": n}), 0)
+        for p, n in prompts
+    ]
+    if one_by_one:  # hf batches only equal kwargs together
+        return [lm.generate_until([r], disable_tqdm=True)[0] for r in requests]
+    return lm.generate_until(requests, disable_tqdm=True)
+
+
+@pytest.mark.parametrize(
+    "scheme_backends", ["mistral-window-8", "qwen2-window-8", "falcon-alibi"], indirect=True
+)
+def test_sliding_window_and_alibi_models_score_one_row_each(scheme_backends, monkeypatch):
+    """A custom tree mask would replace the window (and the sliding cache keeps only WINDOW - 1
+    keys: trees fail with a shape error) or ALiBi's biases, which Falcon builds from a 2D mask.
+    One row per continuation on the shared context lets the model build its own masks; measured
+    against hf in float32: max |difference| 2.2e-5 on sums of -7 to -207 (relative 1.1e-7), so
+    the tolerance is the suite's: 1e-5 relative (or absolute for small sums)."""
+    hf, fast = scheme_backends
+    tokens = [len(fast.tok_encode(context)) for context in LONG_CONTEXTS]
+    assert min(tokens) > 3 * WINDOW  # every context runs far past the window
+    assert fast.model.config._attn_implementation == "sdpa"  # not why trees are refused
+    assert not fast._tree_attention_works()
+    assert fast._can_share_context([(("a", "b"), [1, 2], [3, 4])])
+    calls = spy_on_scoring(fast, monkeypatch)
+    got, _ = assert_loglikelihoods_match(hf, fast, LONG_PAIRS)
+    assert calls["trees"] == 0 and calls["rows"] > 0
+    assert len({round(ll, 4) for ll, _ in got}) == len(LONG_PAIRS)
+
+
+@pytest.mark.parametrize(
+    "scheme_backends", ["mistral-window-8", "qwen2-window-8", "falcon-alibi"], indirect=True
+)
+def test_sliding_window_and_alibi_models_decode_as_hf_does(scheme_backends, monkeypatch):
+    """Batched, left-padded decoding on the cache gives hf's tokens past the window. Rejected
+    prompt-lookup drafts would leave masked holes in the cache, which a window counts (with
+    drafts forced to be rejected, the tiny Mistral's outputs differed from hf's): sliding-window
+    models decode without drafts unless all of a batch fits inside the window."""
+    hf, fast = scheme_backends
+    expected = greedy_texts(hf, GREEDY_PROMPTS, one_by_one=True)
+    widths = spy_on_decoding(fast, monkeypatch)
+    assert greedy_texts(fast, GREEDY_PROMPTS, one_by_one=False) == expected
+    windowed = fast._attention().window is not None
+    assert fast._draft_tokens(10, 10) == (0 if windowed else 3)
+    if windowed:
+        assert set(widths[1:]) == {1}  # one token per row and pass: no drafts, no holes
+    else:  # ALiBi positions count unmasked tokens only: holes of rejected drafts change nothing
+        rejected = [7, 7]  # a token these outputs never choose: every draft leaves two holes
+        monkeypatch.setattr(fast, "_draft", lambda row: rejected if row.budget > 4 else [])
+        assert greedy_texts(fast, GREEDY_PROMPTS, one_by_one=False) == expected
+
+
+@pytest.mark.parametrize("scheme_backends", ["mistral-window-512"], indirect=True)
+def test_a_window_no_request_reaches_keeps_prefix_trees_and_drafts(scheme_backends, monkeypatch):
+    hf, fast = scheme_backends
+    assert not fast._tree_attention_works()  # without knowing the requests' lengths
+    assert fast._tree_attention_works(511) and not fast._tree_attention_works(512)
+    calls = spy_on_scoring(fast, monkeypatch)
+    assert_loglikelihoods_match(hf, fast, LONG_PAIRS)
+    assert calls["trees"] > 0 and calls["rows"] == 0
+    assert fast._draft_tokens(30, 24) == 3 and fast._draft_tokens(200, 100) == 0
+    assert greedy_texts(fast, GREEDY_PROMPTS, False) == greedy_texts(hf, GREEDY_PROMPTS, True)
+
+
+@pytest.mark.parametrize("scheme_backends", ["bloom"], indirect=True)
+def test_bloom_alibi_goes_through_hf_code(scheme_backends):
+    """Bloom (ALiBi) has no position_ids: both request kinds run hf's own code."""
+    hf, fast = scheme_backends
+    assert fast._attention().alibi and not fast._tree_attention_works()
+    assert not fast._can_share_context([(("a", "b"), [1, 2], [3, 4])])
+    assert not fast._model_decodes_plain_greedy()
+    assert_loglikelihoods_match(hf, fast, LONG_PAIRS[:3], rel_tol=0, abs_tol=0)
+
+
+def test_attention_schemes_are_read_from_configs():
+    from transformers import (
+        FalconConfig,
+        Gemma2Config,
+        LlamaConfig,
+        MptConfig,
+        PretrainedConfig,
+        Qwen2Config,
+    )
+
+    plain = _attention_scheme(LlamaConfig())
+    assert (plain.window, plain.alibi, plain.known) == (None, False, True)
+    assert _attention_scheme(FalconConfig(alibi=True)).alibi
+    assert not _attention_scheme(FalconConfig()).alibi
+    assert _attention_scheme(MptConfig()).alibi  # attn_config.alibi
+    assert _attention_scheme(Qwen2Config(use_sliding_window=False)).window is None
+    assert _attention_scheme(Gemma2Config(sliding_window=16)).window == 16  # layer_types
+    hybrid = PretrainedConfig(layer_types=["full_attention", "linear_attention"])
+    assert not _attention_scheme(hybrid).known
+    assert not _attention_scheme(PretrainedConfig(attention_chunk_size=8)).known
+
+
+# ---------------------------------------------------------------- bfloat16 on CPU
+@pytest.fixture(scope="module")
+def bf16_backends(tiny_model_dir):
+    from lm_eval.models.huggingface import HFLM
+
+    args = {
+        "pretrained": str(tiny_model_dir),
+        "device": "cpu",
+        "batch_size": 3,
+        "dtype": "bfloat16",
+    }
+    return HFLM(**args), UnlearnHFLM(**args, gen_batch_size=4, prompt_lookup_tokens=3)
+
+
+@pytest.mark.parametrize("prefix_trees", [True, False], ids=["prefix-trees", "one-row-each"])
+def test_bfloat16_loglikelihoods_equal_hf_within_rounding(bf16_backends, prefix_trees):
+    """hf rounds each sum of bfloat16 log-probs to bfloat16 (a spacing of 1.0 between -128 and
+    -256); this backend sums them in float64. Measured: at most 0.56 of a bfloat16 spacing of
+    hf's number (0.28 at -188), so the tolerance is one spacing; with float32 log-softmax on both
+    (softmax_dtype=float32) at most 4.0e-3 absolute (sums of -7 to -208), tolerance 2e-2."""
+    import torch
+
+    hf, fast = bf16_backends
+    assert next(fast.model.parameters()).dtype == torch.bfloat16
+    pairs = [instance.args for instance in loglikelihood_requests()] + LONG_PAIRS
+    fast.share_prefixes = prefix_trees
+    try:
+        assert fast._tree_attention_works() is prefix_trees
+        got, expected = assert_loglikelihoods_match(hf, fast, pairs, rel_tol=0, abs_tol=math.inf)
+        for (ll_fast, _), (ll_hf, _) in zip(got, expected, strict=True):
+            spacing = 2.0 ** (math.frexp(abs(ll_hf))[1] - 8)  # bfloat16: 8 significant bits
+            assert abs(ll_fast - ll_hf) <= spacing, (ll_fast, ll_hf)
+        hf.softmax_dtype = fast.softmax_dtype = torch.float32
+        assert_loglikelihoods_match(hf, fast, pairs, rel_tol=0, abs_tol=2e-2)
+    finally:
+        fast.share_prefixes = True
+        hf.softmax_dtype = fast.softmax_dtype = None
+
+
+def test_bfloat16_greedy_generations_equal_hf(bf16_backends):
+    """Identical tokens in bfloat16 too (measured on these prompts, drafts on; a tie in the last
+    bit could in principle flip a choice, none does here)."""
+    hf, fast = bf16_backends
+    prompts = [*GREEDY_PROMPTS, ("Question: What genre?\nAnswer:", 30), ("Hello", 5)]
+    assert greedy_texts(fast, prompts, one_by_one=False) == greedy_texts(hf, prompts, True)

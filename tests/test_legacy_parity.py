@@ -120,3 +120,38 @@ def test_a_reference_from_other_rows_is_refused(legacy_logs):
     # matched by row: forget10's row 0 is another question than forget01's row 0
     with pytest.raises(ValueError, match="row 0 holds another question"):
         summarize(directory_samples(legacy_logs / "llama2-7b_full_wd0.01"), reference.forget_ratios)
+
+
+def test_the_readmes_table_of_the_llama2_logs_is_what_aggregate_computes(legacy_logs):
+    """The README's per-set table, recomputed with the command it names (same tokenizer file,
+    the packaged MiniLM embeddings, no NLI model)."""
+    import os
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    vocab = Path(os.environ.get("LM_UNLEARN_VOCAB_DIR") or root / ".venv" / "vocab")
+    full = legacy_logs / "llama2-7b_full_wd0.01"
+    out = subprocess.run(
+        [sys.executable, "-m", "harness_ext.cli", "aggregate", "--legacy-logs", str(full),
+         "--reference-logs", str(legacy_logs / "llama2-7b_retain90_wd0.01"),
+         "--pre-unlearning-logs", str(full),
+         "--tokenizer", str(vocab / "ggml-vocab-llama-spm.gguf"), "--json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    metrics = json.loads(out.stdout)
+    readme = (root / "README.md").read_text()
+    table = (
+        re.search(r"\| set \| ROUGE-L \|.*?\n\n", readme, re.S).group(0).strip().splitlines()[2:]
+    )
+    names = {"forget (forget10)": "forget", "retain": "retain", "real authors": "real_authors",
+             "world facts": "world_facts"}  # fmt: skip
+    columns = ("rougeL_recall", "prob", "truth_ratio", "token_entropy", "cosine_similarity")
+    assert len(table) == 4
+    for line in table:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for column, cell in zip(columns, cells[1:], strict=False):
+            assert f"{metrics[f'{names[cells[0]]}_{column}']:.4f}" == cell, (cells[0], column)
+        assert cells[-1] == "N/A" and metrics[f"{names[cells[0]]}_entailment"].startswith("N/A")
+    assert f"{metrics['tofu_model_utility']:.4f}" in readme.split("| world facts |")[1][:200]
+    assert f"{metrics['forget_quality']:.2e}" in readme.split("| world facts |")[1][:300]

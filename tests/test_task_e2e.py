@@ -285,3 +285,40 @@ def test_limit_keeps_rows_of_every_set_and_reports_empty_sets(tmp_path, tiny_mod
         assert isinstance(values["tofu_model_utility"], float)
     else:
         assert values["tofu_model_utility"].startswith("N/A (missing")
+
+
+def test_chat_template_prompts_and_scored_tokens(tmp_path, tiny_model_dir):
+    """The prompt is the tokenizer's own rendering with the generation prompt, the system
+    instruction first as lm-eval places it; the newline that ends the template is prompt, not
+    answer: the scored tokens are those after the prompt's positions, plus EOS."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    system = "Answer in one sentence."
+    run_lm_eval(
+        tmp_path, f"pretrained={tiny_model_dir}", "--apply_chat_template",
+        "--system_instruction", system,
+        metadata={"embedding_model": "none", "nli_model": "none"},
+    )  # fmt: skip
+    (samples_file,) = glob.glob(str(tmp_path / "**" / "samples_*.jsonl"), recursive=True)
+    samples = [json.loads(line) for line in Path(samples_file).read_text().splitlines()]
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    for sample in samples:
+        doc = sample["doc"]
+        messages = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": doc["question"]},
+        ]
+        expected = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        prompt = sample["arguments"]["gen_args_0"]["arg_0"]
+        assert prompt == expected and prompt.endswith("\n")
+        prompt_ids = tok(prompt)["input_ids"]
+        ids = tok(prompt + doc["answer"])["input_ids"] + [tok.eos_token_id]
+        record = sample["model_utility"]["scored_answers"]
+        assert record["tokens"][0] == len(ids) - len(prompt_ids)
+        with torch.no_grad():
+            log_probs = model(torch.tensor([ids])).logits[0].double().log_softmax(-1)
+        positions = range(len(prompt_ids), len(ids))
+        nll = -sum(log_probs[i - 1, ids[i]].item() for i in positions) / len(positions)
+        assert record["mean_nll"][0] == pytest.approx(nll, abs=1e-4)
