@@ -224,7 +224,7 @@ def given_train_options(
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from unlearn_methods.train import TrainOptions, load_config_file, train
+    from unlearn_methods.train import TrainOptions, dry_run, load_config_file, train
 
     given = given_train_options(args)
     options = load_config_file(args.config, given.get("method")) if args.config else {}
@@ -234,6 +234,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(
             f"missing {', '.join('--' + m for m in missing)} (on the command line or in --config)"
         )
+    if args.dry_run:
+        print(json.dumps(dry_run(TrainOptions(**options)), indent=2))
+        return 0
     output = train(TrainOptions(**options))
     if os.environ.get("RANK", "0") == "0":  # one line, not one per process
         print(f"wrote {output} (run card: {output / 'run_card.json'})")
@@ -452,6 +455,11 @@ def build_parser() -> argparse.ArgumentParser:
         "names, plus per-method overrides under 'methods:'), else the paper's defaults.",
     )
     trainer.add_argument("--config", help="YAML file of options (see unlearn_methods/configs)")
+    trainer.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved run as JSON (steps, warm-up, batch, coefficients, rows) and exit",
+    )
     add_train_options(trainer)
     trainer.set_defaults(handler=cmd_train)
 

@@ -83,3 +83,48 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(
     assert resumed.keys() == straight.keys()
     for name in straight:
         assert torch.equal(resumed[name], straight[name]), name
+
+
+def test_with_lora_request_k_is_measured_against_request_k_minus_1(tmp_path, tiny_model_dir):
+    """NPO+KL with --lora over 2 requests: request 2 continues request 1's adapter, and its
+    reference model is request 1's model (base + adapter), not the base with the adapter off."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from unlearn_methods.train import TrainOptions, build_run
+
+    output = tmp_path / "lora"
+    args = ["continual", "--method", "NPO+KL", "--model", str(tiny_model_dir), "--output",
+            str(output), "--requests", "2", "--base-retain", "retain_perturbed[:20]", "--lora",
+            "--lr", "5e-3"]  # fmt: skip
+    assert main([*args, *TRAIN, *SCORE]) == 0
+    first, second = request_dir(output, 1), request_dir(output, 2)
+    for folder in (first, second):
+        assert (folder / "adapter_config.json").is_file()
+        config = json.loads((folder / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == str(tiny_model_dir)
+
+    options = TrainOptions(method="NPO+KL", model=str(first), output=str(tmp_path / "probe"),
+                           forget=forget_spec(2), retain=retain_spec(2, "retain_perturbed[:20]"),
+                           lora=True, max_steps=1, per_device_batch_size=2,
+                           effective_batch_size=2, max_length=96, prompt_format="plain", bf16=False)  # fmt: skip
+    trainer = build_run(options).trainer
+    ids = torch.tensor([[1, 17, 45, 300, 12, 9]])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    request_one = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), first
+    ).eval()
+    with torch.no_grad():
+        reference = trainer.ref_model(input_ids=ids).logits
+        policy = trainer.model.eval()(input_ids=ids).logits  # eval: no LoRA dropout
+        expected = request_one(input_ids=ids).logits
+        bare = base(input_ids=ids).logits
+    assert torch.allclose(reference, expected, atol=1e-5)
+    assert torch.allclose(policy, expected, atol=1e-5)  # training continues from request 1
+    assert not torch.allclose(reference, bare, atol=1e-3)
+    # the two requests trained one adapter further: request 2 moved away from request 1
+    request_two = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), second
+    ).eval()
+    with torch.no_grad():
+        assert not torch.allclose(request_two(input_ids=ids).logits, expected, atol=1e-6)

@@ -8,7 +8,7 @@ import pytest
 from tofu_tasks.realworld import DATA_DIR, RealWorldDataError, read_realworld
 
 
-@pytest.fixture(scope="module", params=["forget", "neighbor"])
+@pytest.fixture(scope="module", params=["forget", "neighbor", "retain"])
 def rows(request):
     return read_realworld(request.param)
 
@@ -27,16 +27,35 @@ def test_five_distinct_wrong_answers_per_row(rows):
 
 
 def test_no_duplicate_questions_and_no_shared_people():
-    forget, neighbor = read_realworld("forget"), read_realworld("neighbor")
-    questions = [r["question"] for r in forget + neighbor]
+    groups = {name: read_realworld(name) for name in ("forget", "neighbor", "retain")}
+    questions = [r["question"] for rows in groups.values() for r in rows]
     assert len(questions) == len(set(questions))
-    assert not {r["person"] for r in forget} & {r["person"] for r in neighbor}
+    people = {name: {r["person"] for r in rows} for name, rows in groups.items()}
+    assert not people["forget"] & people["neighbor"]
+    assert not people["forget"] & people["retain"]
+    assert not people["neighbor"] & people["retain"]
+
+
+def test_the_shipped_config_trains_on_no_question_that_is_scored():
+    """realworld_llama3's regulariser trains on the retain group; realworld_unlearn scores the
+    forget and neighbour sets: no training retain question (or person) is among the scored."""
+    from tofu_tasks.realworld_task import realworld_docs
+    from unlearn_methods.data import read_rows, retain_split_for
+    from unlearn_methods.train import load_config_file
+
+    config = load_config_file("realworld_llama3", "ME+GD")
+    assert config["retain"] == retain_split_for(config["forget"]) == "realworld:retain"
+    training = read_rows(config["retain"])
+    scored = realworld_docs(None, None, None)
+    assert len(training) > 200 and {d["set"] for d in scored} == {"forget", "neighbor"}
+    assert not {r["question"] for r in training} & {d["question"] for d in scored}
+    assert not {r["person"] for r in training} & {d["person"] for d in scored}
 
 
 def test_licence_and_card_ship_with_the_data():
     assert "Creative Commons Attribution 4.0" in (DATA_DIR / "LICENSE").read_text()
     card = (DATA_DIR / "CARD.md").read_text()
-    for rows_file in ("forget", "neighbor"):
+    for rows_file in ("forget", "neighbor", "retain"):
         assert str(len(read_realworld(rows_file))) in card  # the card states the real sizes
 
 

@@ -24,13 +24,26 @@ def lm_eval(output, model, metadata):
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, tiny_model_dir):
-    out = tmp_path_factory.mktemp("rw") / "reference.json"
-    args = ["reference", "--model", str(tiny_model_dir), "--tasks", TASK, "--device", "cpu",
-            "--batch-size", "4", "--metadata", json.dumps({"max_rows_per_set": 2}), "--output", str(out)]  # fmt: skip
+def make_reference(out, model, **metadata):
+    metadata = {"max_rows_per_set": 2, **metadata}
+    args = ["reference", "--model", str(model), "--tasks", TASK, "--device", "cpu",
+            "--batch-size", "4", "--metadata", json.dumps(metadata), "--output", str(out)]  # fmt: skip
     assert main(args) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_model_dir):
+    """The model's own answers on the scored sets (forget and neighbour people)."""
+    return make_reference(tmp_path_factory.mktemp("rw") / "reference.json", tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def training_reference(tmp_path_factory, tiny_model_dir):
+    """The model's own answers on the forget people and the training retain group (given as
+    the task's neighbour data): the training targets, as the README's pipeline makes them."""
+    out = tmp_path_factory.mktemp("rw") / "training.json"
+    return make_reference(out, tiny_model_dir, neighbor_data="retain")
 
 
 def test_every_metric_without_references(tmp_path, tiny_model_dir):
@@ -74,26 +87,26 @@ def test_with_the_pre_unlearning_reference_and_local_metric_models(
     assert 0.0 <= values["forget_efficacy"] <= 1.0
 
 
-def test_training_targets_are_the_models_own_answers(reference):
+def test_training_targets_are_the_models_own_answers(training_reference):
+    reference = training_reference
     from harness_ext.reference import load_reference
     from unlearn_methods.data import load_unlearn_data
 
-    data = load_unlearn_data(
-        "realworld:forget[:2]", "realworld:neighbor[:2]", targets=str(reference)
-    )
+    data = load_unlearn_data("realworld:forget[:2]", "realworld:retain[:2]", targets=str(reference))
     said = {r.question: r.generation for r in load_reference(reference).rows}
     assert [r["answer"] for r in data.forget] == [said[r["question"]] for r in data.forget]
     assert [r["answer"] for r in data.retain] == [said[r["question"]] for r in data.retain]
     from unlearn_methods.data import UnlearnDataError
 
     with pytest.raises(UnlearnDataError, match="no answer for 1 of 3"):
-        load_unlearn_data("realworld:forget[:3]", "realworld:neighbor[:2]", targets=str(reference))
+        load_unlearn_data("realworld:forget[:3]", "realworld:retain[:2]", targets=str(reference))
 
 
-def test_unlearning_real_people_end_to_end(tmp_path, tiny_model_dir, reference):
+def test_unlearning_real_people_end_to_end(tmp_path, tiny_model_dir, training_reference):
+    reference = training_reference
     out = tmp_path / "unlearned"
     args = ["train", "--method", "ME+GD", "--model", str(tiny_model_dir), "--forget", "realworld:forget[:2]",
-            "--retain", "realworld:neighbor[:2]", "--targets", str(reference), "--scenario", "realworld",
+            "--retain", "realworld:retain[:2]", "--targets", str(reference), "--scenario", "realworld",
             "--output", str(out), "--max-steps", "2", "--batch-size", "2", "--effective-batch-size", "2",
             "--prompt-format", "plain", "--no-bf16"]  # fmt: skip
     assert main(args) == 0

@@ -1,7 +1,8 @@
 """The real-world unlearning data: QAs about real public figures, shipped with the project.
 
 ``forget.json`` holds the people a model should unlearn, ``neighbor.json`` other people whose
-knowledge it should keep (see ``realworld_data/CARD.md``; CC-BY-4.0). Users bring their own sets in
+knowledge it should keep (scored), ``retain.json`` a third group a regulariser trains on (never
+scored, so utility is measured on people the training did not see) (see ``realworld_data/CARD.md``; CC-BY-4.0). Users bring their own sets in
 the same schema; :func:`read_realworld` checks every row and names the first bad one.
 """
 
@@ -22,10 +23,12 @@ class RealWorldDataError(ValueError):
 
 
 def shipped_file(name: str) -> Path:
-    """``forget`` or ``neighbor``: the project's own set."""
+    """``forget``, ``neighbor`` or ``retain``: the project's own sets."""
     path = DATA_DIR / f"{name}.json"
     if not path.is_file():
-        raise RealWorldDataError(f"no shipped real-world set {name!r}; choose forget or neighbor")
+        raise RealWorldDataError(
+            f"no shipped real-world set {name!r}; choose forget, neighbor or retain"
+        )
     return path
 
 
@@ -54,7 +57,8 @@ def check_row(row: Any, where: str) -> dict[str, Any]:
 
 
 def read_realworld(source: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a real-world QA file (a path, or ``forget`` / ``neighbor`` for the shipped sets)."""
+    """Rows of a real-world QA file (a path, or ``forget`` / ``neighbor`` / ``retain`` for the
+    shipped sets)."""
     path = Path(source)
     if not path.is_file():
         path = shipped_file(str(source))

@@ -10,8 +10,10 @@ needs them, a retain example and refusals:
 * ``retain_idk``  — that retain question + a refusal (AP)
 
 Pairing: ``random`` draws the retain example and refusals afresh every epoch (seeded by seed, epoch
-and index, so runs and resumed runs repeat it); ``fixed`` is the paper's: item i seeds an RNG with
-i and draws them once, for all epochs.
+and index, so runs and resumed runs repeat it); ``fixed`` is the paper's: item i seeds torch's
+generator with i and draws a retain offset and one refusal once, for all epochs; that one refusal
+serves both the forget and the retain IDK example. The draws are those of the paper's public
+code, so the same forget rows meet the same retain rows and refusals.
 """
 
 from __future__ import annotations
@@ -82,8 +84,8 @@ REALWORLD_PREFIX = "realworld:"
 def read_rows(spec: str, data_dir: str | None = None) -> list[dict[str, Any]]:
     """Rows of a rows spec (see :func:`parse_rows_spec`), in order.
 
-    ``realworld:forget`` / ``realworld:neighbor`` (or ``realworld:PATH.json``) read the real-world
-    sets, their golden answers as answers.
+    ``realworld:forget`` / ``realworld:retain`` / ``realworld:neighbor`` (or
+    ``realworld:PATH.json``) read the real-world sets, their golden answers as answers.
     """
     rows: list[dict[str, Any]] = []
     for name, start, stop in parse_rows_spec(spec):
@@ -110,10 +112,11 @@ def with_targets(rows: Sequence[dict[str, Any]], targets: dict[str, str]) -> lis
 
 
 def retain_split_for(forget_split: str) -> str:
-    """TOFU's complement: forget k% trains against retain (100 − k)%; real-world: neighbours."""
+    """TOFU's complement: forget k% trains against retain (100 − k)%; real world: the training
+    retain group (people disjoint from the scored neighbour set)."""
     forget_split = parse_rows_spec(forget_split)[0][0]
     if forget_split.startswith(REALWORLD_PREFIX):
-        return REALWORLD_PREFIX + "neighbor"
+        return REALWORLD_PREFIX + "retain"
     digits = forget_split.removeprefix("forget")
     if not forget_split.startswith("forget") or not digits.isdigit():
         raise UnlearnDataError(
@@ -213,6 +216,15 @@ class PromptEncoder:
         return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
 
 
+def fixed_partners(index: int, retain_rows: int, refusals: int) -> tuple[int, int, int]:
+    """The paper's pairing of forget item ``index``: a generator seeded with the index draws a
+    retain offset from the item and one refusal, used for both IDK examples."""
+    generator = torch.Generator().manual_seed(index)
+    offset = int(torch.randint(0, retain_rows, (1,), generator=generator))
+    refusal = int(torch.randint(0, refusals, (1,), generator=generator))
+    return (index + offset) % retain_rows, refusal, refusal
+
+
 @dataclass
 class UnlearnDataset(torch.utils.data.Dataset):
     """One item per forget example, carrying every example set the method reads."""
@@ -237,15 +249,11 @@ class UnlearnDataset(torch.utils.data.Dataset):
 
     def partners(self, index: int) -> tuple[int, int, int]:
         """(retain index, refusal for the forget question, refusal for the retain question)."""
+        retain, refusals = len(self.data.retain), len(self.data.refusals)
         if self.pairing == "fixed":
-            rng = random.Random(index)
-        else:
-            rng = random.Random(f"{self.seed}:{self.epoch}:{index}")
-        return (
-            rng.randrange(len(self.data.retain)),
-            rng.randrange(len(self.data.refusals)),
-            rng.randrange(len(self.data.refusals)),
-        )
+            return fixed_partners(index, retain, refusals)
+        rng = random.Random(f"{self.seed}:{self.epoch}:{index}")
+        return rng.randrange(retain), rng.randrange(refusals), rng.randrange(refusals)
 
     def _encode(self, key: tuple, question: str, answer: str) -> dict[str, list[int]]:
         if key not in self._cache:

@@ -102,11 +102,35 @@ def uniform_kl(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (kl * mask).sum() / mask.sum().clamp(min=1)
 
 
-def uniform_kl_reversed(logits: torch.Tensor) -> torch.Tensor:
-    """ME as the closer-look public code computes it: KL(U ‖ p_θ), averaged over every position."""
-    logp = logits.float().log_softmax(-1)
+CODE_ME_EPSILON = 1e-12
+
+
+def uniform_kl_reversed(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """ME as the closer-look public code computes it: per position
+    KL(U ‖ p_θ) = Σ_v (1/V)(log(1/V) − log(softmax(z)_v + 1e-12)), in the logits' own dtype,
+    averaged over the positions of ``mask`` (default: every position given).
+
+    The 1e-12 matters: on a confident model log(p_v) of unlikely tokens runs to −∞ in bf16 and
+    float32, and the epsilon caps it near log(1e-12) ≈ −27.6, which bounds loss and gradient.
+    Callers pass the predicting positions (``logits[:, :-1]``) of the whole padded sequence, as
+    the code does for ME+GD (no question mask).
+    """
     vocab = logits.shape[-1]
-    kl = -math.log(vocab) - logp.mean(-1)  # Σ_v (1/V)(log(1/V) − log p_v)
+    log_q = (logits.softmax(-1) + CODE_ME_EPSILON).log()
+    kl = (-math.log(vocab) - log_q).sum(-1) / vocab  # Σ_v (1/V)(log(1/V) − log q_v)
+    if mask is None:
+        return kl.mean()
+    mask = mask.to(kl.dtype)
+    return (kl * mask).sum() / mask.sum().clamp(min=1)
+
+
+def kl_to_reference_code(logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tensor:
+    """KL as the closer-look public code computes it: KL(p_ref ‖ p_θ) summed over the vocabulary
+    and averaged over every position of the padded batch (question, answer, padding; no shift),
+    in the logits' own dtype."""
+    logp = logits.log_softmax(-1)
+    ref_logp = reference_logits.log_softmax(-1)
+    kl = (ref_logp.exp() * (ref_logp - logp)).sum(-1)
     return kl.mean()
 
 

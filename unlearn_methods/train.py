@@ -178,7 +178,21 @@ def use_bf16(options: TrainOptions) -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def load_model(options: TrainOptions, bf16: bool, tokenizer):
+def adapter_base(model: str) -> str | None:
+    """The base model of a PEFT adapter folder (None for anything else)."""
+    config = Path(model).expanduser() / "adapter_config.json"
+    if not config.is_file():
+        return None
+    base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{config} names no base model (base_model_name_or_path)")
+    return base
+
+
+def load_model(options: TrainOptions, bf16: bool, tokenizer, *, trainable_adapter: bool = False):
+    """The model to unlearn from. An adapter folder (a LoRA run, e.g. the previous request of a
+    continual run) is its base with the adapter applied: merged into the weights, or, with
+    ``trainable_adapter``, kept as the PEFT adapter that training continues."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -187,9 +201,16 @@ def load_model(options: TrainOptions, bf16: bool, tokenizer):
         if options.dtype
         else (torch.bfloat16 if bf16 else torch.float32)
     )
+    base = adapter_base(options.model)
     model = AutoModelForCausalLM.from_pretrained(
-        options.model, dtype=dtype, trust_remote_code=options.trust_remote_code
+        base or options.model, dtype=dtype, trust_remote_code=options.trust_remote_code
     )
+    if base:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, options.model, is_trainable=trainable_adapter)
+        if not trainable_adapter:
+            model = model.merge_and_unload()
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model
@@ -215,6 +236,73 @@ def accumulation_steps(options: TrainOptions) -> int:
     """Gradient accumulation that reaches the effective batch on this many devices."""
     per_step = options.per_device_batch_size * world_size()
     return max(1, math.ceil(options.effective_batch_size / per_step))
+
+
+def paper_schedule(forget_rows: int, epochs: float, effective_batch: int) -> tuple[int, int]:
+    """(optimiser steps, warm-up steps) counted as the paper's runs count them:
+    floor(epochs · |forget| / batch) steps, and one epoch of floor(|forget| / batch) warm-up
+    steps when that is more than one step. The count is the project's own, so it does not
+    change with the transformers version (forget01/05/10 at batch 32, 5 epochs: 6/31/62 steps,
+    0/6/12 warm-up)."""
+    steps = max(1, int(epochs * forget_rows) // effective_batch)
+    per_epoch = forget_rows // effective_batch
+    return steps, per_epoch if per_epoch > 1 else 0
+
+
+def resolve_forget_coeff(options: TrainOptions, forget_term: str) -> float:
+    if options.forget_coeff is not None:
+        return options.forget_coeff
+    return default_forget_coeff(forget_term, options.scenario)
+
+
+def resolved_run(options: TrainOptions, data, prompt_format: str) -> dict[str, Any]:
+    """The run as it will train: what ``--dry-run`` prints and the run card records."""
+    method = resolve_method(options.method)
+    accumulation = accumulation_steps(options)
+    effective = options.per_device_batch_size * world_size() * accumulation
+    max_steps, warmup = paper_schedule(len(data.forget), options.epochs, effective)
+    if options.max_steps and options.max_steps > 0:  # a step budget of the user's: warm up for
+        max_steps = options.max_steps  # one epoch's share of it, as the paper's schedule does
+        share = int(max_steps / max(options.epochs, 1.0))
+        warmup = share if share > 1 else 0
+    return {
+        "method": method.name,
+        "compat": options.compat,
+        "forget_coeff": resolve_forget_coeff(options, method.forget.name),
+        "reg_coeff": options.reg_coeff,
+        "beta": options.beta,
+        "model": options.model,
+        "lora": options.lora,
+        "prompt_format": prompt_format,
+        "max_length": options.max_length,
+        "epochs": options.epochs,
+        "max_steps": max_steps,
+        "warmup_steps": warmup,
+        "effective_batch_size": effective,
+        "per_device_batch_size": options.per_device_batch_size,
+        "gradient_accumulation_steps": accumulation,
+        "world_size": world_size(),
+        "learning_rate": options.learning_rate,
+        "lr_scheduler_type": "linear",
+        "weight_decay": options.weight_decay,
+        "pairing": options.pairing,
+        "seed": options.seed,
+        "forget_split": data.forget_split,
+        "retain_split": data.retain_split,
+        "forget_rows": len(data.forget),
+        "retain_rows": len(data.retain),
+        "refusals": len(data.refusals),
+        "bf16": use_bf16(options),
+        "output": options.output,
+    }
+
+
+def dry_run(options: TrainOptions) -> dict[str, Any]:
+    """The resolved run, without loading the model or touching the output folder."""
+    resolve_method(options.method)
+    tokenizer = load_tokenizer(options)
+    data = load_unlearn_data(options.forget, options.retain, options.data_dir, options.targets)
+    return resolved_run(options, data, choose_prompt_format(options, tokenizer))
 
 
 # ---------------------------------------------------------------------- the run
@@ -245,15 +333,9 @@ def build_run(options: TrainOptions, callbacks: list | None = None) -> PreparedR
     collator = UnlearnCollator(tokenizer.pad_token_id, method.needs, pad_to)
 
     bf16 = use_bf16(options)
-    accumulation = accumulation_steps(options)
-    per_epoch = max(
-        1, math.ceil(len(dataset) / (options.per_device_batch_size * world_size() * accumulation))
-    )
-    forget_coeff = (
-        options.forget_coeff
-        if options.forget_coeff is not None
-        else default_forget_coeff(method.forget.name, options.scenario)
-    )
+    resolved = resolved_run(options, data, prompt_format)
+    accumulation = resolved["gradient_accumulation_steps"]
+    forget_coeff = resolved["forget_coeff"]
     args = UnlearnConfig(
         output_dir=str(output / CHECKPOINTS),
         method=method.name,
@@ -268,10 +350,10 @@ def build_run(options: TrainOptions, callbacks: list | None = None) -> PreparedR
         learning_rate=options.learning_rate,
         weight_decay=options.weight_decay,
         num_train_epochs=options.epochs,
-        max_steps=options.max_steps,
+        max_steps=resolved["max_steps"],  # counted here, as the paper's runs do
         per_device_train_batch_size=options.per_device_batch_size,
         gradient_accumulation_steps=accumulation,
-        warmup_steps=per_epoch if per_epoch > 1 else 0,  # the paper: one epoch of warm-up
+        warmup_steps=resolved["warmup_steps"],  # the paper: one epoch of warm-up
         bf16=bf16,
         activation_checkpointing=options.gradient_checkpointing,
         dataloader_pin_memory=torch.cuda.is_available(),
@@ -284,7 +366,13 @@ def build_run(options: TrainOptions, callbacks: list | None = None) -> PreparedR
         seed=options.seed,
         data_seed=options.seed,
     )
-    model = load_model(options, bf16, tokenizer)
+    # LoRA from an adapter (a continual run's previous request): training continues that adapter,
+    # and the reference is the model it gives (base + adapter), not the bare base.
+    continue_adapter = options.lora and adapter_base(options.model) is not None
+    model = load_model(options, bf16, tokenizer, trainable_adapter=continue_adapter)
+    reference = None
+    if continue_adapter and method.needs_reference:
+        reference = load_model(options, bf16, tokenizer)
     from unlearn_methods.trainer import UnlearnTrainer
 
     trainer = UnlearnTrainer(
@@ -293,7 +381,8 @@ def build_run(options: TrainOptions, callbacks: list | None = None) -> PreparedR
         train_dataset=dataset,
         data_collator=collator,
         processing_class=tokenizer,
-        peft_config=lora_config(options) if options.lora else None,
+        ref_model=reference,
+        peft_config=lora_config(options) if options.lora and not continue_adapter else None,
         callbacks=callbacks,
         method=method,
     )

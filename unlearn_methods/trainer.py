@@ -2,8 +2,10 @@
 
 Built the way TRL builds its trainers: a ``transformers.Trainer`` subclass that overrides
 ``compute_loss``, with TRL's helpers for the reference model. A reference model exists only when a
-term needs one (NPO, DPO, KL, RMU): with LoRA it is the base model with the adapter switched off
-(no second copy in memory), otherwise a frozen copy prepared for DeepSpeed / FSDP like TRL's. Each
+term needs one (NPO, DPO, KL, RMU): with a new LoRA adapter it is the base model with the adapter
+switched off (no second copy in memory); when training continues an adapter (a continual run's
+next request) it is the model before this run, base plus adapter, passed in as ``ref_model``;
+otherwise a frozen copy prepared for DeepSpeed / FSDP like TRL's. Each
 example set goes through the model once per step; the terms share those outputs.
 """
 
@@ -95,7 +97,7 @@ class UnlearnTrainer(Trainer):
             rmu_alpha=args.rmu_alpha,
         )
         self.ref_model = None
-        if self.method.needs_reference and not is_peft_model(self.model):
+        if self.method.needs_reference and (ref_model is not None or not is_peft_model(self.model)):
             self.ref_model = self._prepare_reference(ref_model or self._frozen_copy())
         self._term_values: dict[str, list[float]] = defaultdict(list)
 
