@@ -377,3 +377,42 @@ def test_two_processes_train_to_the_weights_of_one_with_the_same_effective_batch
     # of 1 instead of 2 (same examples per step, other padding and KL token weighting) by 3.8e-6.
     for name in one:
         torch.testing.assert_close(one[name], two[name], rtol=0, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("split", "rows", "steps", "warmup"),
+    [("forget01", 40, 6, 0), ("forget05", 200, 31, 6), ("forget10", 400, 62, 12)],
+)
+def test_the_reproduction_config_gives_the_papers_step_counts(
+    tiny_model_dir, tmp_path, capsys, split, rows, steps, warmup
+):
+    from harness_ext.cli import main
+
+    args = ["train", "--config", "tofu_llama2", "--method", "ME+GD", "--forget", split,
+            "--model", str(tiny_model_dir), "--output", str(tmp_path / "run"), "--dry-run"]  # fmt: skip
+    assert main(args) == 0
+    run = json.loads(capsys.readouterr().out)
+    assert (run["max_steps"], run["warmup_steps"], run["forget_rows"]) == (steps, warmup, rows)
+    assert run["effective_batch_size"] == 32 and run["learning_rate"] == 1e-5
+    assert run["lr_scheduler_type"] == "linear" and run["pairing"] == "fixed"
+    assert run["compat"] == "closer-look" and run["forget_coeff"] == 0.1
+    assert run["reg_coeff"] == 1.0 and run["method"] == "ME+GD"
+    assert run["retain_rows"] == 4000 - rows
+    assert not (tmp_path / "run").exists()  # a dry run writes nothing
+
+
+def test_the_papers_pairing_uses_one_refusal_for_both_idk_examples(tiny_tokenizer):
+    import torch as torch_module
+
+    data = load_unlearn_data("forget01")
+    encoder = PromptEncoder(tiny_tokenizer, get_prompt_format("plain"), max_length=256)
+    dataset = UnlearnDataset(data, encoder, SETS, pairing="fixed")
+    for index in range(len(dataset)):
+        retain, forget_refusal, retain_refusal = dataset.partners(index)
+        assert forget_refusal == retain_refusal
+        # the draws of the paper's code: a generator seeded with the item's index
+        generator = torch_module.Generator().manual_seed(index)
+        offset = torch_module.randint(0, len(data.retain), (1,), generator=generator).item()
+        refusal = torch_module.randint(0, len(data.refusals), (1,), generator=generator).item()
+        assert (retain, forget_refusal) == ((index + offset) % len(data.retain), refusal)
+        assert dataset.partners(index) == (retain, forget_refusal, retain_refusal)  # every epoch
