@@ -64,11 +64,20 @@ def patch_task_manager(manager_module) -> None:
             bound.arguments["include_path"] = _with_project_tasks(
                 bound.arguments.get("include_path")
             )
+            _check_metadata(bound.arguments.get("metadata"))
             args, kwargs = bound.args[1:], bound.kwargs
         original(self, *args, **kwargs)
 
     __init__._lm_unlearn_patched = True
     task_manager.__init__ = __init__
+
+
+def _check_metadata(metadata) -> None:
+    """A mistyped task option stops the run here, before lm-eval loads the model."""
+    if isinstance(metadata, dict) and metadata:
+        from tofu_tasks.options import check_option_names, hf_model_arguments
+
+        check_option_names(metadata, hf_model_arguments())
 
 
 def register_backend(_models_module=None) -> None:

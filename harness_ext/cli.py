@@ -85,6 +85,7 @@ def cmd_reference(args: argparse.Namespace) -> int:
     """Score the model before unlearning once and keep its outputs as a reference file."""
     from harness_ext import reference as R
     from harness_ext.provenance import git_commit, model_fingerprint, package_versions
+    from tofu_tasks.options import parse_metadata
 
     if args.from_samples:
         loaded = R.load_reference(args.from_samples)
@@ -101,7 +102,7 @@ def cmd_reference(args: argparse.Namespace) -> int:
     from harness_ext.evaluate import parse_model_args, run_tasks
 
     model_args = {"pretrained": args.model, **parse_model_args(args.model_args)}
-    metadata = {**json.loads(args.metadata or "{}"), "embedding_model": "none", "nli_model": "none"}
+    metadata = {**parse_metadata(args.metadata), "embedding_model": "none", "nli_model": "none"}
     if args.prompt_format:
         metadata["prompt_format"] = args.prompt_format
     # A reference run needs generations and truth ratios only: no auxiliary models, and the
@@ -245,10 +246,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from harness_ext.score import ScoreSettings, expand_models, score_model
+    from tofu_tasks.options import parse_metadata
 
-    metadata = json.loads(args.metadata) if args.metadata else {}
-    if not isinstance(metadata, dict):
-        raise ValueError("--metadata must be a JSON object")
+    metadata = parse_metadata(args.metadata)
     if args.max_rows_per_set is not None:
         metadata["max_rows_per_set"] = args.max_rows_per_set
     settings = ScoreSettings(

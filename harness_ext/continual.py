@@ -21,7 +21,6 @@ request interrupted mid-way resumes from its last checkpoint).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -219,7 +218,9 @@ def to_html(frame) -> str:
 
 
 def settings_from_args(args, train_options: dict[str, Any]) -> ContinualSettings:
-    metadata = json.loads(args.metadata) if args.metadata else {}
+    from tofu_tasks.options import parse_metadata
+
+    metadata = parse_metadata(args.metadata)
     if args.max_rows_per_set is not None:
         metadata["max_rows_per_set"] = args.max_rows_per_set
     return replace(

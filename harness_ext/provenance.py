@@ -51,16 +51,54 @@ def _files_sha256(stamps: tuple[tuple[str, int, int], ...]) -> str:
     return digest.hexdigest()
 
 
+# Files beside the weights that change what a model is asked or how it answers: its config,
+# generation config, tokenizer (chat template included) and any code it runs.
+SETTING_FILES = (
+    "config.json", "generation_config.json", "tokenizer_config.json", "tokenizer.json",
+    "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+    "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt", "preprocessor_config.json",
+    "adapter_config.json",
+)  # fmt: skip
+SETTING_SUFFIXES = (".tiktoken", ".py", ".jinja")
+
+
+def setting_files(folder: Path) -> list[Path]:
+    """The files of a model folder besides its weights that can change a score."""
+    return [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and (p.name in SETTING_FILES or p.suffix in SETTING_SUFFIXES)
+    ]
+
+
 def model_fingerprint(pretrained: str, revision: str | None = None) -> dict[str, Any]:
-    """A local model directory's weight hash, or a hub id with its revision."""
+    """A local model directory's weight hash and the hash of its config and tokenizer files,
+    or a hub id with its revision (resolved to a commit when the hub can be reached)."""
     path = Path(pretrained).expanduser()
     if path.is_dir():
         weights = [p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file()]
+        settings = setting_files(path)
         return {
             "path": str(path.resolve()),
             "weights_sha256": files_sha256(weights) if weights else None,
+            "files_sha256": files_sha256(settings) if settings else None,
         }
-    return {"hub_id": pretrained, "revision": revision or "main"}
+    return {"hub_id": pretrained, "revision": resolved_revision(pretrained, revision)}
+
+
+@functools.lru_cache(maxsize=64)
+def resolved_revision(hub_id: str, revision: str | None) -> str:
+    """The commit a hub revision (a branch such as "main") points at, so that a model updated
+    on the hub is not taken for the one scored before; the revision as given when offline."""
+    revision = revision or "main"
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return revision
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().model_info(hub_id, revision=revision, timeout=10).sha or revision
+    except Exception:  # noqa: BLE001  (no network, a private repo: keep the revision as given)
+        return revision
 
 
 def package_versions() -> dict[str, str]:

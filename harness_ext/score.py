@@ -37,6 +37,7 @@ from harness_ext.provenance import (
     package_versions,
     portable_paths,
     relative_stand_ins,
+    setting_files,
     write_json_atomic,
 )
 
@@ -154,13 +155,18 @@ def resolve_model(model: str, base: str | None = None) -> ModelSpec:
         if not _is_local(base):
             _check_hub_id(base, f"the base model of adapter {path}:")
         adapter_files = [p for p in path.iterdir() if p.name.startswith("adapter_") and p.is_file()]
+        settings = setting_files(path)  # its own tokenizer, when it brings one
         return ModelSpec(
             source=model,
             pretrained=str(Path(base).expanduser()) if _is_local(base) else base,
             peft=str(path),
             fingerprint={
                 "base": model_fingerprint(base),
-                "adapter": {"path": str(path.resolve()), "sha256": files_sha256(adapter_files)},
+                "adapter": {
+                    "path": str(path.resolve()),
+                    "sha256": files_sha256(adapter_files),
+                    "files_sha256": files_sha256(settings) if settings else None,
+                },
             },
         )
     if path.is_dir():
@@ -325,6 +331,7 @@ def settings_key(spec: ModelSpec, settings: ScoreSettings, prompt_format: str) -
         k: v for k, v in model_arguments(spec, settings).items() if k not in ("pretrained", "peft")
     }
     metadata = {k: v for k, v in settings.metadata.items() if k not in LOCATION_OPTIONS}
+    versions = package_versions()
     return {
         "model": _identity(spec.fingerprint),
         "task": settings.task,
@@ -335,7 +342,12 @@ def settings_key(spec: ModelSpec, settings: ScoreSettings, prompt_format: str) -
         "data_sha256": eval_data_sha256(settings),
         "retain_reference": reference_identity(settings.retain_reference),
         "pre_unlearning_reference": reference_identity(settings.pre_unlearning_reference),
+        "versions": {name: versions.get(name) for name in KEY_PACKAGES},
     }
+
+
+# The packages whose versions enter the settings: a new release may score differently.
+KEY_PACKAGES = ("lm-unlearn", "lm_eval", "transformers")
 
 
 def _identity(fingerprint: Any) -> Any:

@@ -64,6 +64,7 @@ from tofu_tasks.eval_sets import (
     TOFU_SET_METRICS,
     eval_set_for,
 )
+from tofu_tasks.options import TaskOptionError, check_option_names, hf_model_arguments
 from tofu_tasks.prompts import PromptFormat, resolve_prompt_format, tofu_checkpoint_format
 from tofu_tasks.scored_tokens import SCORED_TOKENS, eos_text, tofu_span
 
@@ -112,6 +113,10 @@ class TaskOptions:
     def from_metadata(cls, metadata: dict[str, Any]) -> TaskOptions:
         if "forget_split" not in metadata:
             raise TaskSetupError("task metadata lacks 'forget_split' (set by the task YAML)")
+        try:
+            check_option_names(metadata, hf_model_arguments())
+        except TaskOptionError as err:
+            raise TaskSetupError(str(err)) from err
         known = {name for name in cls.__dataclass_fields__ if metadata.get(name) is not None}
         options = cls(**{name: metadata[name] for name in known})
         if int(options.generation_max_length) <= 0:
