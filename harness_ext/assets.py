@@ -68,6 +68,9 @@ def packaged_smollm2(target: str | Path | None = None) -> Path:
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        from harness_ext.provenance import user_mode
+
+        staging.chmod(user_mode(directory=True))
         staging.rename(target)  # atomic: a half-written directory is never used
     finally:
         shutil.rmtree(staging, ignore_errors=True)

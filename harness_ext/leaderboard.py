@@ -98,6 +98,7 @@ class Leaderboard:
     records: list[RunRecord]
     markdown: str
     files: list[Path] = field(default_factory=list)
+    unread: list[tuple[Path, str]] = field(default_factory=list)  # runs left out, and why
 
 
 # ---------------------------------------------------------------------- reading runs
@@ -126,7 +127,7 @@ def _manifest_for(results_file: Path, root: Path) -> tuple[Path, dict[str, Any] 
     while True:
         candidate = folder / MANIFEST
         if candidate.is_file():
-            return folder, json.loads(candidate.read_text(encoding="utf-8"))
+            return folder, _read_json_object(candidate, f"its {candidate}")
         if folder == root or folder.parent == folder or root not in folder.parents:
             return results_file.parent, None
         folder = folder.parent
@@ -199,19 +200,37 @@ def _label(
     return f"{Path(name.rstrip('/')).name or results_file.parent.name} · {split}"
 
 
-def read_runs(paths: list[Path]) -> list[RunRecord]:
-    """Every scored ``tofu_*_unlearn`` task under ``paths``, one record per (results file, task)."""
+def _read_json_object(path: Path, what: str) -> dict[str, Any]:
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{what} is not readable JSON ({err})") from err
+    if not isinstance(content, dict):
+        raise ValueError(f"{what} holds a JSON {type(content).__name__}, not an object")
+    return content
+
+
+def read_runs(paths: list[Path], unread: list[tuple[Path, str]] | None = None) -> list[RunRecord]:
+    """Every scored ``tofu_*_unlearn`` task under ``paths``, one record per (results file, task).
+
+    A run whose results file or manifest cannot be read is left out and listed in ``unread``
+    with the file and the reason; the other runs are read as usual.
+    """
     from harness_ext.runs import task_metrics
 
     records = []
+    unread = [] if unread is None else unread
     tofu_by_record: dict[int, dict[str, Any]] = {}
     for results_file, root in result_files(paths):
         try:
-            results = json.loads(results_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            print(f"skipped {results_file}: not a readable results file ({err})")
+            results = _read_json_object(results_file, "the results file")
+            if not isinstance(results.get("results", {}), dict):
+                raise ValueError("the results file has no 'results' object")
+            run_dir, manifest = _manifest_for(results_file, root)
+        except ValueError as err:
+            unread.append((results_file, str(err)))
+            print(f"not read: {results_file}: {err}")
             continue
-        run_dir, manifest = _manifest_for(results_file, root)
         for task in results.get("results", {}):
             config = results.get("configs", {}).get(task, {})
             if "tofu" not in (config.get("metadata") or {}):
@@ -410,7 +429,32 @@ def fmt(value: Any) -> str:
 
 
 def _link(record: RunRecord, output: Path) -> str:
-    return Path(os.path.relpath(record.results_file, output)).as_posix()
+    """A relative link to the run's results file: "./" first and every path segment
+    percent-encoded, so that no run or folder name can make it a scheme (``javascript:``), an
+    absolute address or Markdown/HTML syntax."""
+    from urllib.parse import quote
+
+    relative = Path(os.path.relpath(record.results_file, output)).as_posix()
+    return "./" + "/".join(quote(part, safe="") for part in relative.split("/"))
+
+
+MARKDOWN_SPECIAL = "\\`*_{}[]()<>#+!|"
+
+
+def md_text(text: str) -> str:
+    """Text shown as itself in a Markdown table cell (no links, emphasis, HTML or cell breaks)."""
+    text = html.escape(str(text), quote=False)
+    return "".join("\\" + c if c in MARKDOWN_SPECIAL else c for c in text).replace("\n", " ")
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: Any) -> Any:
+    """A cell a spreadsheet shows as text: a leading =, +, -, @ would start a formula."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _rank_cell(record: RunRecord) -> str:
@@ -435,26 +479,34 @@ def to_markdown(tables, output: Path, title: str) -> str:
         )
         references = sorted({r.fq_reference_name for r in main if r.fq_reference_name})
         if references:
-            lines.append(f"Forget quality against the retain reference: {'; '.join(references)}.")
+            names = "; ".join(md_text(name) for name in references)
+            lines.append(f"Forget quality against the retain reference: {names}.")
         lines += ["", "| # | run | prompt | " + " | ".join(columns) + " |"]
         lines.append("|---" * (len(columns) + 3) + "|")
         for r in main:
             cells = [fmt(r.metrics.get(c)) for c in columns]
             lines.append(
-                f"| {_rank_cell(r)} | [{_name_cell(r)}]({_link(r, output)}) | {r.prompt_format} | "
-                + " | ".join(cells)
-                + " |"
+                f"| {_rank_cell(r)} | [{md_text(_name_cell(r))}]({_link(r, output)}) | "
+                f"{md_text(r.prompt_format)} | " + " | ".join(md_text(c) for c in cells) + " |"
             )
         if apart:
             lines += ["", "Kept apart (not comparable with the table above):", ""]
             for r in apart:
-                lines.append(
-                    f"- [{r.label}]({_link(r, output)}): {r.note.removeprefix('not comparable: ')}"
-                )
+                note = md_text(r.note.removeprefix("not comparable: "))
+                lines.append(f"- [{md_text(r.label)}]({_link(r, output)}): {note}")
         lines.append("")
     if not tables:
         lines.append("No tofu_*_unlearn results found.")
     return "\n".join(lines)
+
+
+def unread_markdown(unread: list[tuple[Path, str]], output: Path) -> str:
+    if not unread:
+        return ""
+    lines = ["## Not read", ""]
+    for path, reason in unread:
+        lines.append(f"- `{md_text(os.path.relpath(path, output))}`: {md_text(reason)}")
+    return "\n".join(lines) + "\n"
 
 
 def to_frame(records: list[RunRecord], output: Path):
@@ -479,6 +531,9 @@ def to_frame(records: list[RunRecord], output: Path):
         )
     frame = pd.DataFrame(rows)
     frame["rank"] = frame["rank"].astype("Int64") if len(frame) else frame.get("rank")
+    for column in frame.columns:
+        if frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column]):
+            frame[column] = frame[column].map(csv_text)
     return frame
 
 
@@ -707,7 +762,13 @@ def _html_table(records: list[RunRecord], columns: list[str], output: Path) -> s
     return "\n".join(out)
 
 
-def to_html(tables, records: list[RunRecord], output: Path, title: str) -> str:
+def to_html(
+    tables,
+    records: list[RunRecord],
+    output: Path,
+    title: str,
+    unread: list[tuple[Path, str]] | None = None,
+) -> str:
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
@@ -738,6 +799,13 @@ def to_html(tables, records: list[RunRecord], output: Path, title: str) -> str:
         parts.append(scatter)
         parts.append("<h3>Per-metric comparison</h3>")
         parts.append(bars_svg(main))
+    if unread:
+        items = "".join(
+            f"<li><code>{html.escape(os.path.relpath(path, output))}</code>: "
+            f"{html.escape(reason)}</li>"
+            for path, reason in unread
+        )
+        parts.append(f"<h2>Not read</h2><ul class='note'>{items}</ul>")
     parts.append("<script>" + SORT_SCRIPT + "</script></body></html>")
     return "\n".join(parts)
 
@@ -753,17 +821,21 @@ def build_leaderboard(
     from harness_ext.provenance import write_text_atomic
 
     check_rank_metric(rank_by)  # before reading anything
-    records = read_runs([Path(p) for p in runs])
+    unread: list[tuple[Path, str]] = []
+    records = read_runs([Path(p) for p in runs], unread)
     tables = group_and_rank(records, rank_by)
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     ordered = [r for main, apart, _ in tables.values() for r in main + apart]
     markdown = to_markdown(tables, output, title)
-    files = [
-        write_text_atomic(output / "LEADERBOARD.md", markdown + "\n"),
-        write_text_atomic(
-            output / "leaderboard.csv", to_frame(ordered, output).to_csv(index=False)
-        ),
-        write_text_atomic(output / "leaderboard.html", to_html(tables, ordered, output, title)),
-    ]
-    return Leaderboard(ordered, markdown, files)
+    markdown += "\n" + unread_markdown(unread, output) if unread else ""
+    # every file is built before any is written: an error leaves the old files as they were
+    contents = {
+        "LEADERBOARD.md": markdown + "\n",
+        "leaderboard.csv": to_frame(ordered, output).to_csv(index=False),
+        "leaderboard.html": to_html(tables, ordered, output, title, unread),
+    }
+    output.mkdir(parents=True, exist_ok=True)
+    files = [write_text_atomic(output / name, text) for name, text in contents.items()]
+    board = Leaderboard(ordered, markdown, files)
+    board.unread = unread
+    return board

@@ -136,6 +136,14 @@ def hardware() -> dict[str, Any]:
     return info
 
 
+def user_mode(directory: bool = False) -> int:
+    """The permissions a normal ``open``/``mkdir`` would give under the user's umask
+    (temporary files and folders are created 0600/0700 whatever the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write through a temporary file and a rename: readers never see half a file."""
     path = Path(path)
@@ -144,6 +152,7 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
+        os.chmod(temporary, user_mode())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

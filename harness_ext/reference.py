@@ -234,12 +234,34 @@ def _from_samples(path: Path) -> ScoredReference:
             f"{path}: no tofu rows found; is this the samples file of a tofu_forgetXX_unlearn run?"
         )
     tofu = _tofu_metadata(_results_for_samples(path))
+    prompt_format = tofu.get("prompt_format") or _prompt_format_of_samples(samples)
     provenance = {k: tofu[k] for k in ("prompt_template",) if tofu.get(k)}
     if tofu:  # results written before answers' EOS was scored carry no scored_tokens
         provenance["scored_tokens"] = tofu.get("scored_tokens") or "answer-only"
-    return ScoredReference(
-        str(path), "lm-eval-samples", tofu.get("prompt_format"), tuple(rows), provenance
-    )
+    return ScoredReference(str(path), "lm-eval-samples", prompt_format, tuple(rows), provenance)
+
+
+def _prompt_format_of_samples(samples: list[dict[str, Any]]) -> str | None:
+    """The legacy or plain format a samples file's prompts were written in (a samples file
+    without its results file does not record it); None when the prompts are another format's."""
+    from tofu_tasks.prompts import PROMPT_FORMATS
+
+    for sample in samples:
+        arguments = sample.get("arguments")
+        if isinstance(arguments, dict):
+            prompt = (arguments.get("gen_args_0") or {}).get("arg_0")
+        elif isinstance(arguments, list) and arguments and isinstance(arguments[0], list):
+            prompt = arguments[0][0]
+        else:
+            continue
+        question = (sample.get("doc") or {}).get("question")
+        if not isinstance(prompt, str) or not isinstance(question, str):
+            continue
+        for name in ("llama2", "plain", "phi"):
+            if prompt == PROMPT_FORMATS[name].prompt.format(question=question):
+                return name
+        return None
+    return None
 
 
 def _latest_results_in(directory: Path) -> Path:
@@ -326,7 +348,12 @@ def _load_reference(path: Path) -> ScoredReference:
             return _from_samples(path)
         if path.suffix == ".json":
             payload = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(payload, dict) and payload.get("format") == REFERENCE_FORMAT:
+            if not isinstance(payload, dict):
+                raise ReferenceError(
+                    f"{path}: a JSON {type(payload).__name__}, not a reference (an lm-unlearn "
+                    f"reference file or an lm-eval results file holds a JSON object)"
+                )
+            if payload.get("format") == REFERENCE_FORMAT:
                 return _from_reference_file(path, payload)
             return _from_samples(_samples_for_results(path))
     except legacy_logs.LegacyLogError as err:

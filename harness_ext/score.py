@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from harness_ext.evaluate import DEFAULT_BACKEND
+from harness_ext.model_files import check_adapter_fits, check_safetensors
 from harness_ext.provenance import (
     files_sha256,
     git_commit,
@@ -154,6 +155,9 @@ def resolve_model(model: str, base: str | None = None) -> ModelSpec:
             raise ScoreError(f"{path}/adapter_config.json names no base model; pass --base")
         if not _is_local(base):
             _check_hub_id(base, f"the base model of adapter {path}:")
+        else:
+            check_safetensors(Path(base).expanduser())
+        check_adapter_fits(path, str(Path(base).expanduser()) if _is_local(base) else base)
         adapter_files = [p for p in path.iterdir() if p.name.startswith("adapter_") and p.is_file()]
         settings = setting_files(path)  # its own tokenizer, when it brings one
         return ModelSpec(
@@ -174,6 +178,7 @@ def resolve_model(model: str, base: str | None = None) -> ModelSpec:
             raise ScoreError(
                 f"{path} holds neither a model (config.json) nor an adapter (adapter_config.json)"
             )
+        check_safetensors(path)
         return ModelSpec(source=model, pretrained=str(path), fingerprint=model_fingerprint(model))
     if path.exists():
         raise ScoreError(f"{model} is a file; give the model's folder or hub id")

@@ -88,7 +88,9 @@ class KillAtStep3(TrainerCallback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-train_module.build_run = lambda options, callbacks=None: build_run(options, [KillAtStep3()])
+train_module.build_run = lambda options, callbacks=None: build_run(
+    options, [*(callbacks or []), KillAtStep3()]
+)
 from harness_ext.cli import main
 sys.exit(main(sys.argv[1:]))
 """

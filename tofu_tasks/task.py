@@ -407,7 +407,13 @@ class TofuUnlearnTask(ConfigurableTask):
 
     def _check_prompt_format(self, reference: ScoredReference) -> None:
         fmt = self.prompt_format
-        if reference.prompt_format and reference.prompt_format != fmt.name:
+        if not reference.prompt_format:
+            raise TaskSetupError(
+                f"cannot tell which prompt format the reference {reference.source} was scored "
+                f"with; pass its results file (the samples file's results_*.json beside it), its "
+                f"run folder, or an lm-unlearn reference file"
+            )
+        if reference.prompt_format != fmt.name:
             raise TaskSetupError(
                 f"the reference {reference.source} was scored with prompt format "
                 f"{reference.prompt_format!r} but this run uses {fmt.name!r}; "

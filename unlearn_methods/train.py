@@ -8,6 +8,7 @@ the run finishes; running the same command again after an interruption resumes f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -123,30 +124,106 @@ def load_config_file(path: str | os.PathLike, method: str | None = None) -> dict
 
 
 # ---------------------------------------------------------------------- output folder
+RUN_SETTINGS = "run_settings.json"  # the resolved settings of a run in progress
+LOCK = ".lock"
+COMPLETE = ".complete"  # written into a checkpoint once every file of it is saved
+BOOKKEEPING = {CHECKPOINTS, RUN_SETTINGS, LOCK}
+
+
+def complete_checkpoint(folder: Path) -> bool:
+    """A checkpoint written to the end: the marker, and a trainer state that parses."""
+    if not (folder / COMPLETE).is_file():
+        return False
+    try:
+        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return True
+
+
+def resumable_checkpoint(output: Path) -> Path | None:
+    """The newest complete checkpoint; incomplete ones (a run killed while writing one) are
+    reported and set aside under a hidden name, so nothing resumes from them."""
+    folder = output / CHECKPOINTS
+    found = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    complete = [p for p in found if complete_checkpoint(p)]
+    for incomplete in (p for p in found if p not in complete):
+        aside = incomplete.with_name(f".incomplete-{incomplete.name}-{os.getpid()}")
+        os.replace(incomplete, aside)
+        print(f"skipped {incomplete}: written only in part (moved to {aside.name})")
+    return complete[-1] if complete else None
+
+
 def prepare_output(output: Path, overwrite: bool) -> Path | None:
     """Check the output folder; return the checkpoint to resume from, if any."""
     if not output.exists():
         return None
-    checkpoints = sorted(
-        (output / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
-    )
     if overwrite:
-        shutil.rmtree(output)
+        for entry in output.iterdir():
+            if entry.name != LOCK:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         return None
     if (output / RUN_CARD).exists():
         raise OutputDirError(
             f"{output} already holds a finished run ({RUN_CARD}); choose another --output or pass "
             f"--overwrite"
         )
-    if checkpoints:
-        return checkpoints[-1]
-    others = [p.name for p in output.iterdir() if p.name != CHECKPOINTS]
+    others = [p.name for p in output.iterdir() if p.name not in BOOKKEEPING]
     if others:
         raise OutputDirError(
             f"{output} exists and holds other files ({', '.join(sorted(others)[:5])}); choose an "
             f"empty folder or pass --overwrite"
         )
-    return None
+    return resumable_checkpoint(output)
+
+
+def is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+@contextlib.contextmanager
+def output_lock(output: Path):
+    """One training run per output folder: a second one refuses while the first holds the lock
+    (the processes of one multi-GPU run share it through rank 0)."""
+    if not is_main_process():
+        yield
+        return
+    import fcntl
+
+    output.mkdir(parents=True, exist_ok=True)
+    handle = open(output / LOCK, "a+")  # noqa: SIM115  (held for the whole run)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise OutputDirError(
+            f"another lm-unlearn run is writing to {output}; wait for it or choose another --output"
+        ) from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def check_same_run(output: Path, settings: dict[str, Any], resuming: bool) -> None:
+    """A resumed run must be the interrupted one; a new run records its settings."""
+    path = output / RUN_SETTINGS
+    if resuming and path.is_file():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+        if changed:
+            listed = "; ".join(
+                f"{k}: {before.get(k)!r} then, {settings.get(k)!r} now" for k in changed
+            )
+            raise OutputDirError(
+                f"{output} holds an interrupted run with other settings ({listed}); rerun it with "
+                f"its settings to resume, or pass --overwrite to start this one instead"
+            )
+    elif is_main_process():
+        from harness_ext.provenance import write_json_atomic
+
+        write_json_atomic(path, settings)
 
 
 # ---------------------------------------------------------------------- building blocks
@@ -202,6 +279,11 @@ def load_model(options: TrainOptions, bf16: bool, tokenizer, *, trainable_adapte
         else (torch.bfloat16 if bf16 else torch.float32)
     )
     base = adapter_base(options.model)
+    from harness_ext.model_files import check_safetensors
+
+    for folder in (options.model, base):
+        if folder and Path(folder).expanduser().is_dir():
+            check_safetensors(Path(folder).expanduser())
     model = AutoModelForCausalLM.from_pretrained(
         base or options.model, dtype=dtype, trust_remote_code=options.trust_remote_code
     )
@@ -393,8 +475,16 @@ def train(options: TrainOptions) -> Path:
     """Run one unlearning job; returns the output folder."""
     resolve_method(options.method)  # fail fast on an unknown name, before touching the folder
     output = Path(options.output)
+    with output_lock(output):
+        return _train(options, output)
+
+
+def _train(options: TrainOptions, output: Path) -> Path:
     resume_from = prepare_output(output, options.overwrite)
-    run = build_run(options)
+    check_same_run(output, dry_run(options), resuming=resume_from is not None)
+    from unlearn_methods.trainer import MarkCompleteCheckpoints
+
+    run = build_run(options, callbacks=[MarkCompleteCheckpoints()])
     trainer = run.trainer
     if trainer.is_world_process_zero():
         print(
@@ -417,6 +507,7 @@ def train(options: TrainOptions) -> Path:
         write_json_atomic(output / RUN_CARD, card)
         if not options.keep_checkpoints:
             shutil.rmtree(output / CHECKPOINTS, ignore_errors=True)
+        (output / RUN_SETTINGS).unlink(missing_ok=True)
     return output
 
 

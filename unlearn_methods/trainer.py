@@ -55,6 +55,22 @@ class EpochPairing(TrainerCallback):
             dataset.set_epoch(int(state.epoch or 0))
 
 
+class MarkCompleteCheckpoints(TrainerCallback):
+    """Marks a checkpoint complete once the Trainer has written all of it: ``on_save`` comes
+    after weights, optimiser, scheduler, RNG state and trainer state. Resuming reads only marked
+    checkpoints, so a run killed while writing one never continues from half of it."""
+
+    def on_save(self, args, state, control, **kwargs):
+        from pathlib import Path
+
+        from unlearn_methods.train import COMPLETE
+
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                (folder / COMPLETE).write_text(str(state.global_step))
+
+
 class UnlearnTrainer(Trainer):
     """Unlearn with a registered method; see the module docstring."""
 
