@@ -438,7 +438,8 @@ def _link(record: RunRecord, output: Path) -> str:
     return "./" + "/".join(quote(part, safe="") for part in relative.split("/"))
 
 
-MARKDOWN_SPECIAL = "\\`*_{}[]()<>#+!|"
+# enough to keep a cell one cell of plain text: no code, emphasis, links, HTML or cell breaks
+MARKDOWN_SPECIAL = "\\`*_[]<>|"
 
 
 def md_text(text: str) -> str:
