@@ -29,7 +29,7 @@ def deberta_base_sized_nli(out_dir: Path) -> Path:
     from transformers import AutoTokenizer, DebertaV2Config, DebertaV2ForSequenceClassification
 
     from harness_ext.assets import minilm_dir
-    from harness_ext.tiny_models import NLI_LABELS
+    from harness_ext.testing.tiny_models import NLI_LABELS
 
     config = DebertaV2Config(  # the published deberta-v3-base settings (184M parameters)
         vocab_size=128100,
@@ -83,10 +83,10 @@ def main() -> None:
     parser.add_argument("--batch-size", default="8")
     args = parser.parse_args()
 
-    from harness_ext import output_scoring
     from harness_ext.assets import minilm_dir, packaged_smollm2
-    from harness_ext.evaluate import run_tasks
-    from harness_ext.reference import reference_from_results, write_reference_file
+    from harness_ext.lm_eval_plugin.run import run_tasks
+    from harness_ext.metrics import output_quality as output_scoring
+    from harness_ext.metrics.references import reference_from_results, write_reference_file
 
     model = packaged_smollm2()
     with tempfile.TemporaryDirectory() as tmp:

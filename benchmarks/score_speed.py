@@ -4,7 +4,7 @@ Both paths score the same model on the same rows of ``tofu_forget01_unlearn`` (f
 real_authors, world_facts; plain prompt format, float32, CPU) and produce the TOFU per-row numbers:
 the greedy generation and its ROUGE-L recall, the answer probability and the truth ratio.
 
-* project: ``harness_ext.evaluate.run_tasks`` (lm-eval in process, auxiliary metric models
+* project: ``harness_ext.lm_eval_plugin.run.run_tasks`` (lm-eval in process, auxiliary metric models
   off), from the model directory to the aggregated metrics, through three backends (``--paths``):
   ``hf`` (lm-eval's stock backend), ``hf-unlearn`` (the project's backend: contexts and shared
   answer beginnings scored once, early-exit greedy decoding of up to 64 rows at once on CPU,
@@ -16,7 +16,7 @@ the greedy generation and its ROUGE-L recall, the answer probability and the tru
   the base answer is the answer itself), and one per perturbed answer, each giving the mean
   token NLL of the continuation; then the metrics and per-set means. Nothing is shared between
   passes, as in TOFU's original evaluation code. The final formulas are the project's pure
-  functions of ``harness_ext.metrics``; loading the model from its directory is timed too, as
+  functions of ``harness_ext.metrics.tofu``; loading the model from its directory is timed too, as
   ``run_tasks`` loads it.
 
 The script first checks that every path gives the baseline's numbers (identical generations,
@@ -89,8 +89,8 @@ def run_project(
     model_args: dict[str, Any] | None = None,
 ) -> tuple[list[RowScore], dict]:
     """Score with the project's task through lm-eval; per-row scores and aggregate metrics."""
-    from harness_ext.evaluate import run_tasks
-    from harness_ext.runs import task_metrics
+    from harness_ext.lm_eval_plugin.results import task_metrics
+    from harness_ext.lm_eval_plugin.run import run_tasks
 
     metadata = {
         "max_rows_per_set": rows,
@@ -148,7 +148,7 @@ def run_baseline(model_dir: Path, rows: int, batch_size: int) -> list[RowScore]:
 
 def score_set(model, tokenizer, set_name: str, docs: list[dict], batch_size: int) -> list[RowScore]:
     """TOFU's numbers for the rows of one eval set."""
-    from harness_ext import metrics as M
+    from harness_ext.metrics import tofu as M
 
     prompts = [PROMPT.format(question=doc["question"]) for doc in docs]
     generations = generate(model, tokenizer, prompts, batch_size)
@@ -304,7 +304,7 @@ def _report_set(set_name: str, pairs: list[tuple[RowScore, RowScore]]) -> bool:
 def model_directory(name: str) -> Iterator[Path]:
     """``tiny`` (built in a temp dir), ``smollm2`` (packaged) or a path."""
     if name == "tiny":
-        from harness_ext.tiny_models import build_tiny_llama, build_tokenizer, tofu_texts
+        from harness_ext.testing.tiny_models import build_tiny_llama, build_tokenizer, tofu_texts
 
         tokenizer = build_tokenizer(tofu_texts(), vocab_size=1024, chat_template=True)
         with tempfile.TemporaryDirectory(prefix="tiny-llama-") as tmp:

@@ -45,7 +45,7 @@ def legacy_logs() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from harness_ext.tiny_models import build_tokenizer, tofu_texts
+    from harness_ext.testing.tiny_models import build_tokenizer, tofu_texts
 
     return build_tokenizer(tofu_texts(TOFU_DIR), vocab_size=1024, chat_template=True)
 
@@ -53,7 +53,7 @@ def tiny_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     """A tiny random Llama with a chat template, saved as a normal HF directory."""
-    from harness_ext.tiny_models import build_tiny_llama
+    from harness_ext.testing.tiny_models import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tokenizer=tiny_tokenizer)
 

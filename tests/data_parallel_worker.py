@@ -15,8 +15,8 @@ import torch.distributed as dist
 from accelerate import Accelerator
 from lm_eval.tasks import TaskManager
 
-from harness_ext.autoload import project_tasks_dir
-from harness_ext.fast_backend import UnlearnHFLM
+from harness_ext.lm_eval_plugin.autoload import project_tasks_dir
+from harness_ext.lm_eval_plugin.backend import UnlearnHFLM
 
 TASK = "tofu_forget01_unlearn"
 METADATA = {"max_rows_per_set": 3, "embedding_model": "none", "nli_model": "none"}

@@ -28,7 +28,7 @@ def run_probe(**env):
 
 def test_pth_file_is_installed_at_site_packages_root():
     pth = Path(sysconfig.get_paths()["purelib"]) / "lm_unlearn_autoload.pth"
-    assert pth.read_text().strip() == "import harness_ext.autoload"
+    assert pth.read_text().strip() == "import harness_ext.lm_eval_plugin.autoload"
 
 
 def test_task_manager_sees_the_tasks_in_a_fresh_interpreter():
@@ -89,7 +89,7 @@ def test_backend_is_registered_lazily_by_the_hook():
         "import sys\n"
         "from lm_eval.api.registry import get_model, model_registry\n"
         "print(get_model('hf').__name__, 'hf-unlearn' in model_registry,\n"
-        "      'harness_ext.fast_backend' in sys.modules)\n"
+        "      'harness_ext.lm_eval_plugin.backend' in sys.modules)\n"
     )
 
     def run(**env):

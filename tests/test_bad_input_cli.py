@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from harness_ext.cli import main
+from harness_ext.commands.cli import main
 
 
 def run(capsys, *args):

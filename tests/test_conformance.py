@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness_ext.evaluate import run_tasks
+from harness_ext.lm_eval_plugin.run import run_tasks
 
 KIT = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 TASK = "tofu_forget01_unlearn"

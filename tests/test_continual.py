@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from harness_ext.cli import main
-from harness_ext.continual import forget_spec, request_dir, request_rows, retain_spec
+from harness_ext.commands.cli import main
+from harness_ext.workflows.continual import forget_spec, request_dir, request_rows, retain_spec
 
 TRAIN = ["--max-steps", "2", "--batch-size", "4", "--effective-batch-size", "4",
          "--max-length", "96", "--prompt-format", "plain", "--no-bf16"]  # fmt: skip

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from harness_ext.demo import DemoSettings, run_demo
-from harness_ext.score import MANIFEST, completed_runs
+from harness_ext.commands.cli import main
+from harness_ext.workflows.demo import DemoSettings, run_demo
+from harness_ext.workflows.score import MANIFEST, completed_runs
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def demo(tmp_path_factory, tiny_model_dir):
         batch_size=8,
         metadata={"embedding_model": "none", "nli_model": "none"},
     )
-    return settings, run_demo(settings)
+    return settings, run_demo(settings, main)
 
 
 def test_every_model_is_scored_and_ranked(demo):
@@ -78,7 +79,7 @@ def test_unlearned_models_are_scored_against_both_references(demo):
 def test_a_second_run_reuses_models_and_scores(demo, capsys):
     settings, outcome = demo
     before = completed_runs(settings.output / "runs")
-    again = run_demo(settings)
+    again = run_demo(settings, main)
     printed = capsys.readouterr().out
     assert printed.count("cached: ") == 2 + len(settings.methods)
     assert printed.count("already scored with identical settings") == 2 + len(settings.methods)
@@ -97,7 +98,7 @@ def test_an_earlier_run_of_the_same_model_is_replaced_not_listed_twice(demo, cap
     manifest = json.loads((stale / MANIFEST).read_text())
     manifest["settings_sha256"] = "0" * 64
     (stale / MANIFEST).write_text(json.dumps(manifest))
-    run_demo(settings)
+    run_demo(settings, main)
     assert "removed" in capsys.readouterr().out
     assert not stale.exists()
     assert len(completed_runs(runs)) == 2 + len(settings.methods)

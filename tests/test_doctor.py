@@ -1,6 +1,6 @@
 """`lm-unlearn doctor` reports what a bug report needs and fails loudly on real problems."""
 
-from harness_ext.cli import main
+from harness_ext.commands.cli import main
 
 
 def test_doctor_offline_reports_fallback_and_missing_nli(capsys):
@@ -17,7 +17,7 @@ def test_doctor_offline_reports_fallback_and_missing_nli(capsys):
 
 def test_doctor_all_green_with_local_models(tmp_path, capsys):
     from harness_ext.assets import minilm_dir
-    from harness_ext.tiny_models import build_tiny_nli
+    from harness_ext.testing.tiny_models import build_tiny_nli
 
     nli = build_tiny_nli(tmp_path / "nli")
     code = main(["doctor", "--nli-model", str(nli), "--embedding-model", str(minilm_dir())])

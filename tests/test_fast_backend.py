@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from lm_eval.api.instance import Instance
 
-from harness_ext.evaluate import run_tasks
-from harness_ext.fast_backend import (
+from harness_ext.lm_eval_plugin.backend import (
     UnlearnHFLM,
     _attention_scheme,
     _GenerationRow,
     _pack_groups,
     _PrefixTree,
 )
+from harness_ext.lm_eval_plugin.run import run_tasks
 
 TASK = "tofu_forget01_unlearn"
 

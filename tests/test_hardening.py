@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from harness_ext.cli import main
-from harness_ext.leaderboard import build_leaderboard
-from harness_ext.score import completed_runs
+from harness_ext.commands.cli import main
+from harness_ext.workflows.leaderboard import build_leaderboard
+from harness_ext.workflows.score import completed_runs
 
 TRAIN = ["--method", "GA+GD", "--forget", "forget01", "--max-steps", "6", "--save-steps", "2",
          "--batch-size", "4", "--effective-batch-size", "4", "--max-length", "96",
@@ -39,7 +39,7 @@ def save_to_json(self, path):
         os.kill(os.getpid(), signal.SIGKILL)
     original(self, path)
 TrainerState.save_to_json = save_to_json
-from harness_ext.cli import main
+from harness_ext.commands.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -216,7 +216,7 @@ def test_files_the_project_writes_follow_the_users_umask(tmp_path, scored):
     previous = os.umask(0o022)
     try:
         build_leaderboard([scored.parent], tmp_path / "board")
-        from harness_ext.reference import load_reference, write_reference_file
+        from harness_ext.metrics.references import load_reference, write_reference_file
 
         reference = load_reference(scored)
         write_reference_file(tmp_path / "ref.json", list(reference.rows), {})
@@ -242,7 +242,7 @@ def test_a_truncated_weights_file_gets_a_clear_error(tmp_path, tiny_model_dir, c
 def test_an_adapter_on_a_base_of_another_family_gets_a_clear_error(
     tmp_path, tiny_lora_dir, tiny_tokenizer, capsys
 ):
-    from harness_ext.tiny_models import build_tiny_llama
+    from harness_ext.testing.tiny_models import build_tiny_llama
 
     other = build_tiny_llama(tmp_path / "wider", tokenizer=tiny_tokenizer, hidden_size=96)
     args = [

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy.stats import hmean, ks_2samp
 
-from harness_ext.legacy_logs import directory_samples
-from harness_ext.metrics import rouge_l_recall
-from harness_ext.reference import load_reference
-from harness_ext.scoring import summarize
+from harness_ext.metrics.aggregate import summarize
+from harness_ext.metrics.legacy_logs import directory_samples
+from harness_ext.metrics.references import load_reference
+from harness_ext.metrics.tofu import rouge_l_recall
 from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS
 
 LOG_DIRS = [
@@ -89,7 +89,7 @@ def test_aggregate_cli_prints_every_metric_as_json(legacy_logs, tiny_model_dir):
     full = legacy_logs / "llama2-7b_full_wd0.01"
     retain = legacy_logs / "llama2-7b_retain90_wd0.01"
     out = subprocess.run(
-        [sys.executable, "-m", "harness_ext.cli", "aggregate", "--legacy-logs", str(full),
+        [sys.executable, "-m", "harness_ext.commands.cli", "aggregate", "--legacy-logs", str(full),
          "--reference-logs", str(retain), "--pre-unlearning-logs", str(full),
          "--tokenizer", str(tiny_model_dir), "--json"],
         capture_output=True, text=True, check=True,
@@ -133,7 +133,7 @@ def test_the_readmes_table_of_the_llama2_logs_is_what_aggregate_computes(legacy_
     vocab = Path(os.environ.get("LM_UNLEARN_VOCAB_DIR") or root / ".venv" / "vocab")
     full = legacy_logs / "llama2-7b_full_wd0.01"
     out = subprocess.run(
-        [sys.executable, "-m", "harness_ext.cli", "aggregate", "--legacy-logs", str(full),
+        [sys.executable, "-m", "harness_ext.commands.cli", "aggregate", "--legacy-logs", str(full),
          "--reference-logs", str(legacy_logs / "llama2-7b_retain90_wd0.01"),
          "--pre-unlearning-logs", str(full),
          "--tokenizer", str(vocab / "ggml-vocab-llama-spm.gguf"), "--json"],

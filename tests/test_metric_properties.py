@@ -6,7 +6,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness_ext import metrics as M
+from harness_ext.metrics import tofu as M
 
 nll = st.floats(min_value=0.0, max_value=50.0, allow_nan=False)
 nlls = st.lists(nll, min_size=1, max_size=6)

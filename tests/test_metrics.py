@@ -5,7 +5,7 @@ import math
 import pytest
 from scipy.stats import ks_2samp
 
-from harness_ext import metrics as M
+from harness_ext.metrics import tofu as M
 
 
 def test_rouge_l_recall_counts_the_longest_common_subsequence_of_the_target():

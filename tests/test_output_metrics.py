@@ -2,9 +2,9 @@
 
 import pytest
 
-from harness_ext import metrics as M
-from harness_ext import scoring
-from harness_ext.output_scoring import GenerationRecord, OutputScorer, Unavailable
+from harness_ext.metrics import aggregate as scoring
+from harness_ext.metrics import tofu as M
+from harness_ext.metrics.output_quality import GenerationRecord, OutputScorer, Unavailable
 from tofu_tasks.eval_sets import FORGET, REAL_AUTHORS, RETAIN, WORLD_FACTS
 
 

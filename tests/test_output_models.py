@@ -2,8 +2,8 @@
 
 import pytest
 
-from harness_ext import output_scoring as O
 from harness_ext.assets import minilm_dir
+from harness_ext.metrics import output_quality as O
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_missing_nli_model_is_unavailable_never_zero():
 
 
 def test_nli_plumbing_with_a_locally_built_classifier(tmp_path):
-    from harness_ext.tiny_models import build_tiny_nli
+    from harness_ext.testing.tiny_models import build_tiny_nli
 
     nli = O.load_nli(str(build_tiny_nli(tmp_path / "nli")), device="cpu")
     labels = nli.labels(["A cat sat.", "Paris is big."] * 3, ["A cat is sitting.", "Rome."] * 3)

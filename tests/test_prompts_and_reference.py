@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from harness_ext.reference import ReferenceError, load_reference, write_reference_file
+from harness_ext.metrics.references import ReferenceError, load_reference, write_reference_file
 from tofu_tasks.prompts import PromptFormatError, resolve_prompt_format
 
 

@@ -71,7 +71,7 @@ def test_tofus_checkpoint_and_its_descendants_get_its_prompt_format(tmp_path):
 def test_the_task_scores_a_descendant_of_tofus_checkpoint_in_its_format(tmp_path, tiny_model_dir):
     import shutil
 
-    from harness_ext.evaluate import run_tasks
+    from harness_ext.lm_eval_plugin.run import run_tasks
 
     model = tmp_path / "unlearned-from-tofu"
     shutil.copytree(tiny_model_dir, model)

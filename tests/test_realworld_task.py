@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from harness_ext.cli import main
-from harness_ext.lm_eval_registry import metric_list
-from harness_ext.runs import latest_results, task_metrics
+from harness_ext.commands.cli import main
+from harness_ext.lm_eval_plugin.registry import metric_list
+from harness_ext.lm_eval_plugin.results import latest_results, task_metrics
 
 TASK = "realworld_unlearn"
 EXPECTED = {
@@ -71,7 +71,7 @@ def test_with_the_pre_unlearning_reference_and_local_metric_models(
     tmp_path, tiny_model_dir, reference
 ):
     from harness_ext.assets import minilm_dir
-    from harness_ext.tiny_models import build_tiny_nli
+    from harness_ext.testing.tiny_models import build_tiny_nli
 
     metadata = {"max_rows_per_set": 2, "pre_unlearning_reference": str(reference),
                 "embedding_model": str(minilm_dir()), "nli_model": str(build_tiny_nli(tmp_path / "nli"))}  # fmt: skip
@@ -89,7 +89,7 @@ def test_with_the_pre_unlearning_reference_and_local_metric_models(
 
 def test_training_targets_are_the_models_own_answers(training_reference):
     reference = training_reference
-    from harness_ext.reference import load_reference
+    from harness_ext.metrics.references import load_reference
     from unlearn_methods.data import load_unlearn_data
 
     data = load_unlearn_data("realworld:forget[:2]", "realworld:retain[:2]", targets=str(reference))
@@ -130,7 +130,7 @@ def test_a_users_bad_file_names_the_row(tmp_path, tiny_model_dir):
 def test_general_ability_group_names_lm_evals_tasks():
     from lm_eval.tasks import TaskManager
 
-    from harness_ext.autoload import project_tasks_dir
+    from harness_ext.lm_eval_plugin.autoload import project_tasks_dir
 
     manager = TaskManager(include_path=project_tasks_dir())
     assert "realworld_general" in manager.all_groups
@@ -140,8 +140,8 @@ def test_general_ability_group_names_lm_evals_tasks():
 
 
 def test_model_utility_with_general_ability_by_hand(tmp_path):
-    from harness_ext.leaderboard import read_runs
-    from harness_ext.scoring import realworld_utility_with_general
+    from harness_ext.metrics.aggregate import realworld_utility_with_general
+    from harness_ext.workflows.leaderboard import read_runs
 
     neighbor = dict.fromkeys(
         [

@@ -47,7 +47,7 @@ def runs(request, tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
     from harness_ext.assets import minilm_dir
-    from harness_ext.tiny_models import build_tiny_nli
+    from harness_ext.testing.tiny_models import build_tiny_nli
 
     task = request.param
     root = tmp_path_factory.mktemp("recompute")

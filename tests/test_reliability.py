@@ -8,17 +8,17 @@ import sys
 import torch
 from safetensors.torch import load_file
 
-from harness_ext.cli import main
-from harness_ext.leaderboard import read_runs
-from harness_ext.runs import latest_results, task_metrics
-from harness_ext.score import MANIFEST, completed_runs
+from harness_ext.commands.cli import main
+from harness_ext.lm_eval_plugin.results import latest_results, task_metrics
+from harness_ext.workflows.leaderboard import read_runs
+from harness_ext.workflows.score import MANIFEST, completed_runs
 
 TASK = "tofu_forget01_unlearn"
 NO_AUX = json.dumps({"embedding_model": "none", "nli_model": "none"})
 
 
 def score_command(model, output, rows):
-    return [sys.executable, "-m", "harness_ext.cli", "score", str(model), "--output", str(output),
+    return [sys.executable, "-m", "harness_ext.commands.cli", "score", str(model), "--output", str(output),
             "--max-rows-per-set", str(rows), "--batch-size", "4", "--device", "cpu",
             "--metadata", NO_AUX]  # fmt: skip
 
@@ -91,7 +91,7 @@ class KillAtStep3(TrainerCallback):
 train_module.build_run = lambda options, callbacks=None: build_run(
     options, [*(callbacks or []), KillAtStep3()]
 )
-from harness_ext.cli import main
+from harness_ext.commands.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

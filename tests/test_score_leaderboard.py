@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness_ext.cli import main
-from harness_ext.leaderboard import build_leaderboard, read_runs
-from harness_ext.score import MANIFEST, ScoreError, completed_runs, resolve_model
+from harness_ext.commands.cli import main
+from harness_ext.workflows.leaderboard import build_leaderboard, read_runs
+from harness_ext.workflows.score import MANIFEST, ScoreError, completed_runs, resolve_model
 
 TASK = "tofu_forget01_unlearn"
 FAST = ["--max-rows-per-set", "2", "--batch-size", "4", "--device", "cpu",
@@ -166,12 +166,12 @@ def test_leaderboard_reads_plain_lm_eval_results(runs, tmp_path, tiny_model_dir)
 
 
 def test_a_failed_scoring_run_leaves_nothing(tmp_path, tiny_model_dir, monkeypatch):
-    import harness_ext.evaluate
+    import harness_ext.lm_eval_plugin.run
 
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(harness_ext.evaluate, "run_tasks", broken)
+    monkeypatch.setattr(harness_ext.lm_eval_plugin.run, "run_tasks", broken)
     with pytest.raises(RuntimeError):
         main(["score", str(tiny_model_dir), "--output", str(tmp_path), *FAST])
     assert list(tmp_path.iterdir()) == []
@@ -189,7 +189,7 @@ def test_a_failed_scoring_run_leaves_nothing(tmp_path, tiny_model_dir, monkeypat
 def test_the_backend_and_its_arguments_reach_lm_eval(
     tmp_path, tiny_model_dir, monkeypatch, extra, backend, model_args
 ):
-    import harness_ext.evaluate
+    import harness_ext.lm_eval_plugin.run
 
     seen = {}
 
@@ -197,7 +197,7 @@ def test_the_backend_and_its_arguments_reach_lm_eval(
         seen.update(model_args=args, tasks=tasks, **kwargs)
         raise RuntimeError("stop before scoring")
 
-    monkeypatch.setattr(harness_ext.evaluate, "run_tasks", record)
+    monkeypatch.setattr(harness_ext.lm_eval_plugin.run, "run_tasks", record)
     with pytest.raises(RuntimeError, match="stop before scoring"):
         main(["score", str(tiny_model_dir), "--output", str(tmp_path), *FAST, *extra])
     assert seen["backend"] == backend
@@ -212,9 +212,9 @@ def test_a_run_killed_before_it_lands_leaves_nothing_the_leaderboard_reads(
     args = ["score", str(tiny_model_dir), "--output", str(tmp_path / "runs"), *FAST]
     program = (
         "import os, signal, sys\n"
-        "import harness_ext.score as score\n"
+        "import harness_ext.workflows.score as score\n"
         "score._move_into_place = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
-        "from harness_ext.cli import main\n"
+        "from harness_ext.commands.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     done = subprocess.run([sys.executable, "-c", program, *args], capture_output=True, text=True)

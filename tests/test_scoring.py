@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from harness_ext import scoring
-from harness_ext.scoring import SampleScore
+from harness_ext.metrics import aggregate as scoring
+from harness_ext.metrics.aggregate import SampleScore
 from tofu_tasks.eval_sets import EVAL_SETS
 
 SET_NAMES = [s.name for s in EVAL_SETS]

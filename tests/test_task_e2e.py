@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness_ext.lm_eval_registry import CORPUS_METRICS, per_set_metrics
-from harness_ext.runs import task_metrics
+from harness_ext.lm_eval_plugin.registry import CORPUS_METRICS, per_set_metrics
+from harness_ext.lm_eval_plugin.results import task_metrics
 
 # Every metric a run reports (BERTScore only when asked for).
 ALL_METRICS = {m for m in per_set_metrics() if "bertscore" not in m} | {
@@ -191,7 +191,7 @@ def test_conflicting_prompt_options_fail_before_scoring(tmp_path, tiny_model_dir
 
 @pytest.fixture(scope="module")
 def tiny_nli_dir(tmp_path_factory):
-    from harness_ext.tiny_models import build_tiny_nli
+    from harness_ext.testing.tiny_models import build_tiny_nli
 
     return build_tiny_nli(tmp_path_factory.mktemp("tiny-nli"))
 
@@ -200,7 +200,7 @@ def tiny_nli_dir(tmp_path_factory):
 def reference_file(tmp_path_factory, tiny_model_dir):
     """`lm-unlearn reference` on the tiny model: its pre-unlearning outputs and truth ratios."""
     path = tmp_path_factory.mktemp("reference") / "ref.json"
-    cmd = [sys.executable, "-m", "harness_ext.cli", "reference", "--model", str(tiny_model_dir),
+    cmd = [sys.executable, "-m", "harness_ext.commands.cli", "reference", "--model", str(tiny_model_dir),
            "--metadata", json.dumps({"max_rows_per_set": ROWS}), "--batch-size", "4",
            "--output", str(path)]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True)

@@ -7,7 +7,8 @@ import torch
 
 from unlearn_methods import functional as F
 from unlearn_methods.context import LossContext, TermSettings
-from unlearn_methods.registry import FORGET_TERMS, REGULARIZERS, UnknownMethodError, resolve_method
+from unlearn_methods.methods import resolve_method
+from unlearn_methods.registry import FORGET_TERMS, REGULARIZERS, UnknownMethodError
 
 LN3 = math.log(3)
 

@@ -141,8 +141,8 @@ def small_run(tiny_model_dir, output, method, **extra):
 
 
 def score(model_dir, **model_args):
-    from harness_ext.evaluate import run_tasks
-    from harness_ext.runs import task_metrics
+    from harness_ext.lm_eval_plugin.results import task_metrics
+    from harness_ext.lm_eval_plugin.run import run_tasks
 
     results = run_tasks(
         {"pretrained": str(model_dir), **model_args}, ["tofu_forget01_unlearn"], batch_size=4, device="cpu",
@@ -181,7 +181,7 @@ def test_training_changes_the_weights_and_lora_writes_an_adapter(tiny_model_dir,
 
 def test_cli_unknown_method_lists_the_known_ones(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "harness_ext.cli", "train", "--method", "GRADASCENT", "--model", "x",
+        [sys.executable, "-m", "harness_ext.commands.cli", "train", "--method", "GRADASCENT", "--model", "x",
          "--output", str(tmp_path / "o")], capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 2
@@ -275,7 +275,7 @@ def test_two_processes_under_accelerate_launch(tiny_model_dir, tmp_path):
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "harness_ext.cli", "train", "--method", "NPO+KL", "--model", str(tiny_model_dir),
+        "-m", "harness_ext.commands.cli", "train", "--method", "NPO+KL", "--model", str(tiny_model_dir),
         "--forget", "forget01", "--output", str(output), "--max-steps", "2", "--batch-size", "2",
         "--effective-batch-size", "8", "--max-length", "96", "--prompt-format", "plain",
     ]  # fmt: skip
@@ -318,7 +318,7 @@ def launch_two_processes(output, *train_args):
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "harness_ext.cli", "train", "--output", str(output), *train_args,
+        "-m", "harness_ext.commands.cli", "train", "--output", str(output), *train_args,
     ]  # fmt: skip
     done = subprocess.run(
         cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
@@ -386,7 +386,7 @@ def test_two_processes_train_to_the_weights_of_one_with_the_same_effective_batch
 def test_the_reproduction_config_gives_the_papers_step_counts(
     tiny_model_dir, tmp_path, capsys, split, rows, steps, warmup
 ):
-    from harness_ext.cli import main
+    from harness_ext.commands.cli import main
 
     args = ["train", "--config", "tofu_llama2", "--method", "ME+GD", "--forget", split,
             "--model", str(tiny_model_dir), "--output", str(tmp_path / "run"), "--dry-run"]  # fmt: skip
@@ -416,3 +416,33 @@ def test_the_papers_pairing_uses_one_refusal_for_both_idk_examples(tiny_tokenize
         refusal = torch_module.randint(0, len(data.refusals), (1,), generator=generator).item()
         assert (retain, forget_refusal) == ((index + offset) % len(data.retain), refusal)
         assert dataset.partners(index) == (retain, forget_refusal, retain_refusal)  # every epoch
+
+
+def test_every_training_arguments_field_reaches_the_trainer(tiny_model_dir, tmp_path, capsys):
+    """Fields lm-unlearn has no flag of its own for (the scheduler, logging integrations,
+    accumulation, ...) pass to TrainingArguments from the command line and from a config."""
+    from harness_ext.commands.cli import main
+
+    base = ["train", "--method", "GA+GD", "--model", str(tiny_model_dir), "--forget", "forget01",
+            "--max-steps", "2", "--batch-size", "2", "--max-length", "96",
+            "--prompt-format", "plain", "--no-bf16"]  # fmt: skip
+    args = [*base, "--output", str(tmp_path / "run"), "--lr_scheduler_type", "cosine",
+            "--gradient_accumulation_steps", "3", "--adam_beta2", "0.95"]  # fmt: skip
+    assert main([*args, "--dry-run"]) == 0
+    run = json.loads(capsys.readouterr().out)
+    assert run["lr_scheduler_type"] == "cosine" and run["gradient_accumulation_steps"] == 3
+    assert run["effective_batch_size"] == 6
+    assert main(args) == 0
+    capsys.readouterr()
+    card = json.loads((tmp_path / "run" / "run_card.json").read_text())
+    assert card["hyperparameters"]["lr_scheduler"] == "cosine"
+    assert card["hyperparameters"]["gradient_accumulation_steps"] == 3
+    assert card["options"]["training_args"] == {
+        "lr_scheduler_type": "cosine", "gradient_accumulation_steps": 3, "adam_beta2": 0.95,
+    }  # fmt: skip
+    config = tmp_path / "mine.yaml"
+    config.write_text("method: GA+GD\nlr_scheduler_type: constant\nreport_to: none\n")
+    assert main([*base, "--config", str(config), "--output", str(tmp_path / "x"), "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["lr_scheduler_type"] == "constant"
+    assert main([*base, "--output", str(tmp_path / "y"), "--no_such_option", "1"]) == 2
+    assert "unknown options --no_such_option" in capsys.readouterr().err

@@ -29,7 +29,7 @@ Options come from the task metadata, i.e. ``--metadata '{...}'`` (or ``--model_a
 ``generation_max_length``     prompt + generation token budget (TOFU: 200)
 ``scored_tokens``             ``tofu`` (default): ``tokenize(prompt + answer)`` after the
                               prompt's positions, plus EOS, as TOFU scores; ``answer-only``:
-                              the answer's tokens as lm-eval splits them, no EOS (before 0.2)
+                              the answer's tokens as lm-eval splits them, no EOS (earlier runs)
 ``prompt_template``           {"prompt": "...{question}...", "answer": "...{answer}..."}:
                               another harness's exact strings
 ``tokenizer``                 tokenizer for token counts when ``pretrained`` is not a path/id
@@ -46,16 +46,16 @@ from typing import Any
 from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 
-from harness_ext import lm_eval_registry
-from harness_ext.metrics import mean_nll, rouge_l_recall
-from harness_ext.output_scoring import GenerationRecord, OutputScorer
-from harness_ext.reference import ScoredReference, load_reference
-from harness_ext.scoring import (
+from harness_ext.lm_eval_plugin import registry as lm_eval_registry
+from harness_ext.metrics.aggregate import (
     FORGET_EFFICACY_METRICS,
     SampleScore,
     align_reference,
     not_computed,
 )
+from harness_ext.metrics.output_quality import GenerationRecord, OutputScorer
+from harness_ext.metrics.references import ScoredReference, load_reference
+from harness_ext.metrics.tofu import mean_nll, rouge_l_recall
 from tofu_tasks import data
 from tofu_tasks.eval_sets import (
     CLOSER_LOOK_SET_METRICS,

@@ -4,15 +4,13 @@ A method is FORGET+REG (``"ME+GD"``, ``"IDK+AP"``, ``"NPO+KL"``, ``"GA"``...): a
 optional regulariser, each a small module in ``unlearn_methods/losses`` registered by name.
 """
 
-from unlearn_methods import losses  # noqa: E402,F401  (registers the built-in terms)
+from unlearn_methods.methods import Method, resolve_method
 from unlearn_methods.registry import (
     FORGET_TERMS,
     REGULARIZERS,
-    Method,
     UnknownMethodError,
     forget_term,
     regularizer,
-    resolve_method,
 )
 
 __all__ = [

@@ -61,3 +61,49 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError(f"compat must be one of {COMPAT_MODES}, got {self.compat!r}")
         if self.beta <= 0:
             raise ValueError(f"beta must be positive, got {self.beta}")
+
+
+# Set by lm-unlearn itself from its own options: use those instead.
+MANAGED_FIELDS = {"output_dir"}
+
+
+def training_arguments_from(tokens: list[str]) -> dict[str, object]:
+    """Any ``TrainingArguments`` / :class:`UnlearnConfig` field given on a command line, parsed
+    by ``transformers.HfArgumentParser`` as TRL's own commands parse theirs: ``--report_to
+    wandb``, ``--lr_scheduler_type cosine``, ``--deepspeed ds.json``, ...; only the fields
+    actually given are returned, so the rest keep lm-unlearn's values."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(UnlearnConfig)
+    namespace, unknown = parser.parse_known_args(tokens)
+    if unknown:
+        raise ValueError(
+            f"unknown options {' '.join(unknown)} (neither lm-unlearn's nor a TrainingArguments "
+            f"field; see --help and transformers' TrainingArguments)"
+        )
+    given = {t[2:].split("=", 1)[0].replace("-", "_") for t in tokens if t.startswith("--")}
+    chosen = {
+        name: plain_value(getattr(namespace, name)) for name in given if hasattr(namespace, name)
+    }
+    return check_training_arguments(chosen)
+
+
+def plain_value(value: object) -> object:
+    """An enum (the parser's ``SchedulerType.COSINE``) as its value, so run cards stay JSON."""
+    import enum
+
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def check_training_arguments(values: dict[str, object]) -> dict[str, object]:
+    """Field names of ``TrainingArguments`` (from a command line or a YAML config)."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(UnlearnConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown TrainingArguments fields {unknown}")
+    managed = sorted(set(values) & MANAGED_FIELDS)
+    if managed:
+        raise ValueError(f"{', '.join(managed)} is set by lm-unlearn: use --output")
+    return values

@@ -16,7 +16,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ class FinetuneOptions:
     data_dir: str | None = None
     pad_token: str | None = None
     overwrite: bool = False
+    training_args: dict[str, Any] = field(default_factory=dict)  # any TrainingArguments field
 
 
 def load_rows(spec: str, data_dir: str | None) -> list[dict[str, str]]:
@@ -95,7 +96,7 @@ def finetune(options: FinetuneOptions) -> Path:
     bf16 = use_bf16(shared)
     per_step = options.per_device_batch_size * world_size()
     accumulation = max(1, math.ceil(options.effective_batch_size / per_step))
-    args = TrainingArguments(
+    derived = dict(
         output_dir=str(output / "checkpoints"),
         num_train_epochs=options.epochs,
         learning_rate=options.learning_rate,
@@ -114,6 +115,7 @@ def finetune(options: FinetuneOptions) -> Path:
         use_cpu=not torch.cuda.is_available(),
         dataloader_pin_memory=torch.cuda.is_available(),
     )
+    args = TrainingArguments(**{**derived, **options.training_args})
     model = load_model(shared, bf16, tokenizer)
     if options.lora:
         from peft import get_peft_model

@@ -1,14 +1,8 @@
-"""Loss terms behind a registry: a method is a name resolved to a forget term and a regulariser.
-
-A term is a function of a :class:`~unlearn_methods.context.LossContext` that declares which example
-sets it reads ("forget", "retain", "forget_idk", "retain_idk") and which of them the reference
-model must score. Adding a method is one small module in ``unlearn_methods/losses`` that registers
-its term:
-
->>> from unlearn_methods import resolve_method
->>> method = resolve_method("ME+GD")
->>> method.forget.name, method.regularizer.name, method.needs_reference
-('ME', 'GD', False)
+"""The registry of loss terms: a term is a function of a
+:class:`~unlearn_methods.context.LossContext` that declares which example sets it reads
+("forget", "retain", "forget_idk", "retain_idk") and which of them the reference model must
+score. Adding a method is one small module in ``unlearn_methods/losses`` that registers its term
+with :func:`forget_term` or :func:`regularizer`; :mod:`unlearn_methods.methods` resolves names.
 """
 
 from __future__ import annotations
@@ -82,63 +76,3 @@ def forget_term(
 def regularizer(name: str, needs=("retain",), reference_needs=(), description: str = ""):
     """Register a regulariser (decorator)."""
     return _register("regularizer", name, needs, reference_needs, description)
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    forget: LossTerm
-    regularizer: LossTerm | None
-
-    @property
-    def terms(self) -> tuple[LossTerm, ...]:
-        return (self.forget,) if self.regularizer is None else (self.forget, self.regularizer)
-
-    @property
-    def needs(self) -> tuple[str, ...]:
-        return tuple(s for s in EXAMPLE_SETS if any(s in t.needs for t in self.terms))
-
-    @property
-    def reference_needs(self) -> tuple[str, ...]:
-        return tuple(s for s in EXAMPLE_SETS if any(s in t.reference_needs for t in self.terms))
-
-    @property
-    def needs_reference(self) -> bool:
-        return bool(self.reference_needs)
-
-    @property
-    def uses_hidden_states(self) -> bool:
-        return any(t.uses_hidden_states for t in self.terms)
-
-
-def known_terms() -> str:
-    _load_builtin_terms()
-    return (
-        f"forget terms: {', '.join(sorted(t.name for t in FORGET_TERMS.values()))}; "
-        f"regularisers: {', '.join(sorted(t.name for t in REGULARIZERS.values()))}; "
-        f"the paper's methods: {', '.join(PAPER_METHODS)}"
-    )
-
-
-def resolve_method(name: str) -> Method:
-    """``"FORGET+REG"`` or ``"FORGET"`` → a :class:`Method`; unknown names list the known ones."""
-    _load_builtin_terms()
-    parts = [p.strip().upper() for p in str(name).split("+")]
-    if not 1 <= len(parts) <= 2 or not all(parts):
-        raise UnknownMethodError(f"method {name!r} is not FORGET or FORGET+REG; {known_terms()}")
-    forget = FORGET_TERMS.get(parts[0])
-    if forget is None:
-        raise UnknownMethodError(f"unknown forget term {parts[0]!r} in {name!r}; {known_terms()}")
-    reg = None
-    if len(parts) == 2:
-        reg = REGULARIZERS.get(parts[1])
-        if reg is None:
-            raise UnknownMethodError(
-                f"unknown regulariser {parts[1]!r} in {name!r}; {known_terms()}"
-            )
-    canonical = forget.name if reg is None else f"{forget.name}+{reg.name}"
-    return Method(canonical, forget, reg)
-
-
-def _load_builtin_terms() -> None:
-    import unlearn_methods.losses  # noqa: F401  (each module registers its term)

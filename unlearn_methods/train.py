@@ -14,7 +14,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from unlearn_methods.data import (
     check_tokenizer,
     load_unlearn_data,
 )
-from unlearn_methods.registry import resolve_method
+from unlearn_methods.methods import resolve_method
 
 RUN_CARD = "run_card.json"
 CHECKPOINTS = "checkpoints"
@@ -81,6 +81,9 @@ class TrainOptions:
     rmu_steering: float = 6.5
     rmu_alpha: float = 100.0
     trust_remote_code: bool = False
+    # Any other TrainingArguments field (``--lr_scheduler_type cosine``, ``--report_to wandb``,
+    # ``--deepspeed ds.json``, ...): given values win over the ones lm-unlearn derives.
+    training_args: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def names(cls) -> set[str]:
@@ -117,21 +120,29 @@ def load_config_file(path: str | os.PathLike, method: str | None = None) -> dict
         for name, overrides in per_method.items():
             if resolve_method(name).name == wanted:
                 options.update({k.replace("-", "_"): v for k, v in (overrides or {}).items()})
-    unknown = set(options) - TrainOptions.names()
-    if unknown:
-        raise ValueError(f"{path}: unknown options {sorted(unknown)}")
+    # keys that are no lm-unlearn option may be any TrainingArguments field
+    extra = {k: options.pop(k) for k in set(options) - TrainOptions.names()}
+    if extra:
+        from unlearn_methods.config import check_training_arguments
+
+        try:
+            training = check_training_arguments(extra)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
+        options["training_args"] = {**training, **(options.get("training_args") or {})}
     return options
 
 
 # ---------------------------------------------------------------------- output folder
 RUN_SETTINGS = "run_settings.json"  # the resolved settings of a run in progress
 LOCK = ".lock"
-COMPLETE = ".complete"  # written into a checkpoint once every file of it is saved
 BOOKKEEPING = {CHECKPOINTS, RUN_SETTINGS, LOCK}
 
 
 def complete_checkpoint(folder: Path) -> bool:
     """A checkpoint written to the end: the marker, and a trainer state that parses."""
+    from unlearn_methods.trainer import COMPLETE
+
     if not (folder / COMPLETE).is_file():
         return False
     try:
@@ -190,6 +201,7 @@ def output_lock(output: Path):
         return
     import fcntl
 
+    existed = output.exists()
     output.mkdir(parents=True, exist_ok=True)
     handle = open(output / LOCK, "a+")  # noqa: SIM115  (held for the whole run)
     try:
@@ -202,6 +214,11 @@ def output_lock(output: Path):
     try:
         yield
     finally:
+        # the lock file stays only beside an interrupted run's state (it is resumed there)
+        if not (output / RUN_SETTINGS).exists() or (output / RUN_CARD).exists():
+            (output / LOCK).unlink(missing_ok=True)
+        if not existed and output.is_dir() and not any(output.iterdir()):
+            output.rmdir()
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
 
@@ -340,13 +357,18 @@ def resolve_forget_coeff(options: TrainOptions, forget_term: str) -> float:
 def resolved_run(options: TrainOptions, data, prompt_format: str) -> dict[str, Any]:
     """The run as it will train: what ``--dry-run`` prints and the run card records."""
     method = resolve_method(options.method)
-    accumulation = accumulation_steps(options)
-    effective = options.per_device_batch_size * world_size() * accumulation
-    max_steps, warmup = paper_schedule(len(data.forget), options.epochs, effective)
-    if options.max_steps and options.max_steps > 0:  # a step budget of the user's: warm up for
-        max_steps = options.max_steps  # one epoch's share of it, as the paper's schedule does
-        share = int(max_steps / max(options.epochs, 1.0))
+    given = options.training_args
+    per_device = given.get("per_device_train_batch_size", options.per_device_batch_size)
+    accumulation = given.get("gradient_accumulation_steps", accumulation_steps(options))
+    effective = per_device * world_size() * accumulation
+    epochs = given.get("num_train_epochs", options.epochs)
+    max_steps, warmup = paper_schedule(len(data.forget), epochs, effective)
+    budget = given.get("max_steps", options.max_steps)
+    if budget and budget > 0:  # a step budget of the user's: warm up for one epoch's share of
+        max_steps = budget  # it, as the paper's schedule does
+        share = int(max_steps / max(epochs, 1.0))
         warmup = share if share > 1 else 0
+    warmup = given.get("warmup_steps", warmup)
     return {
         "method": method.name,
         "compat": options.compat,
@@ -357,16 +379,17 @@ def resolved_run(options: TrainOptions, data, prompt_format: str) -> dict[str, A
         "lora": options.lora,
         "prompt_format": prompt_format,
         "max_length": options.max_length,
-        "epochs": options.epochs,
+        "epochs": epochs,
         "max_steps": max_steps,
         "warmup_steps": warmup,
         "effective_batch_size": effective,
-        "per_device_batch_size": options.per_device_batch_size,
+        "per_device_batch_size": per_device,
         "gradient_accumulation_steps": accumulation,
         "world_size": world_size(),
-        "learning_rate": options.learning_rate,
-        "lr_scheduler_type": "linear",
-        "weight_decay": options.weight_decay,
+        "learning_rate": given.get("learning_rate", options.learning_rate),
+        "lr_scheduler_type": str(given.get("lr_scheduler_type", "linear")),
+        "weight_decay": given.get("weight_decay", options.weight_decay),
+        "training_args": given,
         "pairing": options.pairing,
         "seed": options.seed,
         "forget_split": data.forget_split,
@@ -418,7 +441,7 @@ def build_run(options: TrainOptions, callbacks: list | None = None) -> PreparedR
     resolved = resolved_run(options, data, prompt_format)
     accumulation = resolved["gradient_accumulation_steps"]
     forget_coeff = resolved["forget_coeff"]
-    args = UnlearnConfig(
+    derived = dict(
         output_dir=str(output / CHECKPOINTS),
         method=method.name,
         forget_coeff=forget_coeff,
@@ -448,6 +471,8 @@ def build_run(options: TrainOptions, callbacks: list | None = None) -> PreparedR
         seed=options.seed,
         data_seed=options.seed,
     )
+    # TrainingArguments fields given by the user win over the derived ones
+    args = UnlearnConfig(**{**derived, **options.training_args})
     # LoRA from an adapter (a continual run's previous request): training continues that adapter,
     # and the reference is the model it gives (base + adapter), not the bare base.
     continue_adapter = options.lora and adapter_base(options.model) is not None
@@ -475,13 +500,14 @@ def train(options: TrainOptions) -> Path:
     """Run one unlearning job; returns the output folder."""
     resolve_method(options.method)  # fail fast on an unknown name, before touching the folder
     output = Path(options.output)
+    settings = dry_run(options)  # data, tokenizer and options checked before anything is written
     with output_lock(output):
-        return _train(options, output)
+        return _train(options, output, settings)
 
 
-def _train(options: TrainOptions, output: Path) -> Path:
+def _train(options: TrainOptions, output: Path, settings: dict[str, Any]) -> Path:
     resume_from = prepare_output(output, options.overwrite)
-    check_same_run(output, dry_run(options), resuming=resume_from is not None)
+    check_same_run(output, settings, resuming=resume_from is not None)
     from unlearn_methods.trainer import MarkCompleteCheckpoints
 
     run = build_run(options, callbacks=[MarkCompleteCheckpoints()])
@@ -547,7 +573,7 @@ def run_card(options, trainer, data, prompt_format, forget_coeff, seconds) -> di
             * args.world_size,
             "warmup_steps": args.warmup_steps,
             "weight_decay": args.weight_decay,
-            "lr_scheduler": str(args.lr_scheduler_type),
+            "lr_scheduler": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
             "bf16": args.bf16,
             "lora": {
                 "r": options.lora_r,

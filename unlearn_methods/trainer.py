@@ -21,7 +21,7 @@ from transformers.trainer_callback import ProgressCallback
 
 from unlearn_methods.config import UnlearnConfig
 from unlearn_methods.context import LossContext, TermSettings
-from unlearn_methods.registry import Method, resolve_method
+from unlearn_methods.methods import Method, resolve_method
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -55,6 +55,9 @@ class EpochPairing(TrainerCallback):
             dataset.set_epoch(int(state.epoch or 0))
 
 
+COMPLETE = ".complete"  # written into a checkpoint once every file of it is saved
+
+
 class MarkCompleteCheckpoints(TrainerCallback):
     """Marks a checkpoint complete once the Trainer has written all of it: ``on_save`` comes
     after weights, optimiser, scheduler, RNG state and trainer state. Resuming reads only marked
@@ -62,8 +65,6 @@ class MarkCompleteCheckpoints(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         from pathlib import Path
-
-        from unlearn_methods.train import COMPLETE
 
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness_ext.scoring import SampleScore
+from harness_ext.metrics.aggregate import SampleScore
 from tofu_tasks.eval_sets import EVAL_SETS, FORGET, EvalSet
 
 REQUIRED_KEYS = ("generated_text", "avg_gt_loss", "avg_paraphrased_loss", "average_perturb_loss")

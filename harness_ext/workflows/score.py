@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness_ext.evaluate import DEFAULT_BACKEND
+from harness_ext.lm_eval_plugin import DEFAULT_BACKEND
 from harness_ext.model_files import check_adapter_fits, check_safetensors
 from harness_ext.provenance import (
     files_sha256,
@@ -280,7 +280,7 @@ def reference_identity(path: str | None) -> str | None:
     """What a reference is, wherever it lives (see ``ScoredReference.identity``)."""
     if not path:
         return None
-    from harness_ext.reference import ReferenceError, load_reference
+    from harness_ext.metrics.references import ReferenceError, load_reference
 
     try:
         return load_reference(path).identity
@@ -315,7 +315,7 @@ def task_metadata(spec: ModelSpec, settings: ScoreSettings, prompt_format: str) 
 
 
 def model_arguments(spec: ModelSpec, settings: ScoreSettings) -> dict[str, Any]:
-    from harness_ext.evaluate import parse_model_args
+    from harness_ext.lm_eval_plugin.run import parse_model_args
 
     args = parse_model_args(settings.model_args)
     clash = {"pretrained", "peft"} & set(args)
@@ -435,7 +435,7 @@ def score_model(model: str, settings: ScoreSettings, base: str | None = None) ->
         _move_into_place(partial, final, settings.force)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    from harness_ext.runs import task_metrics
+    from harness_ext.lm_eval_plugin.results import task_metrics
 
     return ScoreOutcome(model, final, skipped=False, metrics=task_metrics(results, settings.task))
 
@@ -443,7 +443,7 @@ def score_model(model: str, settings: ScoreSettings, base: str | None = None) ->
 def local_stand_ins(spec: ModelSpec, settings: ScoreSettings) -> dict[str, str]:
     """Local paths a run's files would name -> their path relative to the results folder (the
     project's task folder -> ``tofu_tasks``), so that no file names the scoring machine's folders."""
-    from harness_ext.autoload import project_tasks_dir
+    from harness_ext.lm_eval_plugin.autoload import project_tasks_dir
     from tofu_tasks import data
 
     metadata = settings.metadata
@@ -466,7 +466,7 @@ def _evaluate(
 ) -> dict:
     from lm_eval.loggers import EvaluationTracker
 
-    from harness_ext.evaluate import run_tasks
+    from harness_ext.lm_eval_plugin.run import run_tasks
 
     tracker = EvaluationTracker(output_path=str(folder))
     results = run_tasks(

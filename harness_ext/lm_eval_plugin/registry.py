@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from harness_ext import scoring
+from harness_ext.metrics import aggregate as scoring
 from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS, FORGET, REALWORLD_SETS
 
 # On the forget set these fall as a model forgets; everywhere else higher is better.

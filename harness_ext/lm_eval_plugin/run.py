@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from harness_ext.lm_eval_plugin import DEFAULT_BACKEND
+
 
 def parse_model_args(text: str | None) -> dict[str, Any]:
     """lm-eval's ``key=value,key=value`` model arguments, typed as lm-eval types them."""
@@ -14,8 +16,6 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
 
 
 PROJECT_TASK_PREFIXES = ("tofu_", "realworld_")
-# lm-eval's hf backend with shared-context log-likelihoods and early-exit greedy decoding
-DEFAULT_BACKEND = "hf-unlearn"
 NEEDS_LM_EVAL_TASKS = {"realworld_general"}  # a group of lm-eval's built-in tasks
 
 
@@ -36,11 +36,11 @@ def run_tasks(
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from harness_ext.autoload import project_tasks_dir
-    from harness_ext.output_scoring import resolve_device
+    from harness_ext.metrics.output_quality import resolve_device
+    from tofu_tasks import TASKS_DIR
 
     if backend == DEFAULT_BACKEND:
-        import harness_ext.fast_backend  # noqa: F401  (registers it even with autoload off)
+        import harness_ext.lm_eval_plugin.backend  # noqa: F401  (registers it even with autoload off)
 
     task_metadata = {**model_args, **(metadata or {})}
     # Indexing lm-eval's own ~15k task files costs seconds per call; skip it when only the
@@ -49,7 +49,7 @@ def run_tasks(
         t in NEEDS_LM_EVAL_TASKS for t in tasks
     )
     manager = TaskManager(
-        include_path=project_tasks_dir(), include_defaults=not ours, metadata=task_metadata
+        include_path=str(TASKS_DIR), include_defaults=not ours, metadata=task_metadata
     )
     return simple_evaluate(
         model=backend,

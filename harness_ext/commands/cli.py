@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness_ext.evaluate import DEFAULT_BACKEND
+from harness_ext.lm_eval_plugin import DEFAULT_BACKEND
 
 
 def _format_value(value: Any) -> str:
@@ -50,10 +50,10 @@ def load_tokenizer_path(path: str):
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
-    from harness_ext import legacy_logs
-    from harness_ext.output_scoring import OutputScorer, with_output_scores
-    from harness_ext.reference import load_reference
-    from harness_ext.scoring import summarize
+    from harness_ext.metrics import legacy_logs
+    from harness_ext.metrics.aggregate import summarize
+    from harness_ext.metrics.output_quality import OutputScorer, with_output_scores
+    from harness_ext.metrics.references import load_reference
 
     samples = legacy_logs.directory_samples(args.legacy_logs)
     retain = load_reference(args.reference_logs).forget_ratios if args.reference_logs else None
@@ -83,7 +83,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
 def cmd_reference(args: argparse.Namespace) -> int:
     """Score the model before unlearning once and keep its outputs as a reference file."""
-    from harness_ext import reference as R
+    from harness_ext.metrics import references as R
     from harness_ext.provenance import git_commit, model_fingerprint, package_versions
     from tofu_tasks.options import parse_metadata
 
@@ -99,7 +99,7 @@ def cmd_reference(args: argparse.Namespace) -> int:
         return 0
     if not args.model:
         raise ValueError("pass --model (the model before unlearning) or --from-samples")
-    from harness_ext.evaluate import parse_model_args, run_tasks
+    from harness_ext.lm_eval_plugin.run import parse_model_args, run_tasks
 
     model_args = {"pretrained": args.model, **parse_model_args(args.model_args)}
     metadata = {**parse_metadata(args.metadata), "embedding_model": "none", "nli_model": "none"}
@@ -224,12 +224,26 @@ def given_train_options(
     return {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
 
 
+TRAINING_COMMANDS = ("train", "finetune", "continual")
+
+
+def training_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainingArguments fields given on the command line beyond lm-unlearn's own options."""
+    tokens = getattr(args, "training_tokens", None)
+    if not tokens:
+        return {}
+    from unlearn_methods.config import training_arguments_from
+
+    return training_arguments_from(tokens)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from unlearn_methods.train import TrainOptions, dry_run, load_config_file, train
 
     given = given_train_options(args)
     options = load_config_file(args.config, given.get("method")) if args.config else {}
     options.update(given)
+    options["training_args"] = {**options.get("training_args", {}), **training_arguments(args)}
     missing = [name for name in ("method", "model", "output") if not options.get(name)]
     if missing:
         raise ValueError(
@@ -245,7 +259,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from harness_ext.score import ScoreSettings, expand_models, score_model
+    from harness_ext.workflows.score import ScoreSettings, expand_models, score_model
     from tofu_tasks.options import parse_metadata
 
     metadata = parse_metadata(args.metadata)
@@ -289,7 +303,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from harness_ext.leaderboard import build_leaderboard
+    from harness_ext.workflows.leaderboard import build_leaderboard
 
     board = build_leaderboard(args.runs, args.output, title=args.title, rank_by=args.rank_by)
     print(board.markdown)
@@ -305,6 +319,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         for k, v in vars(args).items()
         if k in FinetuneOptions.__dataclass_fields__ and v is not None
     }
+    given["training_args"] = training_arguments(args)
     output = finetune(FinetuneOptions(**given))
     if os.environ.get("RANK", "0") == "0":
         print(f"wrote {output} (card: {output / 'finetune_card.json'})")
@@ -318,10 +333,28 @@ CONTINUAL_SKIPS = frozenset(
 
 
 def cmd_continual(args: argparse.Namespace) -> int:
-    from harness_ext.continual import run_continual, settings_from_args, to_markdown
+    from harness_ext.workflows.continual import ContinualSettings, run_continual, to_markdown
+    from tofu_tasks.options import parse_metadata
 
     train_options = given_train_options(args, CONTINUAL_SKIPS)
-    table = run_continual(settings_from_args(args, train_options))
+    train_options["training_args"] = training_arguments(args)
+    metadata = parse_metadata(args.metadata)
+    if args.max_rows_per_set is not None:
+        metadata["max_rows_per_set"] = args.max_rows_per_set
+    settings = ContinualSettings(
+        method=args.method,
+        model=args.model,
+        output=Path(args.output),
+        requests=args.requests,
+        base_retain=args.base_retain,
+        train=train_options,
+        metadata=metadata,
+        prompt_format=train_options.pop("prompt_format", None),
+        score_served=args.score_served,
+        batch_size=args.score_batch_size,
+        device=args.device,
+    )
+    table = run_continual(settings)
     import pandas as pd
 
     print(to_markdown(pd.DataFrame(table)))
@@ -332,7 +365,7 @@ def cmd_continual(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from harness_ext.doctor import gather, report
+    from harness_ext.workflows.doctor import gather, report
 
     rows = gather(args.embedding_model, args.nli_model, args.device, args.data_dir)
     print(report(rows))
@@ -343,7 +376,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks_path(args: argparse.Namespace) -> int:
-    from harness_ext.autoload import project_tasks_dir
+    from harness_ext.lm_eval_plugin.autoload import project_tasks_dir
 
     print(project_tasks_dir())
     return 0
@@ -351,8 +384,8 @@ def cmd_tasks_path(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace, extra: Sequence[str]) -> int:
     """Run lm-eval's CLI with the project's tasks on the include path (no autoload needed)."""
-    import harness_ext.fast_backend  # noqa: F401  (registers --model hf-unlearn)
-    from harness_ext.autoload import project_tasks_dir
+    import harness_ext.lm_eval_plugin.backend  # noqa: F401  (registers --model hf-unlearn)
+    from harness_ext.lm_eval_plugin.autoload import project_tasks_dir
 
     argv = list(extra)
     if "--include_path" not in argv:
@@ -365,7 +398,7 @@ def cmd_eval(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from harness_ext.demo import DemoSettings, run_demo
+    from harness_ext.workflows.demo import DemoSettings, run_demo
 
     settings = DemoSettings(
         output=args.output, retain_rows=args.retain_rows, utility_rows=args.utility_rows
@@ -374,7 +407,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     if args.model:
         settings.model = args.model
-    run_demo(settings)
+    run_demo(settings, main)
     return 0
 
 
@@ -452,7 +485,11 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="unlearn a TOFU forget split with a registered method; writes a checkpoint",
         description="Options come from the command line, else from --config (YAML with the same "
-        "names, plus per-method overrides under 'methods:'), else the paper's defaults.",
+        "names, plus per-method overrides under 'methods:'), else the paper's defaults. Any "
+        "transformers TrainingArguments field is accepted too, as --name value on the command "
+        "line (e.g. --lr_scheduler_type cosine, --report_to wandb, --deepspeed ds.json, "
+        "--gradient_accumulation_steps 8) or as a key of the YAML config; given values win over "
+        "the derived ones.",
     )
     trainer.add_argument("--config", help="YAML file of options (see unlearn_methods/configs)")
     trainer.add_argument(
@@ -595,7 +632,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     if argv[:1] == ["eval"]:
         return cmd_eval(argparse.Namespace(), argv[1:])
-    args = parser.parse_args(argv)
+    if argv[:1] and argv[0] in TRAINING_COMMANDS:
+        # every TrainingArguments field passes through (parsed by HfArgumentParser in the command)
+        args, rest = parser.parse_known_args(argv)
+        args.training_tokens = rest
+    else:
+        args = parser.parse_args(argv)
     from harness_ext.assets import AssetError
 
     try:

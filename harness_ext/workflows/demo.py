@@ -19,6 +19,7 @@ import hashlib
 import json
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,14 +63,22 @@ class Clock:
         print(f"\n[{self.done}/{self.steps}] {text}   ({elapsed / 60:.1f} min so far)", flush=True)
 
 
-def run_command(args: list[str]) -> None:
-    """A public ``lm-unlearn`` command, in process; printed as typed."""
-    from harness_ext.cli import main
+# The command line's entry point (``harness_ext.commands.cli.main``), handed in by the command
+# that runs the demo: the workflows never import the command layer.
+CommandLine = Callable[[list[str]], int]
 
-    print("  $ lm-unlearn " + " ".join(shlex.quote(a) for a in args), flush=True)
-    code = main(args)
-    if code != 0:
-        raise RuntimeError(f"lm-unlearn {args[0]} failed with exit code {code}")
+
+@dataclass
+class CommandRunner:
+    """Runs public ``lm-unlearn`` commands in process, printed as typed."""
+
+    main: CommandLine
+
+    def __call__(self, args: list[str]) -> None:
+        print("  $ lm-unlearn " + " ".join(shlex.quote(a) for a in args), flush=True)
+        code = self.main(args)
+        if code != 0:
+            raise RuntimeError(f"lm-unlearn {args[0]} failed with exit code {code}")
 
 
 def model_digest(path: str | Path) -> str:
@@ -80,7 +89,13 @@ def model_digest(path: str | Path) -> str:
 
 
 def make_model(
-    cache: Path, kind: str, command: str, model: Path, args: list[str], card: str
+    run_command: CommandRunner,
+    cache: Path,
+    kind: str,
+    command: str,
+    model: Path,
+    args: list[str],
+    card: str,
 ) -> Path:
     """Run ``lm-unlearn COMMAND`` into a folder named by the hash of the command and the input
     model's weights; reuse the folder when its card shows a finished run."""
@@ -96,8 +111,15 @@ def make_model(
     return folder
 
 
-def score(model: Path, settings: DemoSettings, runs: Path, *refs: str, label: str = "") -> Path:
-    from harness_ext.score import (
+def score(
+    run_command: CommandRunner,
+    model: Path,
+    settings: DemoSettings,
+    runs: Path,
+    *refs: str,
+    label: str = "",
+) -> Path:
+    from harness_ext.workflows.score import (
         ScoreSettings,
         find_scored,
         resolve_model,
@@ -140,7 +162,7 @@ def remove_stale_runs(runs: Path, current: list[Path]) -> None:
     machine, or other settings) leave the demo's results folder: one row per model."""
     import shutil
 
-    from harness_ext.score import completed_runs
+    from harness_ext.workflows.score import completed_runs
 
     names = set()
     for run in current:
@@ -159,15 +181,17 @@ def remove_stale_runs(runs: Path, current: list[Path]) -> None:
 
 def forget_quality_of_itself(run: Path) -> float:
     """KS p-value of a run's forget truth ratios against themselves: the ceiling, 1.0."""
-    from harness_ext.metrics import forget_quality
-    from harness_ext.reference import load_reference
+    from harness_ext.metrics.references import load_reference
+    from harness_ext.metrics.tofu import forget_quality
 
     ratios = [ratio for _, _, ratio in load_reference(run).forget_ratios]
     return forget_quality(ratios, ratios)
 
 
-def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
+def run_demo(settings: DemoSettings | None, command_line: CommandLine) -> dict[str, Any]:
+    """Run the demo; ``command_line`` is ``lm-unlearn``'s entry point (``cli.main``)."""
     settings = settings or DemoSettings()
+    run_command = CommandRunner(command_line)
     cache = Path(settings.cache or cache_dir() / "demo")
     cache.mkdir(parents=True, exist_ok=True)
     runs = Path(settings.output) / "runs"
@@ -185,6 +209,7 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
         f"target model: fine-tune on forget01 (40 rows) + {settings.retain_rows} retain rows"
     )
     target = make_model(
+        run_command,
         cache,
         "target",
         "finetune",
@@ -194,13 +219,21 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     )
     clock.step(f"retain model: fine-tune on the {settings.retain_rows} retain rows only")
     retain = make_model(
-        cache, "retain", "finetune", base, ["--data", retain_data, *common], "finetune_card.json"
+        run_command,
+        cache,
+        "retain",
+        "finetune",
+        base,
+        ["--data", retain_data, *common],
+        "finetune_card.json",
     )
 
     clock.step("score the retain model (the forget-quality reference)")
-    retain_run = score(retain, settings, runs, label="retain model")
+    retain_run = score(run_command, retain, settings, runs, label="retain model")
     clock.step("score the target (before unlearning)")
-    target_run = score(target, settings, runs, "--reference", str(retain_run), label="target")
+    target_run = score(
+        run_command, target, settings, runs, "--reference", str(retain_run), label="target"
+    )
     unlearned = {}
     scored = [retain_run, target_run]
     for method in settings.methods:
@@ -210,10 +243,11 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
                 "--lr", str(settings.unlearn_lr), "--batch-size", str(settings.batch_size),
                 "--effective-batch-size", str(settings.batch_size)]  # fmt: skip
         kind = "unlearn-" + method.replace("+", "_")
-        model = make_model(cache, kind, "train", target, args, "run_card.json")
+        model = make_model(run_command, cache, kind, "train", target, args, "run_card.json")
         unlearned[method] = model
         scored.append(
             score(
+                run_command,
                 model,
                 settings,
                 runs,

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness_ext import metrics as M
+from harness_ext.metrics import tofu as M
 from tofu_tasks.eval_sets import (
     CLOSER_LOOK_SET_METRICS,
     EVAL_SETS,

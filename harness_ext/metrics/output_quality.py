@@ -2,7 +2,7 @@
 
 Cosine similarity needs a sentence-embedding model and entailment an NLI classifier. Each model is
 loaded once per process (cached by name and device) and scores all texts of a run in batches, on
-the GPU when there is one. The per-sample arithmetic lives in :mod:`harness_ext.metrics`.
+the GPU when there is one. The per-sample arithmetic lives in :mod:`harness_ext.metrics.tofu`.
 
 Defaults are the paper's models. When the default embedding model cannot be loaded (no hub access),
 cosine similarity falls back to the packaged all-MiniLM-L6-v2 and says so; when no NLI model can be
@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from harness_ext import metrics as M
-from harness_ext.scoring import SampleScore, not_computed
+from harness_ext.metrics import tofu as M
+from harness_ext.metrics.aggregate import SampleScore, not_computed
 from tofu_tasks.eval_sets import EvalSet, get_eval_set
 
 logger = logging.getLogger("lm-unlearn")
@@ -87,16 +87,23 @@ class Embedder:
         return cos.clamp(min=0.0).tolist()
 
 
+def _load_once(kind: str, name: str | None, default: str, device: str | None, loader) -> Any:
+    """The one loader of the auxiliary models: ``name=none`` disables, no name means the
+    default (whose failure falls back or reports, where an explicit name's failure is an error),
+    and each (kind, model, device) loads once per process."""
+    if _disabled(name):
+        return Unavailable(not_computed("disabled"), f"{kind}=none")
+    requested = name or default
+    device = resolve_device(device)
+    key = (kind, requested, device)
+    if key not in _LOADED:
+        _LOADED[key] = loader(requested, device, explicit=name is not None)
+    return _LOADED[key]
+
+
 def load_embedder(name: str | None = None, device: str | None = None) -> Embedder | Unavailable:
     """The embedding model, the packaged fallback, or why there is none."""
-    if _disabled(name):
-        return Unavailable(not_computed("disabled"), "embedding_model=none")
-    requested = name or DEFAULT_EMBEDDING_MODEL
-    device = resolve_device(device)
-    key = ("embedding", requested, device)
-    if key not in _LOADED:
-        _LOADED[key] = _load_embedder(requested, device, explicit=name is not None)
-    return _LOADED[key]
+    return _load_once("embedding_model", name, DEFAULT_EMBEDDING_MODEL, device, _load_embedder)
 
 
 def _load_embedder(requested: str, device: str, explicit: bool) -> Embedder | Unavailable:
@@ -175,14 +182,7 @@ def _entailment_label(model) -> str | None:
 
 def load_nli(name: str | None = None, device: str | None = None) -> NliClassifier | Unavailable:
     """The NLI classifier, or why there is none and how to get one."""
-    if _disabled(name):
-        return Unavailable(not_computed("disabled"), "nli_model=none")
-    requested = name or DEFAULT_NLI_MODEL
-    device = resolve_device(device)
-    key = ("nli", requested, device)
-    if key not in _LOADED:
-        _LOADED[key] = _load_nli(requested, device, explicit=name is not None)
-    return _LOADED[key]
+    return _load_once("nli_model", name, DEFAULT_NLI_MODEL, device, _load_nli)
 
 
 def _load_nli(requested: str, device: str, explicit: bool) -> NliClassifier | Unavailable:
@@ -222,12 +222,8 @@ class BertScorer:
 
 
 def load_bertscore(name: str | None = None, device: str | None = None) -> BertScorer | Unavailable:
-    requested = name or DEFAULT_BERTSCORE_MODEL
-    device = resolve_device(device)
-    key = ("bertscore", requested, device)
-    if key not in _LOADED:
-        _LOADED[key] = _load_bertscore(requested, device, explicit=name is not None)
-    return _LOADED[key]
+    """The BERTScore model, the packaged fallback, or why there is none."""
+    return _load_once("bertscore_model", name, DEFAULT_BERTSCORE_MODEL, device, _load_bertscore)
 
 
 def _bert_scorer(model: str, device: str):

@@ -51,7 +51,7 @@ from lm_eval.models.utils import (
 )
 from tqdm import tqdm
 
-from harness_ext.evaluate import DEFAULT_BACKEND
+from harness_ext.lm_eval_plugin import DEFAULT_BACKEND
 
 logger = logging.getLogger("lm-unlearn")
 

@@ -22,7 +22,7 @@ request interrupted mid-way resumes from its last checkpoint).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +94,8 @@ def train_request(settings: ContinualSettings, k: int) -> Path:
 
 
 def score_request(settings: ContinualSettings, k: int, model: Path, served: bool = False) -> dict:
-    from harness_ext.runs import latest_results, task_metrics
-    from harness_ext.score import ScoreSettings, score_model
+    from harness_ext.lm_eval_plugin.results import latest_results, task_metrics
+    from harness_ext.workflows.score import ScoreSettings, score_model
 
     start, stop = request_rows(k)
     rows = f"{start}:{FORGET10_ROWS}" if served else f"{start}:{stop}"  # served: requests 1..k
@@ -122,7 +122,7 @@ def run_continual(settings: ContinualSettings) -> list[dict[str, Any]]:
         raise ValueError(
             f"--requests must be between 1 and {MAX_REQUESTS}, got {settings.requests}"
         )
-    from unlearn_methods.registry import resolve_method
+    from unlearn_methods.methods import resolve_method
 
     resolve_method(settings.method)  # an unknown name fails before any work
     Path(settings.output).mkdir(parents=True, exist_ok=True)
@@ -180,7 +180,7 @@ def _numeric(frame, column: str) -> list[float] | None:
 
 
 def plot_svg(frame) -> str:
-    from harness_ext.leaderboard import figure_svg, pyplot
+    from harness_ext.workflows.leaderboard import figure_svg, pyplot
 
     plt = pyplot()
 
@@ -214,23 +214,4 @@ def to_html(frame) -> str:
         "table{border-collapse:collapse;font-size:13px}</style></head><body>"
         f"<h1>Continual unlearning</h1>{plot_svg(frame)}<table><tr>{head}</tr>{rows}</table>"
         "</body></html>"
-    )
-
-
-def settings_from_args(args, train_options: dict[str, Any]) -> ContinualSettings:
-    from tofu_tasks.options import parse_metadata
-
-    metadata = parse_metadata(args.metadata)
-    if args.max_rows_per_set is not None:
-        metadata["max_rows_per_set"] = args.max_rows_per_set
-    return replace(
-        ContinualSettings(method=args.method, model=args.model, output=Path(args.output)),
-        requests=args.requests,
-        base_retain=args.base_retain,
-        train=train_options,
-        metadata=metadata,
-        prompt_format=train_options.pop("prompt_format", None),
-        score_served=args.score_served,
-        batch_size=args.score_batch_size,
-        device=args.device,
     )

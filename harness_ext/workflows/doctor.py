@@ -19,7 +19,7 @@ def _check(name: str, function) -> tuple[str, bool, str]:
 
 
 def autoload_status() -> str:
-    from harness_ext import autoload
+    from harness_ext.lm_eval_plugin import autoload
 
     if autoload.disabled():
         return (
@@ -37,7 +37,7 @@ def autoload_status() -> str:
     import lm_eval.models  # noqa: F401  (where the hook names the backend)
     from lm_eval.api.registry import model_registry
 
-    from harness_ext.evaluate import DEFAULT_BACKEND
+    from harness_ext.lm_eval_plugin import DEFAULT_BACKEND
 
     named = DEFAULT_BACKEND in model_registry
     backend = f"and --model {DEFAULT_BACKEND}" if named else f"(not {DEFAULT_BACKEND})"
@@ -55,7 +55,7 @@ def data_status(data_dir: str | None = None) -> str:
 
 
 def metric_model_status(kind: str, name: str | None, device: str | None) -> str:
-    from harness_ext import output_scoring
+    from harness_ext.metrics import output_quality as output_scoring
 
     loader = output_scoring.load_embedder if kind == "embedding" else output_scoring.load_nli
     loaded = loader(name, device)

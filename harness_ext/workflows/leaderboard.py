@@ -25,30 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness_ext.score import MANIFEST
+from harness_ext.workflows.score import MANIFEST
+from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS, FORGET, NEIGHBOR
 
-SETS = ("forget", "retain", "real_authors", "world_facts", "neighbor")
-PER_SET = (
-    "rougeL_recall",
-    "prob",
-    "truth_ratio",
-    "token_entropy",
-    "cosine_similarity",
-    "entailment",
-)
+# The set and metric names come from their one definition (tofu_tasks.eval_sets).
+SETS = tuple(s.name for s in (*EVAL_SETS, NEIGHBOR))
+PER_SET = CLOSER_LOOK_SET_METRICS
 AGGREGATES = ("forget_quality", "forget_efficacy", "model_utility", "tofu_model_utility")
 SUMMARY_COLUMNS = (
-    "forget_quality",
-    "forget_efficacy",
-    "model_utility",
-    "tofu_model_utility",
-    "forget_rougeL_recall",
-    "forget_prob",
-    "forget_truth_ratio",
-    "retain_rougeL_recall",
-    "real_authors_rougeL_recall",
-    "world_facts_rougeL_recall",
-    "neighbor_rougeL_recall",
+    *AGGREGATES,
+    *(f"{FORGET.name}_{m}" for m in ("rougeL_recall", "prob", "truth_ratio")),
+    *(f"{name}_rougeL_recall" for name in SETS if name != FORGET.name),
 )
 RANK_PREFERENCE = ("forget_efficacy", "forget_quality", "tofu_model_utility")
 # Shown in plot titles; TOFU's forget truth ratio has no simple direction (closer to the retain
@@ -193,7 +180,7 @@ def _label(
         return name if name.endswith(f" · {split}") else f"{name} · {split}"
     args = results.get("config", {}).get("model_args") or {}
     if isinstance(args, str):
-        from harness_ext.evaluate import parse_model_args
+        from harness_ext.lm_eval_plugin.run import parse_model_args
 
         args = parse_model_args(args)
     name = str(args.get("peft") or args.get("pretrained") or results.get("model_name") or "")
@@ -216,7 +203,7 @@ def read_runs(paths: list[Path], unread: list[tuple[Path, str]] | None = None) -
     A run whose results file or manifest cannot be read is left out and listed in ``unread``
     with the file and the reason; the other runs are read as usual.
     """
-    from harness_ext.runs import task_metrics
+    from harness_ext.lm_eval_plugin.results import task_metrics
 
     records = []
     unread = [] if unread is None else unread
@@ -277,8 +264,8 @@ def _mark_references(records: list[RunRecord], names: dict[str, str]) -> None:
 
 
 def _forget_quality_of_itself(record: RunRecord) -> float | str:
-    from harness_ext.metrics import forget_quality
-    from harness_ext.reference import ReferenceError, load_reference
+    from harness_ext.metrics.references import ReferenceError, load_reference
+    from harness_ext.metrics.tofu import forget_quality
 
     try:
         ratios = [ratio for _, _, ratio in load_reference(record.results_file).forget_ratios]
@@ -290,7 +277,7 @@ def _forget_quality_of_itself(record: RunRecord) -> float | str:
 def _with_general_ability(task: str, metrics: dict[str, Any], results: dict) -> dict[str, Any]:
     """A realworld_unlearn run scored together with realworld_general also reports the paper's
     model utility over both (``model_utility_with_general``)."""
-    from harness_ext import scoring
+    from harness_ext.metrics import aggregate as scoring
 
     general = scoring.general_ability(results.get("results", {}))
     if task != "realworld_unlearn" or not general:
@@ -360,7 +347,7 @@ def rank_metric(records: list[RunRecord]) -> str | None:
 
 def known_metrics() -> dict[str, bool]:
     """Metric name -> higher is better, for every metric the tasks report."""
-    from harness_ext.lm_eval_registry import metric_list
+    from harness_ext.lm_eval_plugin.registry import metric_list
 
     return {entry["metric"]: entry["higher_is_better"] for entry in metric_list()}
 

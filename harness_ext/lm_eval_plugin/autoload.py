@@ -4,7 +4,7 @@ lm-eval 0.4.13 discovers tasks only in its own folder and in ``--include_path``.
 ``lm_unlearn_autoload.pth`` imports this module at interpreter start; it waits (a meta-path hook,
 no lm-eval import) until ``lm_eval.tasks.manager`` is imported and then makes every
 ``TaskManager`` also scan ``tofu_tasks``, before any user include path so user tasks still win.
-When ``lm_eval.models`` is imported it adds ``--model hf-unlearn`` (``harness_ext.fast_backend``)
+When ``lm_eval.models`` is imported it adds ``--model hf-unlearn`` (``harness_ext.lm_eval_plugin.backend``)
 to lm-eval's model registry as a lazy entry: nothing is imported until a run asks for it.
 
 Opt out with ``LM_UNLEARN_NO_AUTOLOAD=1``. Nothing is patched when lm-eval has native plugin
@@ -19,7 +19,6 @@ import sys
 OPT_OUT_ENV = "LM_UNLEARN_NO_AUTOLOAD"
 TARGET_MODULE = "lm_eval.tasks.manager"
 MODELS_MODULE = "lm_eval.models"
-BACKEND_CLASS = "harness_ext.fast_backend:UnlearnHFLM"
 
 
 def disabled() -> bool:
@@ -84,7 +83,7 @@ def register_backend(_models_module=None) -> None:
     """Name the project's backend in lm-eval's model registry (lazily, once)."""
     from lm_eval.api.registry import model_registry
 
-    from harness_ext.evaluate import DEFAULT_BACKEND
+    from harness_ext.lm_eval_plugin import BACKEND_CLASS, DEFAULT_BACKEND
 
     if DEFAULT_BACKEND not in model_registry:
         model_registry.register(DEFAULT_BACKEND, target=BACKEND_CLASS)

@@ -27,8 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness_ext import legacy_logs
-from harness_ext.metrics import raw_truth_ratio
+from harness_ext.metrics import legacy_logs
+from harness_ext.metrics.tofu import raw_truth_ratio
 from harness_ext.provenance import write_json_atomic
 from tofu_tasks.eval_sets import EVAL_SETS, FORGET
 

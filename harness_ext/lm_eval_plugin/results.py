@@ -18,7 +18,7 @@ def latest_results(output: str | Path) -> dict[str, Any]:
 def task_metrics(results: dict[str, Any], task: str) -> dict[str, Any]:
     """Metric values of one task (filter suffix and stderr dropped): per-set metrics in set
     order, then the aggregates, then anything else."""
-    from harness_ext.lm_eval_registry import metric_list
+    from harness_ext.lm_eval_plugin.registry import metric_list
 
     values = results["results"][task]
     flat = {k.split(",")[0]: v for k, v in values.items() if "," in k and "_stderr" not in k}

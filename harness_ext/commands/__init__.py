@@ -1,0 +1,1 @@
+"""The ``lm-unlearn`` command line: argument parsing and calls into the workflows."""
