@@ -219,18 +219,24 @@ def answer_nlls(
 ) -> list[float]:
     """Mean token NLL of each answer after its prompt: one batched forward pass per batch.
 
-    The answer tokens are those of tok(prompt + answer) after the first len(tok(prompt)).
+    The scored tokens are TOFU's labels: those of tok(prompt + answer) after the first
+    len(tok(prompt)), plus the EOS appended after them.
     """
     import torch
 
-    tokenizer.padding_side = "right"
     pairs = list(zip(prompts, answers, strict=True))
     nlls: list[float] = []
     for batch in batches(pairs, batch_size):
         texts = [prompt + CONTINUATION.format(answer=answer) for prompt, answer in batch]
-        inputs = tokenizer(texts, return_tensors="pt", padding=True)
+        rows = [ids + [tokenizer.eos_token_id] for ids in tokenizer(texts)["input_ids"]]
+        width = max(len(ids) for ids in rows)
+        input_ids = torch.tensor(
+            [ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids in rows]
+        )
+        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in rows])
+        inputs = {"input_ids": input_ids, "attention_mask": mask}
         prompt_lengths = [len(ids) for ids in tokenizer([p for p, _ in batch])["input_ids"]]
-        labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
+        labels = input_ids.masked_fill(mask == 0, -100)
         for row, n_prompt in enumerate(prompt_lengths):
             labels[row, :n_prompt] = -100
         logits = model(**inputs).logits[:, :-1].float()

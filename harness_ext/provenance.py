@@ -14,6 +14,26 @@ from pathlib import Path
 from typing import Any
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+# Files a Trainer writes beside the weights that are no part of the model: training_args.bin
+# pickles the TrainingArguments, output folder included, so hashing it would make the same
+# model a different one in every folder.
+TRAINER_STATE_FILES = (
+    "training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth",
+)  # fmt: skip
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The weight files of a model folder (Trainer state files left out)."""
+    return [
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and p.suffix in WEIGHT_SUFFIXES
+        and p.name not in TRAINER_STATE_FILES
+        and not p.name.startswith("rng_state")
+    ]
+
+
 PACKAGES = (
     "lm-unlearn",
     "lm_eval",
@@ -62,6 +82,29 @@ SETTING_FILES = (
 SETTING_SUFFIXES = (".tiktoken", ".py", ".jinja")
 
 
+# Keys of config files that name where a model was loaded from: a path of the machine that saved
+# it, which says nothing about what the model is (its base is fingerprinted on its own).
+LOCATION_KEYS = ("_name_or_path", "name_or_path", "base_model_name_or_path")
+
+
+def settings_sha256(paths: list[Path]) -> str:
+    """One sha256 over setting files, with the location keys of JSON files left out."""
+    digest = hashlib.sha256()
+    for path in sorted(paths, key=lambda p: p.name):
+        digest.update(path.name.encode())
+        data = path.read_bytes()
+        if path.suffix == ".json":
+            try:
+                content = json.loads(data)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                content = None
+            if isinstance(content, dict):
+                kept = {k: v for k, v in content.items() if k not in LOCATION_KEYS}
+                data = json.dumps(kept, sort_keys=True).encode()
+        digest.update(data)
+    return digest.hexdigest()
+
+
 def setting_files(folder: Path) -> list[Path]:
     """The files of a model folder besides its weights that can change a score."""
     return [
@@ -76,12 +119,12 @@ def model_fingerprint(pretrained: str, revision: str | None = None) -> dict[str,
     or a hub id with its revision (resolved to a commit when the hub can be reached)."""
     path = Path(pretrained).expanduser()
     if path.is_dir():
-        weights = [p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file()]
+        weights = weight_files(path)
         settings = setting_files(path)
         return {
             "path": str(path.resolve()),
             "weights_sha256": files_sha256(weights) if weights else None,
-            "files_sha256": files_sha256(settings) if settings else None,
+            "files_sha256": settings_sha256(settings) if settings else None,
         }
     return {"hub_id": pretrained, "revision": resolved_revision(pretrained, revision)}
 

@@ -153,3 +153,19 @@ def test_options_of_the_backends_and_a_tofu_prefix():
         check_option_names({"tofu_rows": "full"}, hf_model_arguments())
     with pytest.raises(TaskOptionError, match="did you mean nli_model"):
         check_option_names({"nli_modle": "x"}, hf_model_arguments())
+
+
+def test_an_adapter_and_its_base_copied_elsewhere_are_the_same_models(
+    tmp_path, tiny_model_dir, tiny_lora_dir
+):
+    """Trainer files (training_args.bin pickles its output folder) and the base path written in
+    adapter_config.json name the machine's folders, not the model: they do not count."""
+    keys = []
+    for place in ("here", "there"):
+        base, adapter = tmp_path / place / "base", tmp_path / place / "adapter"
+        shutil.copytree(tiny_model_dir, base)
+        (base / "training_args.bin").write_bytes(f"saved in {base}".encode())
+        shutil.copytree(tiny_lora_dir, adapter)
+        edit_json(adapter / "adapter_config.json", base_model_name_or_path=str(base))
+        keys.append((digest(base), digest(adapter)))
+    assert keys[0] == keys[1]

@@ -39,6 +39,7 @@ from harness_ext.provenance import (
     portable_paths,
     relative_stand_ins,
     setting_files,
+    settings_sha256,
     write_json_atomic,
 )
 
@@ -158,8 +159,13 @@ def resolve_model(model: str, base: str | None = None) -> ModelSpec:
         else:
             check_safetensors(Path(base).expanduser())
         check_adapter_fits(path, str(Path(base).expanduser()) if _is_local(base) else base)
-        adapter_files = [p for p in path.iterdir() if p.name.startswith("adapter_") and p.is_file()]
-        settings = setting_files(path)  # its own tokenizer, when it brings one
+        # the adapter's weights; its config (base path left out) counts with its setting files
+        adapter_files = [
+            p
+            for p in path.iterdir()
+            if p.name.startswith("adapter_") and p.is_file() and p.name != "adapter_config.json"
+        ]
+        settings = setting_files(path)  # adapter_config.json and its own tokenizer, if any
         return ModelSpec(
             source=model,
             pretrained=str(Path(base).expanduser()) if _is_local(base) else base,
@@ -169,7 +175,7 @@ def resolve_model(model: str, base: str | None = None) -> ModelSpec:
                 "adapter": {
                     "path": str(path.resolve()),
                     "sha256": files_sha256(adapter_files),
-                    "files_sha256": files_sha256(settings) if settings else None,
+                    "files_sha256": settings_sha256(settings) if settings else None,
                 },
             },
         )
