@@ -223,6 +223,17 @@ def output_lock(output: Path):
         handle.close()
 
 
+def from_main_process(value: Any) -> Any:
+    """Rank 0's value on every rank (the value itself when one process runs)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    shared = [value]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
+
+
 def check_same_run(output: Path, settings: dict[str, Any], resuming: bool) -> None:
     """A resumed run must be the interrupted one; a new run records its settings."""
     path = output / RUN_SETTINGS
@@ -237,7 +248,7 @@ def check_same_run(output: Path, settings: dict[str, Any], resuming: bool) -> No
                 f"{output} holds an interrupted run with other settings ({listed}); rerun it with "
                 f"its settings to resume, or pass --overwrite to start this one instead"
             )
-    elif is_main_process():
+    else:
         from harness_ext.provenance import write_json_atomic
 
         write_json_atomic(path, settings)
@@ -506,11 +517,16 @@ def train(options: TrainOptions) -> Path:
 
 
 def _train(options: TrainOptions, output: Path, settings: dict[str, Any]) -> Path:
-    resume_from = prepare_output(output, options.overwrite)
-    check_same_run(output, settings, resuming=resume_from is not None)
+    # Only rank 0 reads and tidies the folder (the other ranks would see its files half-written);
+    # they learn the checkpoint to resume from once the process group exists.
+    resume_from = None
+    if is_main_process():
+        resume_from = prepare_output(output, options.overwrite)
+        check_same_run(output, settings, resuming=resume_from is not None)
     from unlearn_methods.trainer import MarkCompleteCheckpoints
 
     run = build_run(options, callbacks=[MarkCompleteCheckpoints()])
+    resume_from = from_main_process(resume_from)
     trainer = run.trainer
     if trainer.is_world_process_zero():
         print(
