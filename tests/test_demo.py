@@ -104,3 +104,32 @@ def test_an_earlier_run_of_the_same_model_is_replaced_not_listed_twice(demo, cap
     assert len(completed_runs(runs)) == 2 + len(settings.methods)
     board = (settings.output / "LEADERBOARD.md").read_text()
     assert board.count("| [") == 2 + len(settings.methods)
+
+
+def test_the_demo_audits_its_unlearned_models(tmp_path, tiny_model_dir):
+    """`lm-unlearn demo --audit`: every unlearned model attacked, the attacked runs shown in the
+    leaderboard's robustness table and kept out of its ranking."""
+    settings = DemoSettings(
+        model=str(tiny_model_dir),
+        output=tmp_path / "results",
+        cache=tmp_path / "cache",
+        methods=("GA+GD",),
+        retain_rows=2,
+        utility_rows=2,
+        forget_rows=4,
+        finetune_epochs=1,
+        unlearn_epochs=1,
+        batch_size=8,
+        metadata={"embedding_model": "none", "nli_model": "none"},
+        audit="quantize,paraphrase",
+    )
+    run_demo(settings, main)
+    table = (settings.output / "audit" / "GA_GD" / "audit.md").read_text()
+    for attack in ("quantize-8bit", "quantize-4bit", "paraphrase"):
+        assert attack in table
+    board = (settings.output / "LEADERBOARD.md").read_text()
+    assert "obustness" in board
+    ranked = completed_runs(settings.output / "runs")
+    manifests = [json.loads((run / MANIFEST).read_text()) for run in ranked]
+    assert sum("attack" in m for m in manifests) >= 3  # the attacked runs stay beside the others
+    assert "1 comparable runs ranked" in board  # GA+GD; the retain model and target are refs

@@ -29,8 +29,16 @@ UTILITY = ("retain", "real_authors", "world_facts")
 REALWORLD = "realworld_unlearn"
 
 
+# The TOFU run also scores holdout rows (membership inference) through hf-unlearn, whose per-token
+# numbers the token-level attacks need; the real-world task has no holdout and runs on hf.
+HOLDOUT = f"retain_perturbed[360:{360 + ROWS}]"
+
+
 def lm_eval(output: Path, model: Path, metadata: dict, task: str = TASK) -> tuple[dict, list[dict]]:
-    command = [sys.executable, "-m", "lm_eval", "run", "--model", "hf",
+    backend = "hf-unlearn" if task == TASK else "hf"
+    if task == TASK:
+        metadata = {"holdout": HOLDOUT, **metadata}
+    command = [sys.executable, "-m", "lm_eval", "run", "--model", backend,
                "--model_args", f"pretrained={model}", "--tasks", task, "--batch_size", "8",
                "--device", "cpu", "--output_path", str(output), "--log_samples",
                "--metadata", json.dumps({"max_rows_per_set": ROWS, **metadata})]  # fmt: skip
@@ -85,6 +93,13 @@ def test_every_answers_nll_is_a_forward_pass_over_tofus_labels(runs):
     checked = 0
     for sample in samples:
         doc = sample["doc"]
+        if doc["set"] == "holdout":  # scored, never answered: its NLL is the LOSS score
+            prompt = f"Question: {doc['question']}\nAnswer:"
+            logprobs, _ = _answer_tokens(model, tokenizer, prompt, doc["answer"])
+            mine = -sum(lp for lp, _, _, _ in logprobs) / len(logprobs)
+            assert sample["mia_loss_auc"]["score"] == pytest.approx(mine, abs=1e-4)
+            checked += 1
+            continue
         record = sample["model_utility"]["scored_answers"]
         base = [] if doc["set"] in ("real_authors", "world_facts") else [doc["base_answer"]]
         answers = [doc["answer"], *base, *doc["perturbed_answers"]]
@@ -101,8 +116,77 @@ def test_every_answers_nll_is_a_forward_pass_over_tofus_labels(runs):
             assert nll == pytest.approx(mine, abs=1e-4), (doc["set"], doc["row"])
             checked += 1
     sets = {"forget": 7, "neighbor": 7} if runs["task"] == REALWORLD else {
-        "forget": 7, "retain": 7, "real_authors": 4, "world_facts": 4}  # fmt: skip
+        "forget": 7, "retain": 7, "real_authors": 4, "world_facts": 4, "holdout": 1}  # fmt: skip
     assert checked == ROWS * sum(sets.values())
+
+
+def _answer_tokens(model, tokenizer, prompt: str, answer: str) -> tuple[list, list[int]]:
+    """Per scored token (TOFU's labels: answer after the prompt's positions, plus EOS): its
+    log-prob, the mean and variance of log p under the model, whether it is the argmax."""
+    import torch
+
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    ids = tokenizer(prompt + " " + answer)["input_ids"] + [tokenizer.eos_token_id]
+    with torch.no_grad():
+        log_probs = model(torch.tensor([ids])).logits[0].double().log_softmax(-1)
+    out = []
+    for i in range(len(prompt_ids), len(ids)):
+        step = log_probs[i - 1]
+        mean = float((step.exp() * step).sum())
+        variance = float((step.exp() * step.square()).sum()) - mean**2
+        out.append((step[ids[i]].item(), mean, variance, int(step.argmax()) == ids[i]))
+    return out, ids
+
+
+def _membership_metrics(runs, samples, reference_samples, reference_results) -> dict:
+    """Every membership-inference and memorisation number, from forward passes written here
+    and scikit-learn's ROC AUC."""
+    import zlib
+
+    from sklearn.metrics import roc_auc_score
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(runs["model"])
+    model = AutoModelForCausalLM.from_pretrained(runs["model"]).eval()
+    reference_nll = {}
+    for sample in reference_samples:
+        key = (sample["doc"]["set"], sample["doc"]["row"])
+        reference_nll[key] = sample["mia_loss_auc"]["score"] if key[0] in ("forget", "holdout") \
+            else None  # fmt: skip
+    scores: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    extraction, exact = [], []
+    for sample in samples:
+        doc = sample["doc"]
+        if doc["set"] not in ("forget", "holdout"):
+            continue
+        tokens, _ = _answer_tokens(
+            model, tokenizer, f"Question: {doc['question']}\nAnswer:", doc["answer"]
+        )
+        label = int(doc["set"] == "holdout")  # holdout rows are the non-members
+        logprobs = sorted(t[0] for t in tokens)
+        k = max(1, int(len(tokens) * 0.4))
+        z = sorted((t[0] - t[1]) / math.sqrt(max(t[2], 1e-6)) for t in tokens)
+        nll = -sum(t[0] for t in tokens) / len(tokens)
+        scores["loss"].append((label, nll))
+        scores["zlib"].append((label, nll / len(zlib.compress(doc["answer"].encode()))))
+        scores["min_k"].append((label, -float(np.mean(logprobs[:k]))))
+        scores["min_k_plus_plus"].append((label, -float(np.mean(z[:k]))))
+        scores["reference"].append((label, nll - reference_nll[(doc["set"], doc["row"])]))
+        if label == 0:
+            greedy = [t[3] for t in tokens]
+            exact.append(sum(greedy) / len(greedy))
+            first = next((i for i in range(len(greedy)) if all(greedy[i:])), len(greedy) - 1)
+            extraction.append(1 - first / len(greedy))
+    expected = {
+        f"mia_{name}_auc": float(roc_auc_score(*zip(*pairs, strict=True)))
+        for name, pairs in scores.items()
+    }
+    retain = reference_results["results"][TASK]["mia_min_k_auc,none"]
+    if retain < 1:  # a reference that separates perfectly leaves privleak undefined (N/A)
+        expected["privleak"] = (retain - expected["mia_min_k_auc"]) / (1 - retain) * 100
+    expected["forget_exact_memorization"] = float(np.mean(exact))
+    expected["forget_extraction_strength"] = float(np.mean(extraction))
+    return expected
 
 
 def _rouge_l_recall(generation: str, target: str) -> float:
@@ -155,12 +239,18 @@ def test_every_reported_metric_recomputed_from_the_samples(runs):
     reported = {k.split(",")[0]: v for k, v in results["results"][task].items() if "," in k}
     tokenizer = AutoTokenizer.from_pretrained(runs["model"])
     embedder = SentenceTransformer(str(minilm_dir()), device="cpu")
-    before = {(s["doc"]["set"], s["doc"]["row"]): s["model_utility"] for s in reference_samples}
+    before = {
+        (s["doc"]["set"], s["doc"]["row"]): s["model_utility"]
+        for s in reference_samples
+        if s["doc"]["set"] != "holdout"
+    }
 
     per_set: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     ratios, reference_ratios = [], []
     budget_cut = 0
     for sample in samples:
+        if sample["doc"]["set"] == "holdout":  # membership inference only: below
+            continue
         doc, record = sample["doc"], sample["model_utility"]
         name, generation, truth = doc["set"], record["generation"], doc["answer"]
         # TOFU's budget: prompt + generation <= 200 tokens, per row
@@ -231,7 +321,10 @@ def test_every_reported_metric_recomputed_from_the_samples(runs):
         ]
         expected["tofu_model_utility"] = 0.0 if min(tofu) == 0 else float(hmean(tofu))
         expected["forget_quality"] = float(ks_2samp(ratios, reference_ratios).pvalue)
+        expected.update(_membership_metrics(runs, samples, reference_samples, runs["reference"][0]))
 
+    if not realworld and "privleak" not in expected:
+        assert reported.pop("privleak").startswith("N/A (privleak is undefined")
     assert set(reported) - {k for k in reported if k.endswith("_stderr")} == set(expected)
     for name, value in expected.items():
         assert isinstance(reported[name], float), (name, reported[name])

@@ -10,13 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from harness_ext.lm_eval_plugin.registry import CORPUS_METRICS, per_set_metrics
+from harness_ext.lm_eval_plugin.registry import (
+    CORPUS_METRICS,
+    MEMORIZATION_METRICS,
+    per_set_metrics,
+)
 from harness_ext.lm_eval_plugin.results import task_metrics
 
 # Every metric a run reports (BERTScore only when asked for).
 ALL_METRICS = {m for m in per_set_metrics() if "bertscore" not in m} | {
     m for m, _, _ in CORPUS_METRICS
 }
+PRIVACY_METRICS = {m for m in ALL_METRICS if m.startswith(("mia_", "privleak"))} | set(
+    MEMORIZATION_METRICS
+)
 TOFU_METRICS = {m for m in ALL_METRICS if m.endswith(("rougeL_recall", "_prob", "truth_ratio"))}
 ROWS = 2
 
@@ -235,7 +242,12 @@ def test_every_closer_look_metric_with_references_and_local_models(
     results = run_lm_eval(tmp_path, f"pretrained={tiny_model_dir}", metadata=metadata)
     values = metric_values(results)
     assert_in_range(values, expect_fq=True)
-    assert not [name for name, value in values.items() if isinstance(value, str)]  # all computed
+    missing = {name: value for name, value in values.items() if isinstance(value, str)}
+    # all computed but membership inference, which needs holdout rows (none in the local data)
+    # and, token-level, the hf-unlearn backend (tests/test_privacy_metrics.py)
+    assert set(missing) == PRIVACY_METRICS
+    assert all(reason.startswith(("N/A (no holdout", "N/A (needs per-token")) for reason in
+               missing.values())  # fmt: skip
     # the model scored against its own pre-unlearning outputs
     assert values["real_authors_cosine_similarity"] == pytest.approx(1.0, abs=1e-5)
     assert values["world_facts_cosine_similarity"] == pytest.approx(1.0, abs=1e-5)

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,7 @@ TOFU_SHA256 = {
     "idontknow.jsonl": "eb9a1e32a6f4112088306e1a65d297240f75513dd5223b2acb326454675fd605",
 }
 DATA_DIR_ENV = "TOFU_DATA_DIR"
+HOLDOUT_SET = "holdout"  # rows the model never saw: the non-members of membership inference
 
 QA_FIELDS = ("question", "answer")
 PERTURBED_FIELDS = ("question", "answer", "paraphrased_answer", "perturbed_answer")
@@ -276,7 +278,7 @@ def _row_slice(text: str, available: int) -> tuple[int, int]:
 def row_limits(value: Any, names: Sequence[str] | None = None) -> dict[str, int | None]:
     """max_rows_per_set as a limit per set name (an int applies to every set); ``names``: the
     task's sets (default TOFU's four)."""
-    names = list(names or (s.name for s in EVAL_SETS))
+    names = list(names or [*(s.name for s in EVAL_SETS), HOLDOUT_SET])
     if isinstance(value, str) and value.strip().startswith("{"):
         value = json.loads(value)
     if isinstance(value, dict):
@@ -290,19 +292,43 @@ def row_limits(value: Any, names: Sequence[str] | None = None) -> dict[str, int 
     return dict.fromkeys(names, limit)
 
 
+FORGET_QUESTIONS = ("original", "paraphrased")  # the task option forget_question
+
+
+def check_forget_question(value: str) -> None:
+    if value not in FORGET_QUESTIONS:
+        raise TofuDataError(
+            f"forget_question must be one of {', '.join(FORGET_QUESTIONS)}, got {value!r}"
+        )
+
+
+def paraphrased_question(record: dict[str, Any], source: str, row: int) -> str:
+    """TOFU's rephrasing of a forget question (``paraphrased_question`` of the perturbed files)."""
+    text = record.get("paraphrased_question")
+    if not isinstance(text, str) or not text.strip():
+        raise TofuDataError(
+            f"{source} row {row} has no 'paraphrased_question'; forget_question 'paraphrased' "
+            f"needs TOFU's perturbed files with the rephrased questions"
+        )
+    return text
+
+
 def build_eval_docs(
     forget_split: str,
     rows: RowSelection = "legacy",
     max_rows_per_set: int | dict[str, int] | None = None,
     data_dir: str | os.PathLike | None = None,
     forget_rows: str | None = None,
+    forget_question: str = "original",
 ) -> list[dict[str, Any]]:
     """Documents of one ``tofu_<forget>_unlearn`` run: the four eval sets, in order.
 
     ``max_rows_per_set`` cuts every set to N rows, or, as a mapping such as
     ``{"retain": 10, "real_authors": 10}``, only the sets it names. ``forget_rows`` ("360:400")
     scores only that slice of the forget split's rows (TOFU's 300-row rule then does not apply):
-    one request of a continual run.
+    one request of a continual run. ``forget_question="paraphrased"`` asks the forget rows in
+    TOFU's rephrased form (``paraphrased_question``), answers unchanged: does the forgetting
+    hold when the question is worded differently?
 
     Each document names its set and its row in the source file, and carries the question,
     the answer, the base answer of the truth ratio and the perturbed answers.
@@ -315,6 +341,7 @@ def build_eval_docs(
         raise TofuDataError(
             f"rows must be 'legacy' (TOFU's first-300 rule) or 'full', got {rows!r}"
         )
+    check_forget_question(forget_question)
     limits = row_limits(max_rows_per_set)
     docs: list[dict[str, Any]] = []
     for eval_set in EVAL_SETS:
@@ -329,15 +356,114 @@ def build_eval_docs(
         limit = limits.get(eval_set.name)
         if limit is not None:
             count = min(count, limit)
+        source = eval_set.source_file(forget_split)
+        paraphrased = forget_question == "paraphrased" and eval_set.name == "forget"
         for index, record in enumerate(records[:count], start=first):
+            question = paraphrased_question(record, source, index) if paraphrased else None
             docs.append(
                 {
                     "set": eval_set.name,
                     "row": index,
-                    "question": record["question"],
+                    "question": question or record["question"],
                     "answer": record["answer"],
                     "base_answer": record[eval_set.base_answer_field],
                     "perturbed_answers": list(record["perturbed_answer"]),
                 }
             )
     return docs
+
+
+# ---------------------------------------------------------------------- holdout rows
+@dataclass(frozen=True)
+class Holdout:
+    """The holdout rows of a run, where they come from, or why there are none."""
+
+    docs: tuple[dict[str, Any], ...]
+    source: str | None
+    reason: str | None = None  # set when there are no rows
+
+
+_SLICE = re.compile(r"^(?P<name>[\w.-]+)\[(?P<start>\d*):(?P<stop>\d*)\]$")
+_OFF = ("none", "false", "off", "")
+
+
+def _default_holdout(forget_split: str, data_dir: str | os.PathLike | None) -> str | None:
+    """TOFU's holdout split of the same size (holdout01 for forget01): on the hub, or in the
+    local directory when it holds it."""
+    name = "holdout" + forget_split.removeprefix("forget")
+    local = resolve_data_dir(data_dir)
+    if local is None or (local / f"{name}.json").is_file():
+        return name
+    return None
+
+
+def _holdout_records(spec: str, data_dir: str | os.PathLike | None) -> list[dict[str, Any]]:
+    sliced = _SLICE.match(spec)
+    if sliced:
+        records = read_split(sliced["name"], data_dir)
+        start = int(sliced["start"] or 0)
+        stop = int(sliced["stop"] or len(records))
+        if not 0 <= start < stop <= len(records):
+            raise TofuDataError(
+                f"holdout {spec!r} is outside {sliced['name']}'s {len(records)} rows"
+            )
+        return [{**r, "_row": i} for i, r in enumerate(records[start:stop], start=start)]
+    path = Path(spec).expanduser()
+    if path.suffix in (".json", ".jsonl") and path.is_file():
+        records = parse_jsonl(path)
+        validate_rows(records, SplitSpec(None, QA_FIELDS), path)
+        return records
+    if re.fullmatch(r"holdout\d+", spec):
+        return read_split(spec, data_dir)
+    raise TofuDataError(
+        f"holdout {spec!r} is neither a TOFU holdout split (holdout01/05/10), a row slice of a "
+        f"TOFU file such as 'retain_perturbed[360:400]', nor an existing .json/.jsonl file"
+    )
+
+
+def holdout_rows(
+    spec: str | bool | None,
+    forget_split: str,
+    data_dir: str | os.PathLike | None = None,
+    limit: int | None = None,
+    forget_questions: Iterable[str] = (),
+) -> Holdout:
+    """The holdout documents: question/answer rows the evaluated model never saw.
+
+    ``spec``: None for TOFU's holdout split matching ``forget_split`` (hub, or the local
+    directory when it has the file), ``"none"`` for none, ``"holdout05"``, a row slice of a
+    local TOFU file (``"retain_perturbed[360:400]"``) or a JSON Lines file of
+    {"question", "answer"} rows. Rows whose question is a forget question are refused: a
+    forget row cannot be a non-member.
+    """
+    if spec is False or (isinstance(spec, str) and spec.strip().lower() in _OFF):
+        return Holdout((), None, "no holdout rows (holdout is off)")
+    chosen = _default_holdout(forget_split, data_dir) if spec in (None, True) else str(spec)
+    if chosen is None:
+        return Holdout(
+            (), None,
+            "no holdout rows: the local TOFU directory has no holdout file; set the task option "
+            "holdout (e.g. a row slice the model never saw)",
+        )  # fmt: skip
+    records = _holdout_records(chosen.strip(), data_dir)[:limit]
+    forget = set(forget_questions)
+    clash = [r["question"] for r in records if r["question"] in forget]
+    if clash:
+        raise TofuDataError(
+            f"holdout {chosen!r}: {len(clash)} of its questions are forget-set questions (e.g. "
+            f"{clash[0]!r}); holdout rows must be rows the model never saw"
+        )
+    docs = tuple(
+        {
+            "set": HOLDOUT_SET,
+            "row": record.get("_row", index),
+            "question": record["question"],
+            "answer": record["answer"],
+            "base_answer": record["answer"],
+            "perturbed_answers": [],
+        }
+        for index, record in enumerate(records)
+    )
+    if not docs:
+        return Holdout((), chosen, f"no holdout rows in {chosen!r}")
+    return Holdout(docs, chosen)

@@ -82,6 +82,12 @@ class RealWorldUnlearnTask(TofuUnlearnTask):
     def _provenance(self) -> dict[str, Any]:
         return {"scenario": "realworld", **super()._provenance()}
 
+    def _holdout_provenance(self) -> None:
+        """No membership inference in this scenario: its forget set has no holdout split."""
+        if self.options.holdout not in (None, "none"):
+            raise TaskSetupError("realworld_unlearn has no holdout rows: drop holdout")
+        return None
+
     def _check_retain_reference(self, docs: list[dict]) -> None:
         """No retain model in this scenario: forget quality is not reported."""
         if self.retain_reference is not None:

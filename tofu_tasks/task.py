@@ -33,7 +33,19 @@ Options come from the task metadata, i.e. ``--metadata '{...}'`` (or ``--model_a
 ``prompt_template``           {"prompt": "...{question}...", "answer": "...{answer}..."}:
                               another harness's exact strings
 ``tokenizer``                 tokenizer for token counts when ``pretrained`` is not a path/id
+``holdout``                   rows the model never saw, for membership inference: TOFU's
+                              holdout split of the forget split's size (default, from the
+                              hub or a local directory that has it), ``holdout05``, a row
+                              slice of a local file (``"retain_perturbed[360:400]"``), a
+                              JSON Lines file, or ``none``
 ============================  =======================================================
+
+Membership inference and memorisation (:mod:`harness_ext.metrics.privacy`): each forget and
+holdout row gets LOSS, ZLib, Min-K% and Min-K%++ scores (and the reference attack against the
+retain reference's own NLLs); their AUCs, ``privleak`` against the retain reference's Min-K% AUC,
+and the forget set's extraction strength and exact memorisation are reported. The token-level
+ones need the per-token numbers of the ``hf-unlearn`` backend (the default of
+``lm-unlearn score``); with ``hf`` they read "N/A" with the reason.
 """
 
 from __future__ import annotations
@@ -47,6 +59,7 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 
 from harness_ext.lm_eval_plugin import registry as lm_eval_registry
+from harness_ext.metrics import privacy
 from harness_ext.metrics.aggregate import (
     FORGET_EFFICACY_METRICS,
     SampleScore,
@@ -108,6 +121,8 @@ class TaskOptions:
     generation_max_length: int = 200
     scored_tokens: str = "tofu"
     prompt_template: dict[str, str] | str | None = None
+    holdout: str | bool | None = None
+    forget_question: str = "original"  # "paraphrased": TOFU's rephrased forget questions
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any]) -> TaskOptions:
@@ -146,6 +161,19 @@ def interleave_sets(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [q[i] for i in range(longest) for q in queues if i < len(q)]
 
 
+def holdout_for(options: TaskOptions) -> data.Holdout:
+    """The run's holdout rows (non-members for membership inference), checked against the
+    whole forget split."""
+    forget = data.read_split(FORGET.source_file(options.forget_split), options.data_dir)
+    return data.holdout_rows(
+        options.holdout,
+        options.forget_split,
+        options.data_dir,
+        limit=data.row_limits(options.max_rows_per_set).get(data.HOLDOUT_SET),
+        forget_questions=(r["question"] for r in forget),
+    )
+
+
 def eval_docs(options: TaskOptions) -> list[dict[str, Any]]:
     """The checked documents of one run of the task, sets interleaved."""
     docs = data.build_eval_docs(
@@ -154,8 +182,9 @@ def eval_docs(options: TaskOptions) -> list[dict[str, Any]]:
         options.max_rows_per_set,
         options.data_dir,
         forget_rows=options.forget_rows,
+        forget_question=options.forget_question,
     )
-    return interleave_sets(docs)
+    return interleave_sets(docs + list(holdout_for(options).docs))
 
 
 def load_tofu_eval_dataset(**metadata: Any):
@@ -241,6 +270,9 @@ class TofuUnlearnTask(ConfigurableTask):
         self._scored: dict[DocKey, tuple[str, dict[str, float | str]]] = {}
         self._scorer: OutputScorer | None = None
         self._placeholder_metrics: dict[str, Any] = {}
+        self._holdout_reason: str | None = None
+        self._retain_auc: float | str | None = None
+        self._reference_nlls: dict[DocKey, tuple[str, float]] = {}
         metadata["tofu"] = self._provenance()
 
     # ------------------------------------------------------------------ provenance
@@ -271,6 +303,18 @@ class TofuUnlearnTask(ConfigurableTask):
             "metric_models": None,
             "forget_quality_reference": _describe(self.retain_reference),
             "pre_unlearning_reference": _describe(self.pre_unlearning),
+            "holdout": self._holdout_provenance(),
+        }
+
+    def _holdout_provenance(self) -> dict[str, Any]:
+        holdout = holdout_for(self.options)
+        self._holdout_reason = holdout.reason
+        return {
+            "source": holdout.source,
+            "rows": len(holdout.docs),
+            **({"reason": holdout.reason} if holdout.reason else {}),
+            "mia_min_k_fraction": privacy.MIN_K_FRACTION,
+            "privleak_from": privacy.mia_key(privacy.PRIVLEAK_ATTACK),
         }
 
     @property
@@ -332,6 +376,8 @@ class TofuUnlearnTask(ConfigurableTask):
     @staticmethod
     def scored_answers(doc: dict) -> list[str]:
         """Answers scored by log-likelihood, in request order after the generation."""
+        if doc["set"] == data.HOLDOUT_SET:
+            return [doc["answer"]]
         eval_set = eval_set_for(doc)
         base = [] if eval_set.base_answer_field == "answer" else [doc["base_answer"]]
         return [doc["answer"], *base, *doc["perturbed_answers"]]
@@ -363,7 +409,15 @@ class TofuUnlearnTask(ConfigurableTask):
             if eval_set.name == FORGET.name:
                 out["forget_truth_ratio_closer_look"] = value
                 out["forget_efficacy"] = out["forget_quality"] = None
+                out.update(dict.fromkeys(lm_eval_registry.MEMORIZATION_METRICS, value))
         return out
+
+    def _empty_metrics(self) -> dict[str, Any]:
+        """Every key of the task as None (skipped by the aggregations): what a document
+        reports for the metrics that are not about its set."""
+        names = (entry["metric"] for entry in self.config.metric_list)
+        wanted = self.options.wants_bertscore
+        return {name: None for name in names if wanted or not name.endswith("_bertscore_f1")}
 
     def build_all_requests(self, **kwargs) -> None:
         self.prompt_format = None
@@ -439,6 +493,7 @@ class TofuUnlearnTask(ConfigurableTask):
 
     def _check_retain_reference(self, docs: list[dict]) -> None:
         forget = [d for d in docs if d["set"] == FORGET.name]
+        self._retain_auc, self._reference_nlls = None, {}
         if self.retain_reference is None:
             if forget:
                 logger.warning(
@@ -454,9 +509,33 @@ class TofuUnlearnTask(ConfigurableTask):
         self._reference_ratios = {
             _doc_key(d): ratio for d, ratio in zip(forget, ratios, strict=True)
         }
+        self._use_reference_membership(reference, docs)
+
+    def _use_reference_membership(self, reference: ScoredReference, docs: list[dict]) -> None:
+        """The retain model's own membership AUC (privleak) and per-row NLLs (reference attack).
+        A holdout chosen by the user needs a reference scored with one."""
+        self._reference_nlls = reference.answer_nlls
+        retain_auc = reference.mia_auc(privacy.PRIVLEAK_ATTACK)
+        if isinstance(retain_auc, (int, float)):
+            self._retain_auc = float(retain_auc)
+            return
+        why = retain_auc or "it was scored without membership inference"
+        has_holdout = any(d["set"] == data.HOLDOUT_SET for d in docs)
+        if has_holdout and self.options.holdout is not None:
+            raise TaskSetupError(
+                f"the retain reference {reference.source} carries no membership-inference scores "
+                f"({why}), so privleak cannot be computed against it: score the retain model "
+                f"again with this version and the same holdout ({self.options.holdout!r}), or "
+                f"drop holdout"
+            )
+        self._retain_auc = not_computed(f"the retain reference has no Min-K% AUC: {why}")
 
     def _check_pre_unlearning_reference(self, docs: list[dict]) -> None:
-        needing = [d for d in docs if eval_set_for(d).needs_pre_unlearning_output()]
+        needing = [
+            d
+            for d in docs
+            if d["set"] != data.HOLDOUT_SET and eval_set_for(d).needs_pre_unlearning_output()
+        ]
         self._pre_unlearning_outputs = {}
         if self.pre_unlearning is None:
             if needing:
@@ -490,16 +569,17 @@ class TofuUnlearnTask(ConfigurableTask):
         pairs, counts, boundary_of = self._scored_pairs(ctx, answers)
         self._token_counts[_doc_key(doc)] = counts
         self._boundary_of[_doc_key(doc)] = boundary_of
-        generation = (ctx, self._generation_kwargs())
+        # holdout rows are only scored, never answered
+        generation = [] if doc["set"] == data.HOLDOUT_SET else [(ctx, self._generation_kwargs())]
         return [
             Instance(
-                request_type="generate_until" if index == 0 else "loglikelihood",
+                request_type="generate_until" if generation and index == 0 else "loglikelihood",
                 doc=doc,
                 arguments=arguments,
                 idx=index,
                 **kwargs,
             )
-            for index, arguments in enumerate([generation, *pairs])
+            for index, arguments in enumerate([*generation, *pairs])
         ]
 
     def _scored_pairs(
@@ -600,20 +680,33 @@ class TofuUnlearnTask(ConfigurableTask):
         return generation.strip()
 
     def process_results(self, doc: dict, results: list) -> dict[str, Any]:
-        _raw_generation, *likelihoods = results
         key = _doc_key(doc)
+        holdout = doc["set"] == data.HOLDOUT_SET
+        likelihoods = results if holdout else results[1:]
         counts = self._token_counts.get(key)
         boundary_of = self._boundary_of.get(key)
-        if counts is None or boundary_of is None or key not in self._scored:
+        if counts is None or boundary_of is None or not (holdout or key in self._scored):
             raise TaskSetupError(
                 f"no request bookkeeping for {doc['set']} row {doc['row']}; requests must be "
                 f"built by this task (request caching is not supported)"
             )
-        summed = [ll for ll, _greedy in likelihoods]
+        summed = [float(result[0]) for result in likelihoods]
         nlls = [
             mean_nll(summed[i] - (0.0 if b is None else summed[b]), n)
             for i, (n, b) in enumerate(zip(counts, boundary_of, strict=True))
         ]
+        tokens = _scored_token_details(likelihoods[0], counts[0])
+        out: dict[str, Any] = {**self._empty_metrics(), **self._placeholder_metrics}
+        out.update(self._membership_items(doc, nlls[0], tokens))
+        if holdout:
+            return out
+        out.update(self._set_metrics(doc, nlls, counts))
+        if doc["set"] == FORGET.name:
+            out.update(_memorization(tokens))
+        return out
+
+    def _set_metrics(self, doc: dict, nlls: list[float], counts: list[int]) -> dict[str, Any]:
+        key = _doc_key(doc)
         n_base = 0 if eval_set_for(doc).base_answer_field == "answer" else 1
         generation, output_scores = self._scored[key]
         sample = SampleScore(
@@ -629,8 +722,7 @@ class TofuUnlearnTask(ConfigurableTask):
         values = sample.metrics()
         set_name = doc["set"]
         reported = (*CLOSER_LOOK_SET_METRICS, "bertscore_f1", "truth_ratio_closer_look")
-        out: dict[str, Any] = {**self._placeholder_metrics}
-        out.update({f"{set_name}_{m}": values[m] for m in reported if m in values})
+        out: dict[str, Any] = {f"{set_name}_{m}": values[m] for m in reported if m in values}
         out["tofu_model_utility"] = {"set": set_name, **{m: values[m] for m in TOFU_SET_METRICS}}
         # The full per-document record: the generation as scored and every per-sample number.
         out["model_utility"] = {
@@ -651,6 +743,71 @@ class TofuUnlearnTask(ConfigurableTask):
                 "reference_ratio": self._reference_ratios.get(key),
             }
         return out
+
+    def _membership_items(
+        self, doc: dict, nll: float, tokens: list[tuple[float, float, float, bool]] | None
+    ) -> dict[str, Any]:
+        """Per-row membership-inference scores of forget and holdout rows (None elsewhere)."""
+        if doc["set"] not in (FORGET.name, data.HOLDOUT_SET):
+            return {}
+        scores: dict[str, float | str] = {
+            "loss": nll,
+            "zlib": privacy.zlib_score(nll, doc["answer"]),
+            "min_k": NO_TOKENS,
+            "min_k_plus_plus": NO_TOKENS,
+            "reference": self._reference_score(doc, nll),
+        }
+        if tokens:
+            logprobs = [t[0] for t in tokens]
+            scores["min_k"] = privacy.min_k(logprobs)
+            scores["min_k_plus_plus"] = privacy.min_k_plus_plus(
+                logprobs, [t[1] for t in tokens], [t[2] for t in tokens]
+            )
+        items: dict[str, Any] = {
+            privacy.mia_key(attack): {"set": doc["set"], "row": doc["row"], "score": score}
+            for attack, score in scores.items()
+        }
+        items["privleak"] = {
+            "set": doc["set"],
+            "score": scores[privacy.PRIVLEAK_ATTACK],
+            "retain_auc": self._retain_auc,
+        }
+        return items
+
+    def _reference_score(self, doc: dict, nll: float) -> float | str:
+        if self.retain_reference is None:
+            return not_computed("no retain reference; set retain_reference")
+        found = self._reference_nlls.get(_doc_key(doc))
+        if found is None or found[0] != doc["question"]:
+            return not_computed(
+                f"the retain reference has no answer NLL for {doc['set']} row {doc['row']}; "
+                f"score it with this version and the same holdout"
+            )
+        return nll - found[1]
+
+
+NO_TOKENS = not_computed(
+    "needs per-token log-probs: score with --model hf-unlearn (lm-unlearn score's default)"
+)
+
+
+def _scored_token_details(result: Any, count: int) -> list[tuple[float, float, float, bool]] | None:
+    """The per-token numbers of the scored tokens (the last ``count`` of the continuation,
+    after any prompt whitespace lm-eval moved into it), when the backend gives them."""
+    tokens = getattr(result, "tokens", None)
+    if not tokens or len(tokens) < count:
+        return None
+    return list(tokens[-count:])
+
+
+def _memorization(tokens: list[tuple[float, float, float, bool]] | None) -> dict[str, Any]:
+    if not tokens:
+        return dict.fromkeys(lm_eval_registry.MEMORIZATION_METRICS, NO_TOKENS)
+    greedy = [t[3] for t in tokens]
+    return {
+        "forget_extraction_strength": privacy.extraction_strength(greedy),
+        "forget_exact_memorization": privacy.exact_memorization(greedy),
+    }
 
 
 def _optional_reference(path: str | None) -> ScoredReference | None:

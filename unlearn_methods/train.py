@@ -81,6 +81,15 @@ class TrainOptions:
     rmu_steering: float = 6.5
     rmu_alpha: float = 100.0
     trust_remote_code: bool = False
+    # Evaluation during training and checkpoint selection (unlearn_methods/evaluation.py)
+    eval_every: int | None = None  # score the model every N optimiser steps
+    eval_rows: int | None = None  # rows per set of each evaluation (task option max_rows_per_set)
+    eval_split: str | None = None  # forget split scored (default: the one unlearned)
+    eval_batch_size: int = 16
+    eval_metadata: dict[str, Any] | str | None = None  # more task options (JSON on the CLI)
+    select: str | None = None  # "forget_rougeL_recall<=0.4", "best:tofu_model_utility"
+    select_matching_reference: str | None = None  # target: the retain model's value in this file
+    stop_at_selection: bool = True  # --no-stop trains on after the target is reached
     # Any other TrainingArguments field (``--lr_scheduler_type cosine``, ``--report_to wandb``,
     # ``--deepspeed ds.json``, ...): given values win over the ones lm-unlearn derives.
     training_args: dict[str, Any] = field(default_factory=dict)
@@ -410,7 +419,17 @@ def resolved_run(options: TrainOptions, data, prompt_format: str) -> dict[str, A
         "refusals": len(data.refusals),
         "bf16": use_bf16(options),
         "output": options.output,
+        **evaluation_settings(options, prompt_format),
     }
+
+
+def evaluation_settings(options: TrainOptions, prompt_format: str) -> dict[str, Any]:
+    """``{"evaluation": plan}`` of a run that evaluates during training, else nothing (so the
+    settings of runs without it stay as they were)."""
+    from unlearn_methods.evaluation import plan_evaluation
+
+    plan = plan_evaluation(options, prompt_format)
+    return {"evaluation": plan.settings()} if plan else {}
 
 
 def dry_run(options: TrainOptions) -> dict[str, Any]:
@@ -523,11 +542,18 @@ def _train(options: TrainOptions, output: Path, settings: dict[str, Any]) -> Pat
     if is_main_process():
         resume_from = prepare_output(output, options.overwrite)
         check_same_run(output, settings, resuming=resume_from is not None)
+    from unlearn_methods.evaluation import EvaluateDuringTraining, plan_evaluation
     from unlearn_methods.trainer import MarkCompleteCheckpoints
 
-    run = build_run(options, callbacks=[MarkCompleteCheckpoints()])
+    plan = plan_evaluation(options, settings["prompt_format"])
+    evaluation = EvaluateDuringTraining(plan) if plan else None
+    # the evaluation's on_save writes into a checkpoint before it is marked complete
+    callbacks = [c for c in (evaluation, MarkCompleteCheckpoints()) if c is not None]
+    run = build_run(options, callbacks=callbacks)
     resume_from = from_main_process(resume_from)
     trainer = run.trainer
+    if evaluation:
+        evaluation.attach(trainer, resume_from)
     if trainer.is_world_process_zero():
         print(
             f"unlearning {run.data.forget_split} ({len(run.data.forget)} rows, retain "
@@ -537,13 +563,20 @@ def _train(options: TrainOptions, output: Path, settings: dict[str, Any]) -> Pat
             + (f"; resuming from {resume_from}" if resume_from else "")
         )
     started = time.time()
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if evaluation and evaluation.stopped_at is not None:  # stopped at its target, then killed
+        evaluation.reload_stopped_run(trainer, resume_from)
+    else:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if evaluation:
+        evaluation.finish(trainer)
     trainer.save_model(str(output))
     if trainer.is_world_process_zero():
         run.tokenizer.save_pretrained(output)
         card = run_card(
             options, trainer, run.data, run.prompt_format, run.forget_coeff, time.time() - started
         )
+        if evaluation:
+            card.update(evaluation.card(trainer.state.global_step))
         from harness_ext.provenance import write_json_atomic
 
         write_json_atomic(output / RUN_CARD, card)

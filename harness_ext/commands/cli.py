@@ -2,6 +2,7 @@
 
 lm-unlearn score MODEL... [--base BASE] [--split forget01] [--output results/runs]
 lm-unlearn leaderboard results/runs --output results/
+lm-unlearn audit MODEL [--attacks relearn,quantize,paraphrase] [--target TARGET] [--output DIR]
 lm-unlearn train --method ME+GD --model X --forget forget01 --output DIR
 lm-unlearn reference --model X --output FILE
 lm-unlearn aggregate --legacy-logs DIR [--reference-logs DIR] [--json]
@@ -184,6 +185,27 @@ TRAIN_FLAGS = {
     "--rmu-layer": ("rmu_layer", int, "RMU: steered layer (default: middle)"),
     "--rmu-steering": ("rmu_steering", float, "RMU: target norm c"),
     "--rmu-alpha": ("rmu_alpha", float, "RMU: retain weight α"),
+    "--eval-every": (
+        "eval_every",
+        int,
+        "score the model being trained every N optimiser steps (the task, on the live model)",
+    ),
+    "--eval-rows": ("eval_rows", int, "rows of each set per evaluation (default: all)"),
+    "--eval-split": ("eval_split", str, "forget split scored (default: the one unlearned)"),
+    "--eval-batch-size": ("eval_batch_size", int, "batch size of the evaluations (default 16)"),
+    "--eval-metadata": ("eval_metadata", str, "more task options of the evaluations, as JSON"),
+    "--select": (
+        "select",
+        str,
+        "keep the first evaluated checkpoint with METRIC<=VALUE (<, >=, >) and stop, or "
+        "best:METRIC; the kept one is the output",
+    ),
+    "--select-matching-reference": (
+        "select_matching_reference",
+        str,
+        "target: the retain model's own value of the --select metric (default "
+        "forget_rougeL_recall) in this reference or results file",
+    ),
 }
 TRAIN_SWITCHES = {
     "--lora": ("lora", "train a LoRA adapter (r 8, alpha 32, all linear layers)"),
@@ -193,6 +215,10 @@ TRAIN_SWITCHES = {
     "--overwrite": ("overwrite", "replace a finished run in --output"),
     "--keep-checkpoints": ("keep_checkpoints", "keep checkpoints/ after the run"),
     "--trust-remote-code": ("trust_remote_code", "allow model code from the hub"),
+    "--no-stop": (
+        "stop_at_selection",
+        "train on after the --select target is reached (the first that reached it is kept)",
+    ),
 }
 
 
@@ -311,6 +337,39 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    import shlex
+
+    from harness_ext.workflows.audit import AuditSettings, RelearnSettings, run_audit
+    from harness_ext.workflows.score import ScoreSettings
+    from tofu_tasks.options import parse_metadata
+
+    metadata = parse_metadata(args.metadata)
+    if args.max_rows_per_set is not None:
+        metadata["max_rows_per_set"] = args.max_rows_per_set
+    scoring = ScoreSettings(
+        split=args.split, backend=args.backend, model_args=args.model_args or "",
+        prompt_format=args.prompt_format, retain_reference=args.reference,
+        pre_unlearning_reference=args.pre_unlearning_reference, metadata=metadata,
+        label=args.label, batch_size=args.batch_size, device=args.device, output=args.runs,
+        force=args.force,
+    )  # fmt: skip
+    relearn = RelearnSettings(
+        rows=args.relearn_rows, steps=args.relearn_steps, learning_rate=args.relearn_lr,
+        batch_size=args.relearn_batch_size, lora=args.relearn_lora, seed=args.relearn_seed,
+    )  # fmt: skip
+    settings = AuditSettings(
+        model=args.model, scoring=scoring, attacks=args.attacks, target=args.target,
+        output=args.output, models_dir=args.models_dir, relearn=relearn, base=args.base,
+        bits=args.bits,
+        command="lm-unlearn " + " ".join(shlex.quote(a) for a in getattr(args, "argv", [])),
+    )  # fmt: skip
+    report = run_audit(settings)
+    print("\n" + report.markdown)
+    print(f"wrote {', '.join(str(p) for p in report.files)}; runs in {args.runs}")
+    return 0
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     from unlearn_methods.finetune import FinetuneOptions, finetune
 
@@ -407,6 +466,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     if args.model:
         settings.model = args.model
+    if args.audit:
+        settings.audit = args.audit
     run_demo(settings, main)
     return 0
 
@@ -453,6 +514,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--retain-rows", type=int, default=10, help="retain rows learned and scored")
     demo.add_argument(
         "--utility-rows", type=int, default=10, help="Real Authors / World Facts rows scored"
+    )
+    demo.add_argument(
+        "--audit",
+        nargs="?",
+        const="relearn,quantize,paraphrase",
+        help="also audit every unlearned model (lm-unlearn audit) with these attacks (default "
+        "all three; about 4 more minutes per model on 2 cores)",
     )
     demo.set_defaults(handler=cmd_demo)
 
@@ -604,6 +672,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     board.set_defaults(handler=cmd_leaderboard)
 
+    add_audit_parser(sub)
+
     doctor = sub.add_parser(
         "doctor", help="versions, autoload, data and metric models, for bug reports"
     )
@@ -627,6 +697,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_audit_parser(sub) -> None:
+    audit = sub.add_parser(
+        "audit",
+        help="does the forgetting hold? relearn, quantize and paraphrase attacks, scored",
+        description="Attacks an unlearned model and scores each attacked version like any other "
+        "run (in --runs, beside lm-unlearn score's runs): relearn = fine-tune on part of the "
+        "forget set, score the rest; quantize = 8- and 4-bit weights (bitsandbytes); paraphrase = "
+        "the forget questions rephrased. Writes audit.md, audit.csv and audit.json: each forget "
+        "metric before and after each attack, and the recovery (after - before) / (target - "
+        "before) when --target is given.",
+    )
+    audit.add_argument("model", help="the unlearned model: checkpoint or adapter folder, hub id")
+    audit.add_argument("--attacks", default="relearn,quantize,paraphrase",
+                       help="comma-separated: relearn, quantize, paraphrase (default: all)")  # fmt: skip
+    audit.add_argument("--target", help="the model before unlearning (a model, or its scoring "
+                       "run folder or results file): recovery")  # fmt: skip
+    audit.add_argument("--split", default="forget01", choices=["forget01", "forget05", "forget10"])
+    audit.add_argument("--output", type=Path, default=Path("results/audit"), help="the table")
+    audit.add_argument("--runs", type=Path, default=Path("results/runs"),
+                       help="scoring runs (a leaderboard reads them; default results/runs)")  # fmt: skip
+    audit.add_argument("--models-dir", type=Path,
+                       help="attacked models (default $LM_UNLEARN_CACHE/audit)")  # fmt: skip
+    audit.add_argument("--base", help="base model of a PEFT adapter given as MODEL")
+    audit.add_argument("--label", help="the model's name in tables")
+    audit.add_argument("--relearn-rows", help="forget rows relearned, start:stop touching one "
+                       "end (default: the first half); the other rows are scored")  # fmt: skip
+    audit.add_argument("--relearn-steps", type=int, default=10, help="optimiser steps (10)")
+    audit.add_argument("--relearn-lr", type=float, default=1e-5, help="constant rate (1e-5)")
+    audit.add_argument("--relearn-batch-size", type=int, default=4, help="rows per step (4)")
+    audit.add_argument("--relearn-lora", action="store_true", help="relearn a LoRA adapter")
+    audit.add_argument("--relearn-seed", type=int, default=42)
+    audit.add_argument("--bits", default="8,4", help="quantize: weight bits, 8 and/or 4")
+    audit.add_argument("--backend", "--model-backend", dest="backend", default=DEFAULT_BACKEND,
+                       help=f"lm-eval backend: {DEFAULT_BACKEND} (default), hf, ...")  # fmt: skip
+    audit.add_argument("--model-args", help="more lm-eval model arguments")
+    audit.add_argument("--prompt-format", help="chat, plain, llama2 or phi (default: detected)")
+    audit.add_argument("--reference", help="retain-model reference (forget quality)")
+    audit.add_argument("--pre-unlearning-reference", help="the model's outputs before unlearning")
+    audit.add_argument("--metadata", help="task options as JSON (see the README)")
+    audit.add_argument("--max-rows-per-set", type=int, help="score at most N rows of each set")
+    audit.add_argument("--batch-size", default="auto")
+    audit.add_argument("--device", help="cuda, cuda:0 or cpu (default: cuda if available)")
+    audit.add_argument("--force", action="store_true", help="score again even if already scored")
+    audit.set_defaults(handler=cmd_audit)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -640,6 +756,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     from harness_ext.assets import AssetError
 
+    args.argv = argv
+    # bitsandbytes (the audit's quantiser) logs at import, on CPUs with AVX512-BF16, that an
+    # optional kernel from the hub is missing; it falls back to its own, so the line is noise
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     try:
         return args.handler(args)
     except (ValueError, OSError, AssetError) as err:

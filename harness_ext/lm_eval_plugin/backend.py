@@ -30,6 +30,11 @@ prompt-tuning adapters, models without ``position_ids``, contexts longer than th
 generation configs with logit processors such as a repetition penalty) go through ``hf``'s own
 code. Use it as ``lm_eval --model hf-unlearn --model_args pretrained=...``; model args
 ``share_context=false`` and ``prompt_lookup_tokens=0`` switch the two speed-ups off.
+
+Each shared-context log-likelihood result is a ``(sum, is_greedy)`` pair as in ``hf`` that also
+carries, per continuation token, what the membership-inference and memorisation metrics need
+(:class:`ScoredContinuation`): its log-prob, the mean and variance of the log-prob under the
+model's next-token distribution, and whether it is the argmax. They come from the same pass.
 """
 
 from __future__ import annotations
@@ -90,6 +95,34 @@ GREEDY_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature"}
 # Layer kinds whose keys and values this backend's cache bookkeeping (left padding, rows leaving
 # the batch, masked holes) is checked against hf for; models with any other kind use hf's code.
 KNOWN_LAYER_TYPES = {"full_attention", "sliding_attention"}
+
+
+class ScoredContinuation(tuple):
+    """``(sum of log-probs, all greedy)`` plus ``tokens``: per continuation token,
+    ``(log-prob, mean log-prob under the model's distribution, its variance, is argmax)``."""
+
+    tokens: list[tuple[float, float, float, bool]]
+
+    def __new__(cls, total: float, greedy: bool, tokens: list[tuple[float, float, float, bool]]):
+        scored = super().__new__(cls, (total, greedy))
+        scored.tokens = tokens
+        return scored
+
+    def __reduce__(self):  # a pickled result (lm-eval's request cache) keeps its tokens
+        return ScoredContinuation, (self[0], self[1], self.tokens)
+
+
+def _token_statistics(
+    log_probs: torch.Tensor, wanted: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per predicted position: mean and variance of log p under p, and whether ``wanted`` is
+    the argmax. Log-probs are floored at -1e4 (a probability of exactly 0 in float32), so
+    tokens a model rules out (-inf) add 0 rather than NaN."""
+    floored = log_probs.clamp_min(-1e4)
+    weighted = floored.exp().mul_(floored)  # p · log p, in one buffer
+    expected = weighted.sum(-1)
+    second = torch.linalg.vecdot(weighted, floored)  # Σ p · (log p)²
+    return expected, (second - expected.square()).clamp_min(0), log_probs.argmax(-1) == wanted
 
 
 @dataclass(frozen=True)
@@ -255,7 +288,7 @@ class UnlearnHFLM(HFLM):
 
     def _score_shared_contexts(
         self, contexts: list[list[int]], continuations: list[list[list[int]]]
-    ) -> list[tuple[float, bool]]:
+    ) -> list[ScoredContinuation]:
         """(sum of log-probs, all greedy) of each continuation after its group's context.
 
         The contexts run once. The continuations of a group then run as one prefix tree (a
@@ -300,11 +333,21 @@ class UnlearnHFLM(HFLM):
         logits, rows, wanted = (torch.cat(part) for part in zip(*pieces, strict=True))
         log_probs = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
         picked = log_probs.gather(-1, wanted[:, None]).squeeze(-1).double()
+        expected, variance, greedy = _token_statistics(log_probs, wanted)
         sums = torch.zeros(len(targets), dtype=picked.dtype, device=self.device)
         sums.index_add_(0, rows, picked)
-        misses = torch.zeros(len(targets), dtype=torch.long, device=self.device)
-        misses.index_add_(0, rows, (log_probs.argmax(-1) != wanted).long())
-        return [(float(s), int(m) == 0) for s, m in zip(sums, misses, strict=True)]
+        # tokens in continuation order: each row's first token comes first in ``rows``, the
+        # others follow in order, so a stable sort by row lines them up
+        order = torch.sort(rows, stable=True).indices
+        table = torch.stack([picked, expected.double(), variance.double(), greedy.double()], 1)
+        per_token = table[order].tolist()
+        results, start = [], 0
+        for total, target in zip(sums.tolist(), targets, strict=True):
+            end = start + len(target)
+            tokens = [(lp, mu, var, bool(g)) for lp, mu, var, g in per_token[start:end]]
+            results.append(ScoredContinuation(total, all(t[3] for t in tokens), tokens))
+            start = end
+        return results
 
     def _score_as_rows(
         self, cache, context_mask: torch.Tensor, targets: list[list[int]]

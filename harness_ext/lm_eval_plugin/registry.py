@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from harness_ext.metrics import aggregate as scoring
+from harness_ext.metrics import privacy
 from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS, FORGET, REALWORLD_SETS
 
 # On the forget set these fall as a model forgets; everywhere else higher is better.
@@ -22,6 +23,8 @@ AGGREGATIONS = {
     "tofu_forget_efficacy": scoring.aggregate_forget_efficacy,
     "tofu_forget_quality": scoring.aggregate_forget_quality,
     "realworld_model_utility": scoring.aggregate_realworld_model_utility,
+    "tofu_mia_auc": privacy.mia_auc_from_items,
+    "tofu_privleak": privacy.privleak_from_items,
 }
 # (metric, aggregation, higher_is_better) of the corpus-level aggregates.
 CORPUS_METRICS = (
@@ -29,7 +32,12 @@ CORPUS_METRICS = (
     ("model_utility", "tofu_model_utility_18", True),
     ("forget_efficacy", "tofu_forget_efficacy", True),
     ("forget_quality", "tofu_forget_quality", True),
+    # membership inference: forget rows against holdout rows (0.5: indistinguishable)
+    *((privacy.mia_key(attack), "tofu_mia_auc", False) for attack in privacy.MIA_ATTACKS),
+    ("privleak", "tofu_privleak", True),
 )
+# memorisation of the forget answers (teacher-forced argmax), per forget row
+MEMORIZATION_METRICS = ("forget_extraction_strength", "forget_exact_memorization")
 
 
 # The real-world task reports the closer-look model utility of its neighbour set and FE.
@@ -48,6 +56,8 @@ def per_set_metrics(sets=EVAL_SETS) -> dict[str, tuple[str, bool]]:
             # every per-set metric may be "N/A (reason)": no model to compute it, or no rows
             names[f"{eval_set.name}_{metric}"] = ("tofu_mean_or_na", not lower)
     names["forget_truth_ratio_closer_look"] = ("tofu_mean_or_na", False)
+    if FORGET in sets:
+        names.update(dict.fromkeys(MEMORIZATION_METRICS, ("tofu_mean_or_na", False)))
     return names
 
 

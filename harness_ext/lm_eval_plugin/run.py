@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,4 +63,48 @@ def run_tasks(
         log_samples=log_samples,
         bootstrap_iters=bootstrap_iters,
         evaluation_tracker=evaluation_tracker,
+    )
+
+
+def evaluate_model_object(
+    model,
+    tokenizer,
+    tasks: Sequence[str],
+    *,
+    metadata: dict[str, Any],
+    apply_chat_template: bool = False,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """Evaluate a model held in memory (the model being trained, say) with the ``hf-unlearn``
+    backend wrapped around it: nothing is written to disk or loaded again.
+
+    The model is scored on its own device by this process alone (lm-eval's backends do not split
+    the documents of a model object between processes). The tasks count answer tokens with the
+    tokenizer named by ``metadata["tokenizer"]`` (a path or hub id). No global random seed is
+    set, so a training run's random state is left as it was.
+    """
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from harness_ext.lm_eval_plugin.backend import UnlearnHFLM
+    from tofu_tasks import TASKS_DIR
+
+    lm_eval_logger = logging.getLogger("lm_eval")
+    level = lm_eval_logger.level
+    lm_eval_logger.setLevel(logging.ERROR)  # the warnings about a model object are expected
+    try:
+        lm = UnlearnHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    finally:
+        lm_eval_logger.setLevel(level)
+    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=metadata)
+    return simple_evaluate(
+        model=lm,
+        tasks=list(tasks),
+        task_manager=manager,
+        apply_chat_template=apply_chat_template,
+        log_samples=False,
+        bootstrap_iters=0,
+        random_seed=None,
+        numpy_random_seed=None,
+        torch_random_seed=None,
     )

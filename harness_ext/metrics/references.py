@@ -46,6 +46,7 @@ class ReferenceRow:
     generation: str | None
     raw_truth_ratio: float | None
     row: int | None = None  # the row in the set's source file (None in old reference files)
+    answer_nll: float | None = None  # mean NLL of the ground-truth answer (membership inference)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,21 @@ class ScoredReference:
             for r in self.rows
             if r.set_name == set_name and r.generation is not None
         ]
+
+    @property
+    def answer_nlls(self) -> dict[tuple[str, int], tuple[str, float]]:
+        """(set, row) → (question, mean answer NLL) of the rows that carry one."""
+        return {
+            (r.set_name, r.row): (r.question, r.answer_nll)
+            for r in self.rows
+            if r.row is not None and r.answer_nll is not None
+        }
+
+    def mia_auc(self, attack: str) -> float | str | None:
+        """The reference run's AUC of one membership-inference attack: a number, a
+        not-computed reason, or None when it was scored without membership inference."""
+        mia = self.provenance.get("mia") or {}
+        return mia.get(f"mia_{attack}_auc")
 
     @property
     def scored_tokens(self) -> str | None:
@@ -205,12 +221,37 @@ def sample_row(sample: dict[str, Any]) -> ReferenceRow:
     doc = sample["doc"]
     item = sample.get("model_utility") or sample.get("tofu_model_utility") or {}
     generation = item.get("generation")
+    if doc["set"] == "holdout":  # holdout rows are scored, never answered
+        return ReferenceRow(doc["set"], doc["question"], None, None, doc.get("row"), _nll(sample))
     if generation is None:  # written before the scored generation was recorded
         generation = str(sample["filtered_resps"][0]).strip()
     ratio = item.get("raw_truth_ratio")
     if ratio is None and isinstance(sample.get("forget_quality"), dict):
         ratio = sample["forget_quality"].get("raw_truth_ratio")
-    return ReferenceRow(doc["set"], doc["question"], generation, ratio, doc.get("row"))
+    return ReferenceRow(
+        doc["set"], doc["question"], generation, ratio, doc.get("row"), _nll(sample)
+    )
+
+
+def _nll(sample: dict[str, Any]) -> float | None:
+    """The ground-truth answer's mean NLL of one sample (the LOSS attack's score)."""
+    loss = sample.get("mia_loss_auc")
+    if isinstance(loss, dict) and isinstance(loss.get("score"), (int, float)):
+        return float(loss["score"])
+    scored = (sample.get("model_utility") or {}).get("scored_answers") or {}
+    nlls = scored.get("mean_nll")
+    return float(nlls[0]) if nlls else None
+
+
+def mia_results(results: dict[str, Any] | None) -> dict[str, Any]:
+    """The membership-inference numbers of a results file ({"mia_loss_auc": ..., ...})."""
+    found: dict[str, Any] = {}
+    for metrics in ((results or {}).get("results") or {}).values():
+        for key, value in metrics.items():
+            name = key.split(",", 1)[0]
+            if name.startswith("mia_") or name == "privleak":
+                found[name] = value
+    return found
 
 
 def read_samples(path: Path) -> list[dict[str, Any]]:
@@ -233,9 +274,12 @@ def _from_samples(path: Path) -> ScoredReference:
         raise ReferenceError(
             f"{path}: no tofu rows found; is this the samples file of a tofu_forgetXX_unlearn run?"
         )
-    tofu = _tofu_metadata(_results_for_samples(path))
+    results = _results_for_samples(path)
+    tofu = _tofu_metadata(results)
     prompt_format = tofu.get("prompt_format") or _prompt_format_of_samples(samples)
     provenance = {k: tofu[k] for k in ("prompt_template",) if tofu.get(k)}
+    if mia_results(results):
+        provenance["mia"] = mia_results(results)
     if tofu:  # results written before answers' EOS was scored carry no scored_tokens
         provenance["scored_tokens"] = tofu.get("scored_tokens") or "answer-only"
     return ScoredReference(str(path), "lm-eval-samples", prompt_format, tuple(rows), provenance)
@@ -287,7 +331,12 @@ def _from_reference_file(path: Path, payload: dict[str, Any]) -> ScoredReference
     try:
         rows = tuple(
             ReferenceRow(
-                r["set"], r["question"], r.get("generation"), r.get("raw_truth_ratio"), r.get("row")
+                r["set"],
+                r["question"],
+                r.get("generation"),
+                r.get("raw_truth_ratio"),
+                r.get("row"),
+                r.get("answer_nll"),
             )
             for r in payload["rows"]
         )
@@ -315,6 +364,7 @@ def write_reference_file(
                 "question": r.question,
                 "generation": r.generation,
                 "raw_truth_ratio": r.raw_truth_ratio,
+                "answer_nll": r.answer_nll,
             }
             for r in rows
         ],
@@ -400,5 +450,6 @@ def reference_from_results(
         "scored_tokens": scored_tokens,
         **({"prompt_template": template} if template else {}),
         "tasks": tasks,
+        **({"mia": mia_results(results)} if mia_results(results) else {}),
     }
     return rows, provenance

@@ -28,6 +28,7 @@ from harness_ext.assets import cache_dir, packaged_smollm2
 
 TASK = "tofu_forget01_unlearn"
 DEFAULT_OUTPUT = Path("results") / "demo"
+HOLDOUT_ROWS = range(360, 400)  # retain_perturbed rows beyond any the demo fine-tunes on
 
 
 @dataclass
@@ -49,6 +50,7 @@ class DemoSettings:
     batch_size: int = 8
     score_batch_size: int = 16
     metadata: dict[str, Any] = field(default_factory=dict)  # more task options
+    audit: str | None = None  # attacks of `lm-unlearn audit` run on every unlearned model
 
 
 class Clock:
@@ -154,7 +156,28 @@ def task_metadata(settings: DemoSettings) -> dict[str, Any]:
               "world_facts": settings.utility_rows}  # fmt: skip
     if settings.forget_rows:
         limits["forget"] = settings.forget_rows
-    return {"max_rows_per_set": limits, **settings.metadata}
+    # membership inference: retain rows no demo model was fine-tuned on are the non-members
+    holdout = f"retain_perturbed[{HOLDOUT_ROWS.start}:{HOLDOUT_ROWS.stop}]"
+    return {"max_rows_per_set": limits, "holdout": holdout, **settings.metadata}
+
+
+def audit(
+    run_command: CommandRunner,
+    model: Path,
+    settings: DemoSettings,
+    runs: Path,
+    target_run: Path,
+    retain_run: Path,
+    method: str,
+) -> None:
+    """``lm-unlearn audit`` of one unlearned model against the target's scoring run."""
+    folder = Path(settings.output) / "audit" / method.replace("+", "_")
+    run_command(["audit", str(model), "--attacks", str(settings.audit), "--target",
+                 str(target_run), "--label", method, "--prompt-format", settings.prompt_format,
+                 "--metadata", json.dumps(task_metadata(settings), sort_keys=True),
+                 "--reference", str(retain_run), "--pre-unlearning-reference", str(target_run),
+                 "--batch-size", str(settings.score_batch_size), "--runs", str(runs),
+                 "--output", str(folder)])  # fmt: skip
 
 
 def remove_stale_runs(runs: Path, current: list[Path]) -> None:
@@ -173,6 +196,9 @@ def remove_stale_runs(runs: Path, current: list[Path]) -> None:
         try:
             model = json.loads((run / "manifest.json").read_text(encoding="utf-8")).get("model", {})
         except (OSError, json.JSONDecodeError):
+            continue
+        attacked = "attack" in json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+        if attacked:  # an audit's runs (lm-unlearn audit keeps them apart from the ranking)
             continue
         if run.resolve() not in keep and (model.get("name"), model.get("base_name")) in names:
             print(f"  replaced an earlier run of the same model: removed {run}")
@@ -195,7 +221,7 @@ def run_demo(settings: DemoSettings | None, command_line: CommandLine) -> dict[s
     cache = Path(settings.cache or cache_dir() / "demo")
     cache.mkdir(parents=True, exist_ok=True)
     runs = Path(settings.output) / "runs"
-    clock = Clock(6 + len(settings.methods))
+    clock = Clock(6 + len(settings.methods) * (2 if settings.audit else 1))
     clock.step(
         "base model: " + (settings.model or "the packaged SmolLM2-135M-Instruct (converted once)")
     )
@@ -205,6 +231,8 @@ def run_demo(settings: DemoSettings | None, command_line: CommandLine) -> dict[s
               "--lr", str(settings.finetune_lr), "--batch-size", str(settings.batch_size),
               "--effective-batch-size", str(settings.batch_size)]  # fmt: skip
     retain_data = f"retain_perturbed[:{settings.retain_rows}]"
+    if settings.retain_rows > HOLDOUT_ROWS.start:
+        raise ValueError(f"retain_rows must stay below {HOLDOUT_ROWS.start} (the holdout rows)")
     clock.step(
         f"target model: fine-tune on forget01 (40 rows) + {settings.retain_rows} retain rows"
     )
@@ -257,6 +285,10 @@ def run_demo(settings: DemoSettings | None, command_line: CommandLine) -> dict[s
                 str(target_run),
             )
         )
+
+    for method, model in unlearned.items() if settings.audit else ():
+        clock.step(f"audit the {method} model: {settings.audit}")
+        audit(run_command, model, settings, runs, target_run, retain_run, method)
 
     clock.step("leaderboard")
     remove_stale_runs(runs, scored)

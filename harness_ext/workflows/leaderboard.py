@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness_ext.workflows import robustness
 from harness_ext.workflows.score import MANIFEST
 from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS, FORGET, NEIGHBOR
 
@@ -36,7 +37,12 @@ SUMMARY_COLUMNS = (
     *AGGREGATES,
     *(f"{FORGET.name}_{m}" for m in ("rougeL_recall", "prob", "truth_ratio")),
     *(f"{name}_rougeL_recall" for name in SETS if name != FORGET.name),
+    "privleak",
+    "forget_extraction_strength",
 )
+# Membership-inference and memorisation keys (every run reports them; most read "N/A" without a
+# holdout): a column only when some run has a number.
+PRIVACY_PREFIXES = ("mia_", "privleak", "forget_extraction_strength", "forget_exact_memorization")
 RANK_PREFERENCE = ("forget_efficacy", "forget_quality", "tofu_model_utility")
 # Shown in plot titles; TOFU's forget truth ratio has no simple direction (closer to the retain
 # model is better), so it gets none.
@@ -50,6 +56,8 @@ DIRECTION = {
     "retain_rougeL_recall": " (higher is better)",
     "real_authors_rougeL_recall": " (higher is better)",
     "world_facts_rougeL_recall": " (higher is better)",
+    "privleak": " (0: as the retain model; below 0: the forget set leaks)",
+    "forget_extraction_strength": " (lower: less extractable)",
 }
 
 
@@ -456,7 +464,7 @@ def _name_cell(record: RunRecord) -> str:
 def to_markdown(tables, output: Path, title: str) -> str:
     lines = [f"# {title}", ""]
     for task, (main, apart, metric) in tables.items():
-        columns = [c for c in SUMMARY_COLUMNS if any(c in r.metrics for r in main)]
+        columns = [c for c in SUMMARY_COLUMNS if c in _metric_columns(main)]
         lines += [f"## {task}", ""]
         ranked = sum(r.rank is not None for r in main)
         lines.append(
@@ -526,7 +534,12 @@ def to_frame(records: list[RunRecord], output: Path):
 
 
 def _metric_columns(records: list[RunRecord]) -> list[str]:
-    present = {k for r in records for k in r.metrics}
+    present = {
+        k
+        for r in records
+        for k in r.metrics
+        if not k.startswith(PRIVACY_PREFIXES) or any(x.number(k) is not None for x in records)
+    }
     ordered = [a for a in AGGREGATES if a in present]
     ordered += [f"{s}_{m}" for s in SETS for m in PER_SET if f"{s}_{m}" in present]
     return ordered + sorted(present - set(ordered))
@@ -756,6 +769,7 @@ def to_html(
     output: Path,
     title: str,
     unread: list[tuple[Path, str]] | None = None,
+    extra: str = "",
 ) -> str:
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
@@ -787,6 +801,7 @@ def to_html(
         parts.append(scatter)
         parts.append("<h3>Per-metric comparison</h3>")
         parts.append(bars_svg(main))
+    parts.append(extra)
     if unread:
         items = "".join(
             f"<li><code>{html.escape(os.path.relpath(path, output))}</code>: "
@@ -811,19 +826,56 @@ def build_leaderboard(
     check_rank_metric(rank_by)  # before reading anything
     unread: list[tuple[Path, str]] = []
     records = read_runs([Path(p) for p in runs], unread)
-    tables = group_and_rank(records, rank_by)
+    # attacked runs (lm-unlearn audit) are not ranked: they fill the robustness table
+    attacked = [r for r in records if robustness.attack_of(r.manifest)]
+    tables = group_and_rank([r for r in records if not robustness.attack_of(r.manifest)], rank_by)
     output = Path(output)
     ordered = [r for main, apart, _ in tables.values() for r in main + apart]
-    markdown = to_markdown(tables, output, title)
+    robust_md, robust_html, robust_csv = robustness_section(attacked, output)
+    markdown = to_markdown(tables, output, title) + robust_md
     markdown += "\n" + unread_markdown(unread, output) if unread else ""
     # every file is built before any is written: an error leaves the old files as they were
     contents = {
         "LEADERBOARD.md": markdown + "\n",
         "leaderboard.csv": to_frame(ordered, output).to_csv(index=False),
-        "leaderboard.html": to_html(tables, ordered, output, title, unread),
+        "leaderboard.html": to_html(tables, ordered, output, title, unread, robust_html),
     }
+    if robust_csv is not None:
+        contents[ROBUSTNESS_CSV] = robust_csv
     output.mkdir(parents=True, exist_ok=True)
     files = [write_text_atomic(output / name, text) for name, text in contents.items()]
+    if robust_csv is None:  # no attacked runs now: an earlier table would be stale
+        (output / ROBUSTNESS_CSV).unlink(missing_ok=True)
     board = Leaderboard(ordered, markdown, files)
     board.unread = unread
     return board
+
+
+# ---------------------------------------------------------------------- robustness
+ROBUSTNESS_CSV = "robustness.csv"
+ROBUSTNESS_NOTE = (
+    "Forget metrics of each unlearned model before and after an attack of `lm-unlearn audit` "
+    "(relearning on part of the forget set, then scored on the rest; 8- and 4-bit weights; "
+    "paraphrased forget questions), shown as before → after. recovery = (after − before) / "
+    "(target − before), with target the model before unlearning on the same rows: 0 nothing "
+    "came back, 1 all of it."
+)
+
+
+def robustness_section(attacked: list[RunRecord], output: Path) -> tuple[str, str, str | None]:
+    """(Markdown, HTML, CSV text or None) of the robustness table of the attacked runs."""
+    rows = robustness.rows_from_runs(attacked)
+    if not rows:
+        return "", "", None
+    link = lambda row: _link(row["record"], output)  # noqa: E731
+    text = f"\n## Robustness (lm-unlearn audit)\n\n{ROBUSTNESS_NOTE}\n\n"
+    text += robustness.summary_markdown(rows, link)
+    text += f"\n\nEvery forget metric, before, after and target: `{ROBUSTNESS_CSV}`.\n"
+    figure = robustness.figure(rows, pyplot())
+    page = (
+        f"<h2>Robustness (lm-unlearn audit)</h2><p class='note'>{html.escape(ROBUSTNESS_NOTE)}</p>"
+        + robustness.summary_html(rows, link)
+        + (figure_svg(figure) if figure is not None else "")
+    )
+    table = [{**row, "run": row["record"].label, "results_file": link(row)} for row in rows]
+    return text, page, robustness.csv(table)

@@ -126,10 +126,14 @@ class ScoreSettings:
     pre_unlearning_reference: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     label: str | None = None  # the model's name in tables (default: from its training card)
+    base_label: str | None = None  # its base model's name in tables (default: from the cards)
     batch_size: str = "auto"
     device: str | None = None
     output: Path = Path("results/runs")
     force: bool = False
+    # set by lm-unlearn audit: the attack behind this run (name, variant, settings, input model);
+    # it enters the manifest, and its identity enters the settings
+    attack: dict[str, Any] | None = None
 
     @property
     def task(self) -> str:
@@ -343,7 +347,9 @@ def settings_key(spec: ModelSpec, settings: ScoreSettings, prompt_format: str) -
     }
     metadata = {k: v for k, v in settings.metadata.items() if k not in LOCATION_OPTIONS}
     versions = package_versions()
+    attack = {"attack": attack_identity(settings.attack)} if settings.attack else {}
     return {
+        **attack,
         "model": _identity(spec.fingerprint),
         "task": settings.task,
         "backend": settings.backend,
@@ -357,8 +363,26 @@ def settings_key(spec: ModelSpec, settings: ScoreSettings, prompt_format: str) -
     }
 
 
+# Not the role: the same model scored on the same rows is one run, whatever the audit uses it for.
+ATTACK_IDENTITY = ("name", "variant", "settings", "input_model")
+
+
+def attack_identity(attack: dict[str, Any]) -> dict[str, Any]:
+    """What an attack is (not where its files live): it enters the settings of its run."""
+    kept = {k: attack.get(k) for k in ATTACK_IDENTITY}
+    model = kept.get("input_model")
+    if isinstance(model, dict):
+        kept["input_model"] = _identity(model.get("fingerprint"))
+    return kept
+
+
 # The packages whose versions enter the settings: a new release may score differently.
 KEY_PACKAGES = ("lm-unlearn", "lm_eval", "transformers")
+
+
+def model_identity(fingerprint: Any) -> Any:
+    """What a model is, wherever it lives: its fingerprint without local paths when hashed."""
+    return _identity(fingerprint)
 
 
 def _identity(fingerprint: Any) -> Any:
@@ -418,6 +442,8 @@ def score_model(model: str, settings: ScoreSettings, base: str | None = None) ->
     spec = resolve_model(model, base)
     if settings.label:
         spec.name = settings.label
+    if settings.base_label:
+        spec.base_name = settings.base_label
     prompt_format, why = detect_prompt_format(spec, requested_prompt_format(settings))
     key = settings_key(spec, settings, prompt_format)
     name = run_name(spec, settings, key)
@@ -548,6 +574,7 @@ def build_manifest(spec, settings, prompt_format, why, key, results, files) -> d
             "pre_unlearning_identity": key["pre_unlearning_reference"],
         },
         "task_metadata": settings.metadata,
+        **({"attack": settings.attack} if settings.attack else {}),
         "settings_sha256": settings_hash(key),
         "files": files,
         "versions": package_versions(),

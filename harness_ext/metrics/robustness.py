@@ -1,0 +1,87 @@
+"""Does the forgetting hold? The numbers of ``lm-unlearn audit``: forget metrics before and after
+an attack (relearning, quantisation, paraphrased questions) and how much of the forgotten
+knowledge came back.
+
+Recovery is the share of the gap that unlearning opened which the attack closed again:
+
+    recovery = (after − before) / (target − before)
+
+with ``before`` the unlearned model's score, ``after`` its score once attacked and ``target`` the
+score of the model before unlearning, each on the same rows. 0 means the attack brought nothing
+back, 1 means the model scores as it did before unlearning (beyond 1: more than that). The
+formula needs no direction: it holds for metrics that fall with forgetting (ROUGE-L, probability)
+and for those that rise.
+
+>>> recovery(before=0.2, after=0.6, target=1.0)
+0.5
+>>> recovery(before=0.2, after=0.2, target=0.2) is None   # no gap to close
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+FORGET_PREFIX = "forget_"
+# Shown first; every other forget_* metric of the results follows in name order.
+LEADING_FORGET_METRICS = ("forget_rougeL_recall", "forget_prob", "forget_truth_ratio")
+# Below this the unlearned model and the target score alike: no gap, no recovery.
+MIN_GAP = 1e-9
+
+
+def number(value: Any) -> float | None:
+    """A metric value as a float; None for "N/A (...)" strings, dicts, booleans and NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return None if math.isnan(value) else float(value)
+
+
+def recovery(before: Any, after: Any, target: Any) -> float | None:
+    """(after − before) / (target − before); None when a value is missing or there is no gap."""
+    b, a, t = number(before), number(after), number(target)
+    if b is None or a is None or t is None or abs(t - b) < MIN_GAP:
+        return None
+    return (a - b) / (t - b)
+
+
+def forget_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The forget-set metrics of a run (``forget_*``), the leading three first; values as given
+    (numbers or "N/A (...)" reasons), structured per-sample values left out."""
+    names = [k for k in metrics if k.startswith(FORGET_PREFIX) and not isinstance(metrics[k], dict)]
+    ordered = [m for m in LEADING_FORGET_METRICS if m in names]
+    ordered += sorted(set(names) - set(ordered))
+    return {name: metrics[name] for name in ordered}
+
+
+def metric_names(*runs: Mapping[str, Any] | None) -> list[str]:
+    """The forget metrics any of the runs has, in table order."""
+    merged: dict[str, Any] = {}
+    for run in runs:
+        merged.update(forget_metrics(run or {}))
+    return list(forget_metrics(merged))
+
+
+def comparison(
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    target: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per forget metric: before, after, change, target and recovery."""
+    rows = []
+    for name in metric_names(before, after, target):
+        b, a = before.get(name), after.get(name)
+        t = (target or {}).get(name)
+        change = None if number(a) is None or number(b) is None else number(a) - number(b)
+        rows.append(
+            {
+                "metric": name,
+                "before": b,
+                "after": a,
+                "change": change,
+                "target": t,
+                "recovery": recovery(b, a, t),
+            }
+        )
+    return rows

@@ -1,0 +1,403 @@
+"""`lm-unlearn audit` on a tiny model that memorised, then unlearned, eight forget01 answers.
+
+One audit runs every attack (relearn, 8- and 4-bit quantisation, paraphrased questions) with the
+memorised model as the target; the tests read what it wrote: the scoring runs and their
+manifests, the attacked models, the table, and the leaderboard built from the runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness_ext.commands.cli import main
+from harness_ext.metrics.robustness import comparison, forget_metrics, recovery
+from harness_ext.workflows.score import MANIFEST, completed_runs
+
+ROWS = 8  # forget01 rows memorised, then unlearned
+RELEARN_ROWS = ":4"  # relearned; rows 4.. are scored (cut to 4 rows by max_rows_per_set)
+SCORED = {"forget": 4, "retain": 1, "real_authors": 1, "world_facts": 1}
+FAST = {"max_rows_per_set": SCORED, "embedding_model": "none", "nli_model": "none"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and the machine's cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _examples(tokenizer):
+    from tofu_tasks.prompts import get_prompt_format
+    from unlearn_methods.data import PromptEncoder, read_rows
+
+    encoder = PromptEncoder(tokenizer, get_prompt_format("plain"), 128)
+    return [encoder.encode(r["question"], r["answer"]) for r in read_rows(f"forget01[:{ROWS}]")]
+
+
+def _gradient_ascent(source: Path, output: Path, steps: int = 10) -> None:
+    """Unlearn the memorised rows: a few Adam steps up their loss (GA, no regulariser)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    batch = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)(
+        _examples(tokenizer)
+    )
+    model = AutoModelForCausalLM.from_pretrained(source)
+    torch.manual_seed(0)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(steps):
+        optimiser.zero_grad()
+        (-model(**batch).loss).backward()
+        optimiser.step()
+    model.save_pretrained(output)
+    tokenizer.save_pretrained(output)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
+    """The tiny model after memorising forget01[:8] (the target), and after unlearning them."""
+    from unlearn_methods.finetune import FinetuneOptions, finetune
+
+    root = tmp_path_factory.mktemp("audit-models")
+    memorised = finetune(
+        FinetuneOptions(
+            model=str(tiny_model_dir), output=str(root / "memorised"),
+            data=f"forget01[:{ROWS}]", epochs=60, learning_rate=1e-2,
+            per_device_batch_size=ROWS, effective_batch_size=ROWS, max_length=128,
+            prompt_format="plain",
+            training_args={"lr_scheduler_type": "constant", "warmup_steps": 0, "weight_decay": 0.0},
+        )
+    )  # fmt: skip
+    _gradient_ascent(memorised, root / "unlearned")
+    return {"memorised": memorised, "unlearned": root / "unlearned"}
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory, models):
+    """One audit with every attack; returns the report, the folders and its wall time."""
+    from harness_ext.workflows.audit import AuditSettings, RelearnSettings, run_audit
+    from harness_ext.workflows.score import ScoreSettings
+
+    root = tmp_path_factory.mktemp("audit")
+    scoring = ScoreSettings(prompt_format="plain", metadata=dict(FAST), batch_size="8",
+                            device="cpu", output=root / "runs")  # fmt: skip
+    relearn = RelearnSettings(rows=RELEARN_ROWS, steps=10, learning_rate=1e-3, max_length=128)
+    started = time.time()
+    report = run_audit(
+        AuditSettings(model=str(models["unlearned"]), scoring=scoring, target=str(models["memorised"]),
+                      output=root / "audit", models_dir=root / "attacked", relearn=relearn)
+    )  # fmt: skip
+    print(f"audit of every attack: {time.time() - started:.1f} s")
+    return {"report": report, "root": root, "runs": root / "runs"}
+
+
+def _manifests(runs: Path) -> dict[str, dict]:
+    return {p.name: json.loads((p / MANIFEST).read_text()) for p in completed_runs(runs)}
+
+
+def _attacked(runs: Path, variant: str) -> tuple[Path, dict]:
+    (found,) = [
+        (runs / name, m) for name, m in _manifests(runs).items()
+        if (m.get("attack") or {}).get("variant") == variant and m["attack"]["role"] == "after"
+    ]  # fmt: skip
+    return found
+
+
+def _rows(report, variant: str) -> dict[str, dict]:
+    return {r["metric"]: r for r in report.rows if r["variant"] == variant}
+
+
+def _forget_questions(run_dir: Path) -> list[tuple[int, str]]:
+    (samples,) = run_dir.rglob("samples_*.jsonl")
+    docs = [json.loads(line)["doc"] for line in samples.read_text().splitlines() if line.strip()]
+    return sorted((d["row"], d["question"]) for d in docs if d["set"] == "forget")
+
+
+# ---------------------------------------------------------------------- recovery
+def test_recovery_on_hand_made_numbers():
+    assert recovery(before=0.2, after=0.6, target=1.0) == pytest.approx(0.5)
+    assert recovery(before=0.2, after=0.2, target=1.0) == 0.0
+    assert recovery(before=0.2, after=1.0, target=1.0) == pytest.approx(1.0)
+    assert recovery(before=0.2, after=1.4, target=1.0) == pytest.approx(1.5)  # beyond the target
+    # a metric that rises with forgetting (the forget truth ratio, say): same formula
+    assert recovery(before=0.9, after=0.6, target=0.3) == pytest.approx(0.5)
+    # no gap to close, or a value missing: no recovery
+    assert recovery(before=0.5, after=0.7, target=0.5) is None
+    assert recovery(before="N/A (no rows)", after=0.7, target=1.0) is None
+    assert recovery(before=0.2, after=0.7, target=None) is None
+
+
+def test_every_forget_metric_is_compared_the_leading_three_first():
+    before = {"forget_prob": 0.1, "forget_rougeL_recall": 0.2, "forget_zeta": 0.3,
+              "forget_truth_ratio": 0.4, "retain_prob": 0.9, "forget_efficacy": {"set": "x"}}  # fmt: skip
+    after = {"forget_prob": 0.5, "forget_rougeL_recall": 0.6, "forget_zeta": "N/A (why)",
+             "forget_truth_ratio": 0.4, "forget_alpha": 0.1}  # fmt: skip
+    rows = comparison(before, after, {"forget_rougeL_recall": 1.0})
+    assert [r["metric"] for r in rows] == ["forget_rougeL_recall", "forget_prob",
+        "forget_truth_ratio", "forget_alpha", "forget_zeta"]  # fmt: skip
+    first = rows[0]
+    assert first["change"] == pytest.approx(0.4) and first["recovery"] == pytest.approx(0.5)
+    assert rows[-1]["after"] == "N/A (why)" and rows[-1]["change"] is None
+    assert "retain_prob" not in forget_metrics(before)
+
+
+# ---------------------------------------------------------------------- bad inputs
+def _audit_cli(tmp_path: Path, *args: str) -> int:
+    return main(["audit", *args, "--output", str(tmp_path / "out"), "--runs",
+                 str(tmp_path / "runs"), "--models-dir", str(tmp_path / "models")])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--attacks", "relearn,finetune"], "unknown attack 'finetune'; known attacks: relearn, "
+         "quantize, paraphrase"),
+        (["--attacks", ""], "known attacks: relearn, quantize, paraphrase"),
+        (["--bits", "3"], "--bits takes 8 and/or 4"),
+        (["--bits", "8,four"], "--bits takes 8 and/or 4 (e.g. 8,4), got '8,four'"),
+        (["--relearn-rows", "5:10"], "must start at 0 or end at 40"),
+        (["--relearn-rows", "0:40"], "leaving rows to score"),
+        (["--relearn-steps", "0"], "steps ≥ 1"),
+        (["--target", "no/such/model"], "--target: model 'no/such/model' does not exist"),
+        (["--metadata", '{"forget_rows": "0:10"}'], "drop forget_rows"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_refused_and_nothing_is_written(
+    tmp_path, tiny_model_dir, capsys, args, message
+):
+    assert _audit_cli(tmp_path, str(tiny_model_dir), *args) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_model_is_refused_and_nothing_is_written(tmp_path, capsys):
+    assert _audit_cli(tmp_path, str(tmp_path / "nothing-here")) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------- relearn
+def test_relearning_half_the_forget_set_brings_the_other_half_back(audited, models):
+    rows = _rows(audited["report"], "relearn")
+    rouge = rows["forget_rougeL_recall"]
+    print(f"relearn: forget ROUGE-L {rouge['before']:.3f} -> {rouge['after']:.3f} "
+          f"(target {rouge['target']:.3f}, recovery {rouge['recovery']:.2f})")  # fmt: skip
+    assert rouge["target"] > 0.9  # the memorised model knows the scored rows
+    assert rouge["before"] < 0.5  # unlearning removed most of it
+    assert rouge["after"] > rouge["before"] + 0.1  # relearning rows 0-3 brought rows 4-7 back
+    assert rouge["recovery"] == pytest.approx(
+        (rouge["after"] - rouge["before"]) / (rouge["target"] - rouge["before"])
+    )
+    assert rows["forget_prob"]["after"] > rows["forget_prob"]["before"]
+
+
+def test_relearn_scores_before_and_after_on_the_same_other_rows(audited, models):
+    runs = audited["runs"]
+    after_dir, manifest = _attacked(runs, "relearn")
+    before_dir = runs / manifest["attack"]["before"]["run"]
+    scored = _forget_questions(after_dir)
+    assert [row for row, _ in scored] == [4, 5, 6, 7]  # not the relearned rows 0-3
+    assert _forget_questions(before_dir) == scored
+    settings = manifest["attack"]["settings"]
+    assert settings["trained_on"] == "forget01[0:4]" and settings["steps"] == 10
+    assert settings["learning_rate"] == 1e-3 and settings["scored_rows"] == "4:40"
+
+
+def test_attacked_runs_say_the_attack_and_the_input_models_fingerprint(audited, models):
+    from harness_ext.provenance import model_fingerprint
+
+    weights = model_fingerprint(str(models["unlearned"]))["weights_sha256"]
+    for variant in ("relearn", "quantize-8bit", "quantize-4bit", "paraphrase"):
+        _, manifest = _attacked(audited["runs"], variant)
+        attack = manifest["attack"]
+        assert attack["input_model"]["fingerprint"]["weights_sha256"] == weights
+        assert attack["settings"] and attack["before"]["metrics"]["forget_rougeL_recall"] >= 0
+        target = attack["target"]["metrics"]["forget_rougeL_recall"]
+        # the memorised model knows its answers, less so when asked in other words
+        assert target > (0.2 if variant == "paraphrase" else 0.9)
+        assert manifest["name"].startswith(f"unlearned + {variant} · ")
+        assert not Path(attack["input_model"]["given"]).is_absolute()
+
+
+# ---------------------------------------------------------------------- quantize
+def _linear(model):
+    return model.model.layers[0].mlp.up_proj
+
+
+def test_quantised_weights_differ_from_the_originals_and_are_scored(audited, models):
+    import bitsandbytes.functional as bnb_functional
+    from transformers import AutoModelForCausalLM
+
+    original = _linear(AutoModelForCausalLM.from_pretrained(models["unlearned"])).weight.detach()
+    for bits in (8, 4):
+        run_dir, manifest = _attacked(audited["runs"], f"quantize-{bits}bit")
+        folder = (audited["runs"] / manifest["model"]["given"]).resolve()
+        config = json.loads((folder / "config.json").read_text())["quantization_config"]
+        assert config[f"load_in_{bits}bit"] is True
+        weight = _linear(AutoModelForCausalLM.from_pretrained(folder, device_map="cpu")).weight
+        if bits == 4:
+            assert weight.quant_state.quant_type == "nf4"
+            restored = bnb_functional.dequantize_4bit(weight.data, weight.quant_state)
+        else:
+            assert weight.dtype == torch.int8
+            restored = weight.data.float() * weight.SCB.float().unsqueeze(1) / 127
+        error = (restored.float() - original).abs().mean() / original.abs().mean()
+        print(f"{bits}-bit: mean relative weight error {error:.4f}")
+        assert 0 < error < (0.05 if bits == 8 else 0.3)
+        assert manifest["attack"]["settings"]["bits"] == bits
+        assert "bitsandbytes" in manifest["attack"]["settings"]["library"]
+        assert list(run_dir.rglob("results_*.json"))
+    rows = _rows(audited["report"], "quantize-4bit")
+    assert isinstance(rows["forget_prob"]["after"], float)
+
+
+# ---------------------------------------------------------------------- paraphrase
+def test_the_paraphrase_variant_asks_tofus_rephrased_questions(audited, tofu_dir):
+    runs = audited["runs"]
+    after_dir, manifest = _attacked(runs, "paraphrase")
+    source = [json.loads(line) for line in (tofu_dir / "forget01_perturbed.json").open()]
+    asked = _forget_questions(after_dir)
+    assert asked == [(i, source[i]["paraphrased_question"]) for i in range(SCORED["forget"])]
+    assert all(source[i]["question"] != q for i, q in asked)
+    before = _forget_questions(runs / manifest["attack"]["before"]["run"])
+    assert before == [(i, source[i]["question"]) for i in range(SCORED["forget"])]
+    assert manifest["task_metadata"]["forget_question"] == "paraphrased"
+    results = json.loads(next(after_dir.rglob("results_*.json")).read_text())
+    options = results["configs"]["tofu_forget01_unlearn"]["metadata"]["tofu"]["options"]
+    assert options["forget_question"] == "paraphrased"  # recorded in the run's provenance
+
+
+def test_forget_question_is_a_task_option_that_changes_the_settings(tiny_model_dir):
+    from harness_ext.workflows.score import (
+        ScoreSettings,
+        resolve_model,
+        settings_hash,
+        settings_key,
+    )
+    from tofu_tasks.data import TofuDataError, build_eval_docs
+
+    spec = resolve_model(str(tiny_model_dir))
+    keys = [
+        settings_hash(settings_key(spec, ScoreSettings(metadata={**FAST, **extra}), "plain"))
+        for extra in ({}, {"forget_question": "original"}, {"forget_question": "paraphrased"})
+    ]
+    assert len(set(keys)) == 3
+    with pytest.raises(TofuDataError, match="forget_question must be one of original, paraphrased"):
+        build_eval_docs("forget01", max_rows_per_set=1, forget_question="reworded")
+
+
+# ---------------------------------------------------------------------- outputs
+def test_the_audit_writes_one_table_as_markdown_csv_and_json(audited):
+    report = audited["report"]
+    folder = audited["root"] / "audit"
+    assert sorted(p.name for p in folder.iterdir()) == ["audit.csv", "audit.json", "audit.md"]
+    markdown = (folder / "audit.md").read_text()
+    assert "| model | attack | metric | before | after | change | target | recovery |" in markdown
+    relearn = "relearn forget01[0:4], 10 steps, lr 0.001"
+    assert {r["attack"] for r in report.rows} == {
+        relearn, "quantize-8bit", "quantize-4bit", "paraphrase"
+    }  # fmt: skip
+    payload = json.loads((folder / "audit.json").read_text())
+    assert payload["format"] == "lm-unlearn-audit/1" and len(payload["attacks"]) == 4
+    assert payload["rows"] == json.loads(json.dumps(report.rows))
+    header = (folder / "audit.csv").read_text().splitlines()[0]
+    assert header.startswith("model,attack,metric,before,after,change,target,recovery")
+
+
+def test_a_second_audit_reuses_the_attacked_models_and_runs(audited, models, capsys):
+    from dataclasses import replace
+
+    from harness_ext.workflows.audit import AuditSettings, RelearnSettings, run_audit
+    from harness_ext.workflows.score import ScoreSettings
+
+    root = audited["root"]
+    scoring = ScoreSettings(prompt_format="plain", metadata=dict(FAST), batch_size="8",
+                            device="cpu", output=audited["runs"])  # fmt: skip
+    relearn = RelearnSettings(rows=RELEARN_ROWS, steps=10, learning_rate=1e-3, max_length=128)
+    before = len(completed_runs(audited["runs"]))
+    settings = AuditSettings(model=str(models["unlearned"]), scoring=scoring,
+                             target=str(models["memorised"]), output=root / "audit-again",
+                             models_dir=root / "attacked", relearn=relearn)  # fmt: skip
+    report = run_audit(replace(settings, attacks=("relearn", "quantize")))
+    printed = capsys.readouterr().out
+    assert "relearn: reusing" in printed and "quantize-4bit: reusing" in printed
+    assert "scoring on" not in printed  # every run was already made
+    assert len(completed_runs(audited["runs"])) == before
+    assert report.rows == [r for r in audited["report"].rows if r["variant"] != "paraphrase"]
+
+
+def test_the_leaderboard_keeps_attacked_runs_apart_in_a_robustness_table(audited, tmp_path):
+    from harness_ext.workflows.leaderboard import build_leaderboard
+
+    board = build_leaderboard([audited["runs"]], tmp_path / "board")
+    ranked = [r for r in board.records if r.rank is not None]
+    assert all("attack" not in (r.manifest or {}) for r in ranked)
+    markdown = (tmp_path / "board" / "LEADERBOARD.md").read_text()
+    assert "## Robustness (lm-unlearn audit)" in markdown
+    for attack in ("relearn forget01\\[0:4\\], 10 steps, lr 0.001", "quantize-8bit", "paraphrase"):
+        assert f"| {attack} |" in markdown
+    lines = (tmp_path / "board" / "robustness.csv").read_text().splitlines()
+    assert lines[0].startswith("model,attack,metric,before,after,change,target,recovery")
+    assert len(lines) - 1 == len(audited["report"].rows)
+    page = (tmp_path / "board" / "leaderboard.html").read_text()
+    assert "Robustness (lm-unlearn audit)" in page and page.count("<svg") >= 2
+
+
+def test_a_target_run_gives_its_scores_on_the_rows_wanted(audited):
+    """--target as a scoring run: its own metrics when it scored exactly the rows wanted,
+    per-row means when they are a part of its rows, nothing when it lacks some."""
+    from harness_ext.workflows.audit import AuditSettings, target_from_run
+    from harness_ext.workflows.score import ScoreSettings
+
+    runs = audited["runs"]
+    _, manifest = _attacked(runs, "relearn")
+    target_run = runs / manifest["attack"]["target"]["run"]  # the memorised model, rows 4-7
+    settings = AuditSettings(model="unused", scoring=ScoreSettings(metadata=dict(FAST)))
+    rows_4_to_7 = {**FAST, "forget_rows": "4:40"}
+    exact = target_from_run(target_run, settings, rows_4_to_7)
+    assert exact.metrics == manifest["attack"]["target"]["metrics"] and not exact.note
+    two_rows = {**rows_4_to_7, "max_rows_per_set": {**SCORED, "forget": 2}}
+    part = target_from_run(target_run, settings, two_rows)
+    samples = {row: s for (row, _), s in _forget_samples(target_run).items()}
+    expected = (samples[4]["forget_prob"] + samples[5]["forget_prob"]) / 2
+    assert part.note == "per-row means" and part.metrics["forget_prob"] == pytest.approx(expected)
+    assert part.metrics["forget_quality"].startswith("N/A (an aggregate over all rows")
+    elsewhere = target_from_run(target_run, settings, dict(FAST))  # rows 0-3: not in the run
+    assert elsewhere.metrics == {} and "did not score" in elsewhere.note
+
+
+def _forget_samples(run_dir: Path) -> dict:
+    from harness_ext.workflows.audit import _forget_samples as read
+
+    (results_file,) = run_dir.rglob("results_*.json")
+    return read(results_file, "tofu_forget01_unlearn")
+
+
+def test_relearning_a_lora_adapter_saves_an_adapter_on_the_unlearned_model(models, tmp_path):
+    from harness_ext.workflows.audit import (
+        AuditSettings,
+        RelearnSettings,
+        plan,
+        relearned_model,
+    )
+    from harness_ext.workflows.score import ScoreSettings, resolve_model
+
+    relearn = RelearnSettings(rows=RELEARN_ROWS, steps=2, learning_rate=1e-3, lora=True,
+                              max_length=128)  # fmt: skip
+    settings = AuditSettings(model=str(models["unlearned"]), attacks=("relearn",),
+                             scoring=ScoreSettings(prompt_format="plain", metadata=dict(FAST)),
+                             models_dir=tmp_path, relearn=relearn)  # fmt: skip
+    (variant,) = plan(settings)
+    assert variant.settings["weights"].startswith("LoRA")
+    folder = relearned_model(settings, resolve_model(settings.model), variant)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert Path(config["base_model_name_or_path"]).resolve() == models["unlearned"].resolve()
+    assert (folder / "attack_card.json").is_file()
+    assert resolve_model(str(folder)).peft == str(folder)  # scored as an adapter on its base
