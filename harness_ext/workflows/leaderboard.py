@@ -686,8 +686,9 @@ def bars_svg(records: list[RunRecord]) -> str:
         if metric == "forget_quality":
             axis.set_xscale("log")
             axis.set_xlim(min([v for v in values if v] or [1e-3]) / 10, 2.0)
-        else:
-            axis.set_xlim(0, max(1.0, max(drawn) * 1.15))
+        else:  # privleak is a signed percentage; everything else lies in [0, 1]
+            low = min(0.0, min(drawn) * 1.15)
+            axis.set_xlim(low, max(1.0 if low == 0 else 0.0, max(drawn) * 1.15))
         for position, value in zip(positions, values, strict=True):
             text = "N/A" if value is None else fmt(value)
             x = axis.get_xlim()[0] if value is None or value <= 0 else value
