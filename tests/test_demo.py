@@ -10,14 +10,13 @@ from harness_ext.workflows.demo import DemoSettings, run_demo
 from harness_ext.workflows.score import MANIFEST, completed_runs
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory, tiny_model_dir):
-    root = tmp_path_factory.mktemp("demo")
-    settings = DemoSettings(
-        model=str(tiny_model_dir),
+def tiny_demo(root, model_dir, methods, **more) -> DemoSettings:
+    """The demo's loop, sized for the tiny model: a few rows, one epoch, no metric models."""
+    return DemoSettings(
+        model=str(model_dir),
         output=root / "results",
         cache=root / "cache",
-        methods=("ME+GD", "GA+GD"),
+        methods=methods,
         retain_rows=2,
         utility_rows=2,
         forget_rows=4,
@@ -25,7 +24,13 @@ def demo(tmp_path_factory, tiny_model_dir):
         unlearn_epochs=1,
         batch_size=8,
         metadata={"embedding_model": "none", "nli_model": "none"},
+        **more,
     )
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, tiny_model_dir):
+    settings = tiny_demo(tmp_path_factory.mktemp("demo"), tiny_model_dir, ("ME+GD", "GA+GD"))
     return settings, run_demo(settings, main)
 
 
@@ -109,20 +114,7 @@ def test_an_earlier_run_of_the_same_model_is_replaced_not_listed_twice(demo, cap
 def test_the_demo_audits_its_unlearned_models(tmp_path, tiny_model_dir):
     """`lm-unlearn demo --audit`: every unlearned model attacked, the attacked runs shown in the
     leaderboard's robustness table and kept out of its ranking."""
-    settings = DemoSettings(
-        model=str(tiny_model_dir),
-        output=tmp_path / "results",
-        cache=tmp_path / "cache",
-        methods=("GA+GD",),
-        retain_rows=2,
-        utility_rows=2,
-        forget_rows=4,
-        finetune_epochs=1,
-        unlearn_epochs=1,
-        batch_size=8,
-        metadata={"embedding_model": "none", "nli_model": "none"},
-        audit="quantize,paraphrase",
-    )
+    settings = tiny_demo(tmp_path, tiny_model_dir, ("GA+GD",), audit="quantize,paraphrase")
     run_demo(settings, main)
     table = (settings.output / "audit" / "GA_GD" / "audit.md").read_text()
     for attack in ("quantize-8bit", "quantize-4bit", "paraphrase"):

@@ -39,6 +39,8 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from harness_ext.metrics.aggregate import not_computed
+
 MIN_K_FRACTION = 0.4  # open-unlearning's k for Min-K% and Min-K%++
 VARIANCE_FLOOR = 1e-6
 HOLDOUT = "holdout"
@@ -131,10 +133,6 @@ def privleak(auc_model: float, auc_retain: float) -> float:
 # ------------------------------------------------------------------ lm-eval aggregations
 # Each document of a tofu task reports, per attack, {"set": "forget" | "holdout", "score": x}
 # (x a number, or a not-computed reason), or None for documents of the other sets.
-def _not_computed(reason: str) -> str:
-    return f"N/A ({reason})"
-
-
 def mia_auc_from_items(items: Sequence[Mapping[str, Any] | None]) -> float | str:
     """One attack's AUC from per-document items; a not-computed reason when it cannot be."""
     items = [item for item in items if item is not None]
@@ -144,9 +142,9 @@ def mia_auc_from_items(items: Sequence[Mapping[str, Any] | None]) -> float | str
     members = [float(i["score"]) for i in items if i["set"] != HOLDOUT]
     others = [float(i["score"]) for i in items if i["set"] == HOLDOUT]
     if not others:
-        return _not_computed("no holdout rows; set the task option holdout")
+        return not_computed("no holdout rows; set the task option holdout")
     if not members:
-        return _not_computed("no forget rows evaluated")
+        return not_computed("no forget rows evaluated")
     return auc(members, others)
 
 
@@ -158,8 +156,8 @@ def privleak_from_items(items: Sequence[Mapping[str, Any] | None]) -> float | st
         return model_auc
     reference = next((i.get("retain_auc") for i in present if "retain_auc" in i), None)
     if isinstance(reference, str) or reference is None:
-        return reference or _not_computed("no retain reference; set retain_reference")
+        return reference or not_computed("no retain reference; set retain_reference")
     try:
         return privleak(model_auc, float(reference))
     except ValueError as err:
-        return _not_computed(str(err))
+        return not_computed(str(err))

@@ -278,8 +278,9 @@ def _from_samples(path: Path) -> ScoredReference:
     tofu = _tofu_metadata(results)
     prompt_format = tofu.get("prompt_format") or _prompt_format_of_samples(samples)
     provenance = {k: tofu[k] for k in ("prompt_template",) if tofu.get(k)}
-    if mia_results(results):
-        provenance["mia"] = mia_results(results)
+    mia = mia_results(results)
+    if mia:
+        provenance["mia"] = mia
     if tofu:  # results written before answers' EOS was scored carry no scored_tokens
         provenance["scored_tokens"] = tofu.get("scored_tokens") or "answer-only"
     return ScoredReference(str(path), "lm-eval-samples", prompt_format, tuple(rows), provenance)
@@ -450,6 +451,6 @@ def reference_from_results(
         "scored_tokens": scored_tokens,
         **({"prompt_template": template} if template else {}),
         "tasks": tasks,
-        **({"mia": mia_results(results)} if mia_results(results) else {}),
+        **({"mia": mia} if (mia := mia_results(results)) else {}),
     }
     return rows, provenance
