@@ -224,6 +224,20 @@ def test_attacked_runs_say_the_attack_and_the_input_models_fingerprint(audited, 
         assert target > (0.2 if variant == "paraphrase" else 0.9)
         assert manifest["name"].startswith(f"unlearned + {variant} · ")
         assert not Path(attack["input_model"]["given"]).is_absolute()
+        # the table holds forget metrics: the utility sets are not scored
+        assert set(manifest["data"]["rows_per_set"]) == {"forget"}  # no holdout in FAST
+
+
+def test_the_unlearned_model_before_the_attacks_is_scored_on_the_same_sets_apart(audited):
+    """The usual run of the unlearned model scores every set; the audit's own "before" run
+    scores the forget set only, once for the attacks that keep the rows, and stays unranked."""
+    before = [m for m in _manifests(audited["runs"]).values()
+              if (m.get("attack") or {}).get("role") == "before"]  # fmt: skip
+    names = sorted(m["name"] for m in before)
+    assert names == ["unlearned (forget and holdout sets) · unlearned · forget01",
+                     "unlearned (rows 4:40 of the forget and holdout sets) · unlearned · forget01"]  # fmt: skip
+    for manifest in before:
+        assert set(manifest["data"]["rows_per_set"]) == {"forget"}
 
 
 # ---------------------------------------------------------------------- quantize
@@ -347,7 +361,7 @@ def test_the_leaderboard_keeps_attacked_runs_apart_in_a_robustness_table(audited
     assert lines[0].startswith("model,attack,metric,before,after,change,target,recovery")
     assert len(lines) - 1 == len(audited["report"].rows)
     page = (tmp_path / "board" / "leaderboard.html").read_text()
-    assert "Robustness (lm-unlearn audit)" in page and page.count("<svg") >= 2
+    assert "<svg" in page.split("<h2>Robustness (lm-unlearn audit)</h2>", 1)[1]  # its plot
 
 
 def test_a_target_run_gives_its_scores_on_the_rows_wanted(audited):

@@ -139,3 +139,24 @@ def test_hub_failure_explains_the_fallback(monkeypatch):
     monkeypatch.delenv("TOFU_DATA_DIR", raising=False)
     with pytest.raises(TofuDataError, match="set TOFU_DATA_DIR"):
         read_split("forget01_perturbed")
+
+
+def test_the_sets_option_scores_only_the_sets_named():
+    """Task option sets: the other sets have no documents (and the holdout is not even read);
+    names that are no set are refused before any model loads."""
+    from tofu_tasks.task import TaskOptions, TaskSetupError, eval_docs
+
+    def sets_of(**options):
+        metadata = {"forget_split": "forget01", "max_rows_per_set": 3,
+                    "holdout": "retain_perturbed[390:400]", **options}  # fmt: skip
+        docs = eval_docs(TaskOptions.from_metadata(metadata))
+        return sorted({d["set"] for d in docs}), len(docs)
+
+    assert sets_of() == (["forget", "holdout", "real_authors", "retain", "world_facts"], 15)
+    assert sets_of(sets=["forget", "holdout"]) == (["forget", "holdout"], 6)
+    assert sets_of(sets="forget, retain") == (["forget", "retain"], 6)
+    # without the holdout set a holdout that cannot be read is never read
+    assert sets_of(sets=["forget"], holdout="no-such-file.jsonl") == (["forget"], 3)
+    for bad in (["forget", "retian"], [], ""):
+        with pytest.raises(TaskSetupError, match="choose among forget, retain"):
+            TaskOptions.from_metadata({"forget_split": "forget01", "sets": bad})

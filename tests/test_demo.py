@@ -11,7 +11,8 @@ from harness_ext.workflows.score import MANIFEST, completed_runs
 
 
 def tiny_demo(root, model_dir, methods, **more) -> DemoSettings:
-    """The demo's loop, sized for the tiny model: a few rows, one epoch, no metric models."""
+    """The demo's loop, sized for the tiny model: a few rows, one epoch, two forget rows scored
+    after each unlearning step, no metric models, no audit unless asked for."""
     return DemoSettings(
         model=str(model_dir),
         output=root / "results",
@@ -23,8 +24,9 @@ def tiny_demo(root, model_dir, methods, **more) -> DemoSettings:
         finetune_epochs=1,
         unlearn_epochs=1,
         batch_size=8,
+        eval_rows=2,
         metadata={"embedding_model": "none", "nli_model": "none"},
-        **more,
+        **{"audit": None, **more},
     )
 
 
@@ -60,7 +62,27 @@ def test_rows_say_what_each_model_is_and_mark_the_references(demo):
         f"target · {base} · forget01 (pre-unlearning reference)",
     ]
     retain_row = rows[2].split(" | ")
-    assert retain_row[0] == "| ref" and retain_row[3] == "1.0000"  # FQ against itself
+    assert retain_row[0] == "| ref" and retain_row[4] == "1.0000"  # FQ against itself
+
+
+def test_methods_are_stopped_at_the_retain_models_forgetting_and_the_board_says_so(demo):
+    """Matched forgetting: every method is scored on the forget set after each step and stops
+    at the retain model's forget ROUGE-L (on the rows scored during training); the leaderboard
+    says so and gives each run's step."""
+    from unlearn_methods.train import read_run_card
+
+    settings, outcome = demo
+    board = (settings.output / "LEADERBOARD.md").read_text()
+    assert "Compared at matched forgetting" in board and "| checkpoint |" in board
+    for method, model in outcome["models"].items():
+        card = read_run_card(model)
+        selection, history = card["selection"], card["evaluation"]["history"]
+        assert selection["rule"].startswith("forget_rougeL_recall<=") and selection["reference"]
+        assert [r["step"] for r in history] == list(range(1, len(history) + 1)), method
+        assert card["evaluation"]["task_options"]["sets"] == ["forget"]
+        if selection["reached"]:  # stopped at the first step that reached the target
+            values = [r["metrics"]["forget_rougeL_recall"] for r in history]
+            assert values[-1] <= selection["target"] < min(values[:-1], default=2), method
 
 
 def test_unlearned_models_are_scored_against_both_references(demo):

@@ -325,3 +325,52 @@ def test_a_reference_without_the_scored_rows_is_refused(tiny_model_dir, tmp_path
     )  # fmt: skip
     with pytest.raises(ValueError, match="lacks forget_rougeL_recall on 1 of the 1 forget rows"):
         dry_run(options)
+
+
+def test_forget_only_evaluations_and_the_choice_reach_the_leaderboard(
+    evaluated, tiny_model_dir, tmp_path
+):
+    """Task options sets and truth_ratio: the evaluations score the forget set alone (the
+    others read "N/A (no rows)") and only its ground-truth answers, giving the same ROUGE-L and
+    probability as the full evaluation of the same weights; the selection still stops at the
+    retain model's value, and a scoring run of the output carries the choice into the
+    leaderboard (checkpoint column, matched-forgetting sentence)."""
+    from harness_ext.commands.cli import main
+    from harness_ext.workflows.leaderboard import fmt
+    from harness_ext.workflows.score import MANIFEST, completed_runs
+
+    docs = [d for d in scored_docs() if d["set"] == "forget"]
+    reference = write_reference(tmp_path / "retain.json", docs, lambda d: d["answer"])
+    only_forget = {**EVAL["eval_metadata"], "sets": ["forget"], "truth_ratio": False}
+    output = run(
+        tiny_model_dir, tmp_path / "forget-only", **{**EVAL, "eval_metadata": only_forget},
+        select_matching_reference=str(reference),
+    )  # fmt: skip
+    card = read_run_card(output)
+    ((step, metrics),) = eval_metrics(card)
+    (_, full), _ = eval_metrics(read_run_card(evaluated))  # the same weights at step 2
+    assert step == 2
+    for metric in ("forget_rougeL_recall", "forget_prob", "forget_token_entropy"):
+        assert metrics[metric] == pytest.approx(full[metric], abs=1e-6), metric
+    assert str(metrics["forget_truth_ratio"]).startswith("N/A (truth_ratio is off")
+    assert str(metrics["forget_quality"]).startswith("N/A")
+    assert str(metrics["retain_rougeL_recall"]).startswith("N/A (no rows")
+    assert str(metrics["mia_loss_auc"]).startswith("N/A")  # no holdout scored
+    assert card["selection"]["reached"] is True and card["selection"]["step"] == 2
+
+    runs = tmp_path / "runs"
+    metadata = json.dumps({"max_rows_per_set": 1, "generation_max_length": 40,
+                           "embedding_model": "none", "nli_model": "none"})  # fmt: skip
+    assert main(["score", str(output), "--prompt-format", "plain", "--metadata", metadata,
+                 "--output", str(runs)]) == 0  # fmt: skip
+    (scored,) = completed_runs(runs)
+    selection = json.loads((scored / MANIFEST).read_text())["model"]["selection"]
+    assert selection["reached"] is True and selection["step"] == 2
+    assert selection["reference"] == "retain.json"  # the file's name, not a local path
+    assert main(["leaderboard", str(runs), "--output", str(tmp_path / "board")]) == 0
+    board = (tmp_path / "board" / "LEADERBOARD.md").read_text()
+    value = fmt(selection["value"])
+    assert f"| step 2: {value} ≤ 1.0000 |" in board
+    assert "Compared at matched forgetting" in board and "retain model's own value" in board
+    csv = (tmp_path / "board" / "leaderboard.csv").read_text()
+    assert f"step 2: {value} ≤ 1.0000" in csv

@@ -292,6 +292,27 @@ def row_limits(value: Any, names: Sequence[str] | None = None) -> dict[str, int 
     return dict.fromkeys(names, limit)
 
 
+def scored_sets(value: Sequence[str] | str | None) -> set[str]:
+    """The task option ``sets``: the set names to score (a list, or names separated by commas);
+    None for every set.
+
+    >>> sorted(scored_sets("forget, holdout"))
+    ['forget', 'holdout']
+    """
+    names = [*(s.name for s in EVAL_SETS), HOLDOUT_SET]
+    if value is None:
+        return set(names)
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip().startswith("[") else value.split(",")
+    chosen = {str(name).strip() for name in value if str(name).strip()}
+    unknown = chosen - set(names)
+    if unknown or not chosen:
+        raise TofuDataError(
+            f"sets names {sorted(unknown) or 'no set'}; choose among {', '.join(names)}"
+        )
+    return chosen
+
+
 FORGET_QUESTIONS = ("original", "paraphrased")  # the task option forget_question
 
 

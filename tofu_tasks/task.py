@@ -33,6 +33,12 @@ Options come from the task metadata, i.e. ``--metadata '{...}'`` (or ``--model_a
 ``prompt_template``           {"prompt": "...{question}...", "answer": "...{answer}..."}:
                               another harness's exact strings
 ``tokenizer``                 tokenizer for token counts when ``pretrained`` is not a path/id
+``sets``                      score only these sets, e.g. ``["forget", "holdout"]`` (default:
+                              all); the others read "N/A (no rows)"
+``truth_ratio``               ``false``: score only the ground-truth answer (no paraphrased or
+                              perturbed answers): truth ratio, forget quality and the
+                              Real Authors / World Facts probability read N/A; about a third
+                              of the log-likelihood work (evaluations during training)
 ``holdout``                   rows the model never saw, for membership inference: TOFU's
                               holdout split of the forget split's size (default, from the
                               hub or a local directory that has it), ``holdout05``, a row
@@ -123,6 +129,8 @@ class TaskOptions:
     prompt_template: dict[str, str] | str | None = None
     holdout: str | bool | None = None
     forget_question: str = "original"  # "paraphrased": TOFU's rephrased forget questions
+    sets: list[str] | str | None = None  # score only these sets (default: all of them)
+    truth_ratio: bool | str = True  # false: no paraphrased / perturbed answers (quick runs)
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any]) -> TaskOptions:
@@ -136,8 +144,15 @@ class TaskOptions:
         options = cls(**{name: metadata[name] for name in known})
         if int(options.generation_max_length) <= 0:
             raise TaskSetupError("generation_max_length must be a positive number of tokens")
-        if str(options.bertscore).lower() not in ("true", "false", "1", "0"):
-            raise TaskSetupError(f"bertscore must be true or false, got {options.bertscore!r}")
+        for flag in ("bertscore", "truth_ratio"):
+            if str(getattr(options, flag)).lower() not in ("true", "false", "1", "0"):
+                raise TaskSetupError(
+                    f"{flag} must be true or false, got {getattr(options, flag)!r}"
+                )
+        try:
+            data.scored_sets(options.sets)
+        except data.TofuDataError as err:
+            raise TaskSetupError(str(err)) from err
         if options.scored_tokens not in SCORED_TOKENS:
             raise TaskSetupError(
                 f"scored_tokens must be one of {', '.join(SCORED_TOKENS)}, got "
@@ -148,6 +163,10 @@ class TaskOptions:
     @property
     def wants_bertscore(self) -> bool:
         return str(self.bertscore).lower() in ("true", "1")
+
+    @property
+    def wants_truth_ratio(self) -> bool:
+        return str(self.truth_ratio).lower() in ("true", "1")
 
 
 def interleave_sets(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -164,6 +183,8 @@ def interleave_sets(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def holdout_for(options: TaskOptions) -> data.Holdout:
     """The run's holdout rows (non-members for membership inference), checked against the
     whole forget split."""
+    if data.HOLDOUT_SET not in data.scored_sets(options.sets):
+        return data.Holdout((), None, "no holdout rows (the task option sets leaves it out)")
     forget = data.read_split(FORGET.source_file(options.forget_split), options.data_dir)
     return data.holdout_rows(
         options.holdout,
@@ -184,6 +205,8 @@ def eval_docs(options: TaskOptions) -> list[dict[str, Any]]:
         forget_rows=options.forget_rows,
         forget_question=options.forget_question,
     )
+    scored = data.scored_sets(options.sets)
+    docs = [doc for doc in docs if doc["set"] in scored]
     return interleave_sets(docs + list(holdout_for(options).docs))
 
 
@@ -373,10 +396,9 @@ class TofuUnlearnTask(ConfigurableTask):
                 }
         return self.prompt_format
 
-    @staticmethod
-    def scored_answers(doc: dict) -> list[str]:
+    def scored_answers(self, doc: dict) -> list[str]:
         """Answers scored by log-likelihood, in request order after the generation."""
-        if doc["set"] == data.HOLDOUT_SET:
+        if doc["set"] == data.HOLDOUT_SET or not self.options.wants_truth_ratio:
             return [doc["answer"]]
         eval_set = eval_set_for(doc)
         base = [] if eval_set.base_answer_field == "answer" else [doc["base_answer"]]
@@ -707,7 +729,7 @@ class TofuUnlearnTask(ConfigurableTask):
 
     def _set_metrics(self, doc: dict, nlls: list[float], counts: list[int]) -> dict[str, Any]:
         key = _doc_key(doc)
-        n_base = 0 if eval_set_for(doc).base_answer_field == "answer" else 1
+        n_base = 0 if eval_set_for(doc).base_answer_field == "answer" or len(nlls) == 1 else 1
         generation, output_scores = self._scored[key]
         sample = SampleScore(
             set_name=doc["set"],

@@ -392,7 +392,18 @@ class EvaluateDuringTraining(TrainerCallback):
         }
         self.history.append(record)
         self._log({LOG_PREFIX + k: v for k, v in metrics.items() if _is_number(v)})
+        print(self._progress_line(record), flush=True)
         return record
+
+    def _progress_line(self, record: dict[str, Any]) -> str:
+        """One line per evaluation on the console: the selection metric (or the forget
+        ROUGE-L) against its target, and the time the evaluation took."""
+        rule = self.plan.rule
+        metric = rule.metric if rule else "forget_rougeL_recall"
+        value = record["metrics"].get(metric)
+        shown = f"{value:.4f}" if _is_number(value) else str(value)
+        target = f" (target {rule.text})" if rule else ""
+        return f"step {record['step']}: {metric} {shown}{target}, evaluated in {record['seconds']:.0f} s"
 
     def _log(self, logs: dict[str, float]) -> None:
         """Through the Trainer's logging (every reporting callback sees it); logging resets the

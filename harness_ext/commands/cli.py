@@ -468,6 +468,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings.model = args.model
     if args.audit:
         settings.audit = args.audit
+    if args.no_audit:
+        settings.audit = None
+    if args.no_matching:
+        settings.match_forgetting = False
     run_demo(settings, main)
     return 0
 
@@ -511,16 +515,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", type=Path, default=Path("results/demo"))
     demo.add_argument("--model", help="base model (default: the packaged SmolLM2-135M-Instruct)")
     demo.add_argument("--methods", help="comma-separated (default ME+GD,IDK+AP,GA+GD,NPO+GD)")
-    demo.add_argument("--retain-rows", type=int, default=10, help="retain rows learned and scored")
+    demo.add_argument("--retain-rows", type=int, default=40, help="retain rows learned and scored")
     demo.add_argument(
-        "--utility-rows", type=int, default=10, help="Real Authors / World Facts rows scored"
+        "--utility-rows", type=int, default=40, help="Real Authors / World Facts rows scored"
     )
     demo.add_argument(
         "--audit",
-        nargs="?",
-        const="relearn,quantize,paraphrase",
-        help="also audit every unlearned model (lm-unlearn audit) with these attacks (default "
-        "all three; about 4 more minutes per model on 2 cores)",
+        help="the attacks of the audit of every unlearned model (lm-unlearn audit; default "
+        "relearn,quantize,paraphrase)",
+    )
+    demo.add_argument("--no-audit", action="store_true", help="skip the audit")
+    demo.add_argument(
+        "--no-matching",
+        action="store_true",
+        help="train every method for its full epochs instead of stopping it at the retain "
+        "model's forget ROUGE-L (matched forgetting)",
     )
     demo.set_defaults(handler=cmd_demo)
 

@@ -44,6 +44,9 @@ FORGET_EFFICACY_METRICS = (
 )
 
 
+NO_PERTURBED = "truth_ratio is off: only the ground-truth answer was scored"
+
+
 class ReferenceMismatchError(ValueError):
     """A reference does not cover the rows being evaluated."""
 
@@ -77,6 +80,8 @@ class SampleScore:
 
     def metrics(self) -> dict[str, float | str]:
         eval_set = get_eval_set(self.set_name)
+        if not self.perturbed_nlls:  # only the ground truth was scored (truth_ratio: false)
+            return self._ground_truth_metrics(eval_set)
         ratio = M.raw_truth_ratio(self.base_nll, self.perturbed_nlls)
         if eval_set.prob_form == "absolute":
             prob = M.length_normalized_prob(self.answer_nll)
@@ -92,6 +97,21 @@ class SampleScore:
             values["truth_ratio_closer_look"] = M.truth_ratio_closer_look(ratio)
         else:
             values["truth_ratio"] = M.truth_ratio_utility(ratio)
+        values.update(self.output_scores)
+        return values
+
+    def _ground_truth_metrics(self, eval_set: EvalSet) -> dict[str, float | str]:
+        """Without the perturbed answers: ROUGE-L, and the probability where it is absolute."""
+        off = not_computed(NO_PERTURBED)
+        absolute = eval_set.prob_form == "absolute"
+        values: dict[str, float | str] = {
+            "rougeL_recall": M.rouge_l_recall(self.generation, self.target),
+            "prob": M.length_normalized_prob(self.answer_nll) if absolute else off,
+            "raw_truth_ratio": off,
+            "truth_ratio": off,
+        }
+        if eval_set.truth_ratio_form == "forget":
+            values["truth_ratio_closer_look"] = off
         values.update(self.output_scores)
         return values
 
@@ -232,6 +252,9 @@ def forget_quality_value(
     if not items:
         return not_computed("no forget rows evaluated")
     wanted = [(item.get("row"), item["question"]) for item in items]
+    reasons = [item["raw_truth_ratio"] for item in items if _is_reason(item["raw_truth_ratio"])]
+    if reasons:
+        return reasons[0]
     ratios = [float(item["raw_truth_ratio"]) for item in items]
     return M.forget_quality(ratios, align_reference(wanted, reference, source))
 
@@ -302,6 +325,9 @@ def aggregate_forget_quality(items: Sequence[Mapping[str, Any]]) -> float | str:
     items = [item for item in items if item is not None]
     if not items:
         return not_computed("no forget rows evaluated")
+    reasons = [item["raw_truth_ratio"] for item in items if _is_reason(item["raw_truth_ratio"])]
+    if reasons:
+        return reasons[0]
     if any(item.get("reference_ratio") is None for item in items):
         return not_computed("no retain reference; set retain_reference")
     return M.forget_quality(

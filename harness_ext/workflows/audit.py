@@ -53,6 +53,7 @@ from harness_ext.workflows.score import (
 )
 
 ATTACKS = ("relearn", "quantize", "paraphrase")
+AUDIT_SETS = ("forget", "holdout")  # the sets the audit scores unless --metadata names others
 QUANTIZE_BITS = (8, 4)
 ATTACK_CARD = "attack_card.json"
 AUDIT_FORMAT = "lm-unlearn-audit/1"
@@ -232,7 +233,8 @@ def target_is_run(target: str) -> bool:
 
 # ---------------------------------------------------------------------- the attacks
 def plan(settings: AuditSettings) -> list[Variant]:
-    base = dict(settings.scoring.metadata)
+    # The table holds forget metrics only: the utility sets are not scored unless asked for.
+    base = {"sets": list(AUDIT_SETS), **settings.scoring.metadata}
     variants: list[Variant] = []
     for attack in settings.attacks:
         if attack == "relearn":
@@ -271,7 +273,8 @@ def quantize_variant(settings: AuditSettings, base: dict[str, Any], bits: int) -
 
     what = {"bits": bits, "library": f"bitsandbytes {bitsandbytes.__version__}",
             "scheme": QUANTIZE_SCHEMES[bits], "device": quantize_device(settings)}  # fmt: skip
-    return Variant("quantize", f"quantize-{bits}bit", what, base, base)
+    scored = "" if base == settings.scoring.metadata else "forget and holdout sets"
+    return Variant("quantize", f"quantize-{bits}bit", what, base, base, scored)
 
 
 def quantize_device(settings: AuditSettings) -> str:
@@ -433,21 +436,31 @@ def score(
 
 
 def role(variant: Variant, name: str) -> dict[str, Any]:
-    """The attack section of a run that is not itself attacked but scored for the audit."""
-    return {"name": variant.attack, "variant": variant.name, "role": name}
+    """The attack section of a run that is not itself attacked but scored for the audit. It
+    names no attack: every attack that scores the same rows shares the run."""
+    return {"name": "none", "role": name}
 
 
 def score_before(settings: AuditSettings, spec: ModelSpec, variant: Variant) -> Scores:
     """The unlearned model on the attacked run's rows (original questions). On the usual rows it
     is an ordinary scoring run, the same as ``lm-unlearn score MODEL`` makes."""
     usual = variant.before_metadata == settings.scoring.metadata
-    label = None if usual else f"{spec.name} ({variant.scored})"
+    label = None if usual else f"{spec.name} ({rows_scored(variant.before_metadata)})"
     return score(
         settings.model, settings, variant.before_metadata,
         attack=None if usual else role(variant, "before"),
         labels=(label or settings.scoring.label, spec.base_name if label else None),
         base=settings.base,
     )  # fmt: skip
+
+
+def rows_scored(metadata: dict[str, Any]) -> str:
+    """How a before run's rows differ from the usual ones (several attacks share it)."""
+    sets = metadata.get("sets")
+    named = "forget and holdout sets" if sets and list(sets) == list(AUDIT_SETS) else None
+    if metadata.get("forget_rows"):
+        return f"rows {metadata['forget_rows']}" + (f" of the {named}" if named else "")
+    return named or f"sets {', '.join(sets)}" if sets else "other rows"
 
 
 def score_target(settings: AuditSettings, variant: Variant) -> Scores | None:

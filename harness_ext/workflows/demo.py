@@ -2,9 +2,13 @@
 
 1. fine-tune the packaged SmolLM2-135M-Instruct on the forget01 authors plus some retain rows (the
    *target*), and the same way on the retain rows only (the *retain model*);
-2. unlearn forget01 from the target with ME+GD, IDK+AP, GA+GD and NPO+GD;
+2. unlearn forget01 from the target with ME+GD, IDK+AP, GA+GD and NPO+GD, each scored on the
+   forget set after every optimiser step and stopped at the first checkpoint that forgets as much
+   as the retain model knows (its forget ROUGE-L): the methods are compared at matched forgetting;
 3. score the retain model, the target and every unlearned model on ``tofu_forget01_unlearn``;
-4. write the leaderboard under ``results/demo/``.
+4. audit every unlearned model (``lm-unlearn audit``: relearning, 8/4-bit weights, paraphrased
+   questions);
+5. write the leaderboard under ``results/demo/``.
 
 Every step is a public command (``lm-unlearn finetune / train / score / leaderboard``), run in
 process and printed as the user would type it. Models are cached by content: a step whose inputs
@@ -29,6 +33,9 @@ from harness_ext.assets import cache_dir, packaged_smollm2
 TASK = "tofu_forget01_unlearn"
 DEFAULT_OUTPUT = Path("results") / "demo"
 HOLDOUT_ROWS = range(360, 400)  # retain_perturbed rows beyond any the demo fine-tunes on
+# ME+GD moves the forget set more slowly at the others' rate (its loss is bounded); IDK+AP's
+# refusals spread to the other authors' questions when it moves fast
+METHOD_LR = {"ME+GD": 1e-3, "IDK+AP": 2e-4}
 
 
 @dataclass
@@ -39,18 +46,25 @@ class DemoSettings:
     output: Path = DEFAULT_OUTPUT
     cache: Path | None = None  # default: $LM_UNLEARN_CACHE/demo
     methods: tuple[str, ...] = ("ME+GD", "IDK+AP", "GA+GD", "NPO+GD")
-    retain_rows: int = 10  # retain rows the models learn, and the retain rows scored
-    utility_rows: int = 10  # Real Authors and World Facts rows scored
+    retain_rows: int = 40  # retain rows the models learn, and the retain rows scored
+    utility_rows: int = 40  # Real Authors and World Facts rows scored
     forget_rows: int | None = None  # forget rows scored (default: all 40 of forget01)
     prompt_format: str = "plain"
     finetune_epochs: float = 5.0
     finetune_lr: float = 2e-4
-    unlearn_epochs: float = 1.0
+    unlearn_epochs: float = 4.0  # at most: matched forgetting usually stops a method earlier
     unlearn_lr: float = 3e-4
+    method_lr: dict[str, float] = field(default_factory=lambda: dict(METHOD_LR))
     batch_size: int = 8
     score_batch_size: int = 16
+    match_forgetting: bool = True  # stop each method at the retain model's forget ROUGE-L
+    eval_rows: int | None = 20  # forget rows scored after every step (None: all)
     metadata: dict[str, Any] = field(default_factory=dict)  # more task options
-    audit: str | None = None  # attacks of `lm-unlearn audit` run on every unlearned model
+    audit: str | None = "relearn,quantize,paraphrase"  # attacks on every unlearned model
+    relearn_lr: float = 1e-4  # the audit's default (1e-5) barely moves a 135M model in 10 steps
+
+    def learning_rate(self, method: str) -> float:
+        return self.method_lr.get(method, self.unlearn_lr)
 
 
 class Clock:
@@ -172,12 +186,29 @@ def audit(
 ) -> None:
     """``lm-unlearn audit`` of one unlearned model against the target's scoring run."""
     folder = Path(settings.output) / "audit" / method.replace("+", "_")
-    run_command(["audit", str(model), "--attacks", str(settings.audit), "--target",
+    relearn = ["--relearn-lr", str(settings.relearn_lr)] if "relearn" in settings.audit else []
+    run_command(["audit", str(model), "--attacks", str(settings.audit), *relearn, "--target",
                  str(target_run), "--label", method, "--prompt-format", settings.prompt_format,
                  "--metadata", json.dumps(task_metadata(settings), sort_keys=True),
                  "--reference", str(retain_run), "--pre-unlearning-reference", str(target_run),
                  "--batch-size", str(settings.score_batch_size), "--runs", str(runs),
                  "--output", str(folder)])  # fmt: skip
+
+
+def matched_forgetting(settings: DemoSettings, retain_run: Path) -> list[str]:
+    """``train`` options that score the forget set after every step and stop at the first
+    checkpoint whose forget ROUGE-L is the retain model's (on the same rows) or lower."""
+    if not settings.match_forgetting:
+        return []
+    rows = ["--eval-rows", str(settings.eval_rows)] if settings.eval_rows else []
+    # ROUGE-L needs the generations only: no other set, no perturbed answers (a third the
+    # time), and generations cut at 128 tokens with the prompt (forget01's longest question and
+    # answer take 100), so that an unlearned model's rambling does not set the pace
+    only_forget = {"sets": ["forget"], "truth_ratio": False, "generation_max_length": 128,
+                   **settings.metadata}  # fmt: skip
+    # no warm-up: with it the first steps barely move the model and their evaluations are wasted
+    return ["--eval-every", "1", *rows, "--eval-metadata", json.dumps(only_forget, sort_keys=True),
+            "--select-matching-reference", str(retain_run), "--warmup_steps", "0"]  # fmt: skip
 
 
 def remove_stale_runs(runs: Path, current: list[Path]) -> None:
@@ -268,8 +299,9 @@ def run_demo(settings: DemoSettings | None, command_line: CommandLine) -> dict[s
         clock.step(f"unlearn forget01 with {method}, then score it")
         args = ["--method", method, "--forget", "forget01", "--retain", retain_data,
                 "--prompt-format", settings.prompt_format, "--epochs", str(settings.unlearn_epochs),
-                "--lr", str(settings.unlearn_lr), "--batch-size", str(settings.batch_size),
-                "--effective-batch-size", str(settings.batch_size)]  # fmt: skip
+                "--lr", str(settings.learning_rate(method)), "--batch-size", str(settings.batch_size),
+                "--effective-batch-size", str(settings.batch_size),
+                *matched_forgetting(settings, retain_run)]  # fmt: skip
         kind = "unlearn-" + method.replace("+", "_")
         model = make_model(run_command, cache, kind, "train", target, args, "run_card.json")
         unlearned[method] = model

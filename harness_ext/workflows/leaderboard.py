@@ -453,6 +453,57 @@ def csv_text(value: Any) -> Any:
     return value
 
 
+SIGNS = {"<=": "≤", ">=": "≥"}
+
+
+def selection_of(record: RunRecord) -> dict[str, Any] | None:
+    """How the run's checkpoint was chosen during training (``train --select``), if it was."""
+    chosen = ((record.manifest or {}).get("model") or {}).get("selection")
+    return chosen if isinstance(chosen, dict) and chosen.get("metric") else None
+
+
+def checkpoint_cell(record: RunRecord) -> str:
+    """e.g. "step 6: 0.3050 ≤ 0.3241", or "not reached (≤ 0.3241): 0.4100 at step 20"."""
+    chosen = selection_of(record)
+    if chosen is None:
+        return ""
+    value, step = fmt(chosen.get("value")), chosen.get("step")
+    if chosen.get("target") is None:  # best:METRIC
+        return f"step {step}: best {value}"
+    operator = SIGNS.get(chosen.get("operator", ""), chosen.get("operator", ""))
+    target = f"{operator} {fmt(chosen.get('target'))}"
+    if chosen.get("reached"):
+        return f"step {step}: {value} {target}"
+    return f"not reached ({target}): {value} at step {step}"
+
+
+def selection_sentence(records: list[RunRecord]) -> str:
+    """Says when runs were stopped at a matched amount of forgetting (one rule for all)."""
+    chosen = [c for c in map(selection_of, records) if c]
+    rules = {
+        (c.get("metric"), c.get("operator"), c.get("target"), c.get("reference")) for c in chosen
+    }
+    if not chosen or len(rules) != 1:
+        return (
+            f"{len(chosen)} runs were stopped by a selection rule (checkpoint column)."
+            if chosen
+            else ""
+        )
+    metric, operator, target, reference = rules.pop()
+    if target is None:
+        return f"Each unlearned run kept its best {metric} checkpoint (checkpoint column)."
+    missed = sum(not c.get("reached") for c in chosen)
+    whose = f", the retain model's own value ({reference})" if reference else ""
+    sentence = (
+        f"Compared at matched forgetting: each unlearned run stopped at the first checkpoint "
+        f"with {metric} {SIGNS.get(operator, operator)} {fmt(target)}{whose}; the checkpoint "
+        f"column gives the step."
+    )
+    if missed:
+        sentence += f" {missed} of {len(chosen)} never reached it: their final model is shown."
+    return sentence
+
+
 def _rank_cell(record: RunRecord) -> str:
     return str(record.rank) if record.rank is not None else "ref"
 
@@ -477,10 +528,16 @@ def to_markdown(tables, output: Path, title: str) -> str:
         if references:
             names = "; ".join(md_text(name) for name in references)
             lines.append(f"Forget quality against the retain reference: {names}.")
-        lines += ["", "| # | run | prompt | " + " | ".join(columns) + " |"]
-        lines.append("|---" * (len(columns) + 3) + "|")
+        if sentence := selection_sentence(main):
+            lines.append(md_text(sentence))
+        selected = any(selection_of(r) for r in main)
+        lines += [
+            "",
+            "| # | run | prompt | " + "checkpoint | " * selected + " | ".join(columns) + " |",
+        ]
+        lines.append("|---" * (len(columns) + 3 + selected) + "|")
         for r in main:
-            cells = [fmt(r.metrics.get(c)) for c in columns]
+            cells = [checkpoint_cell(r)] * selected + [fmt(r.metrics.get(c)) for c in columns]
             lines.append(
                 f"| {_rank_cell(r)} | [{md_text(_name_cell(r))}]({_link(r, output)}) | "
                 f"{md_text(r.prompt_format)} | " + " | ".join(md_text(c) for c in cells) + " |"
@@ -520,6 +577,7 @@ def to_frame(records: list[RunRecord], output: Path):
                 "comparable_group": r.group,
                 "note": r.note,
                 "prompt_format": r.prompt_format,
+                "checkpoint": checkpoint_cell(r),
                 **{k: r.metrics.get(k) for k in _metric_columns(records)},
                 "results_file": _link(r, output),
                 "manifest": os.path.relpath(r.run_dir / MANIFEST, output) if r.manifest else "",
@@ -738,14 +796,16 @@ tr.reference td { background: #f7f7ee; font-style: italic; }
 
 
 def _html_table(records: list[RunRecord], columns: list[str], output: Path) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    selected = any(selection_of(r) for r in records)
+    head = "<th class='name'>checkpoint</th>" * selected
+    head += "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     out = [
         "<div class='wrap'><table class='sortable'><thead><tr>"
         f"<th>#</th><th class='name'>run</th><th>prompt</th>{head}<th class='name'>note</th>"
         "</tr></thead><tbody>"
     ]
     for r in records:
-        cells = []
+        cells = [f"<td class='name'>{html.escape(checkpoint_cell(r))}</td>"] * selected
         for c in columns:
             number = r.number(c)
             value = "" if number is None else repr(number)
@@ -788,6 +848,8 @@ def to_html(
             f"{sum(r.rank is None for r in main)} references; "
             f"{len(apart)} kept apart (grey, with the reason).</p>"
         )
+        if sentence := selection_sentence(main):
+            parts.append(f"<p class='note'>{html.escape(sentence)}</p>")
         parts.append(_html_table(main + apart, columns, output))
         if apart:
             items = "".join(

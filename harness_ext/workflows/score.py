@@ -92,6 +92,30 @@ def _training_card(model: str) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
+def checkpoint_selection(spec: ModelSpec) -> dict[str, Any] | None:
+    """How ``lm-unlearn train --select`` chose the checkpoint (its run card), for the tables:
+    methods compared at a matched amount of forgetting say so."""
+    found = _training_card(spec.peft or spec.pretrained)
+    selection = (found[1].get("selection") or None) if found else None
+    if not isinstance(selection, dict):
+        return None
+    keys = (
+        "rule",
+        "metric",
+        "operator",
+        "target",
+        "reference",
+        "reached",
+        "step",
+        "value",
+        "final_step",
+    )
+    out = {key: selection[key] for key in keys if key in selection}
+    if out.get("reference"):  # a local path means nothing on another machine: keep its name
+        out["reference"] = Path(str(out["reference"])).name
+    return out
+
+
 def _own_name(model: str) -> str:
     return Path(model.rstrip("/")).name or model
 
@@ -553,6 +577,7 @@ def build_manifest(spec, settings, prompt_format, why, key, results, files) -> d
             "pretrained": spec.pretrained,
             "peft": spec.peft,
             "fingerprint": spec.fingerprint,
+            **({"selection": chosen} if (chosen := checkpoint_selection(spec)) else {}),
         },
         "task": task,
         "task_version": results.get("versions", {}).get(task),
