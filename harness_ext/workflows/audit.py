@@ -457,10 +457,17 @@ def score_before(settings: AuditSettings, spec: ModelSpec, variant: Variant) -> 
 def rows_scored(metadata: dict[str, Any]) -> str:
     """How a before run's rows differ from the usual ones (several attacks share it)."""
     sets = metadata.get("sets")
-    named = "forget and holdout sets" if sets and list(sets) == list(AUDIT_SETS) else None
+    if isinstance(sets, str):
+        sets = [name.strip() for name in sets.split(",")]
+    if not sets:
+        named = None
+    elif list(sets) == list(AUDIT_SETS):
+        named = "forget and holdout sets"
+    else:
+        named = f"sets {', '.join(sets)}"
     if metadata.get("forget_rows"):
         return f"rows {metadata['forget_rows']}" + (f" of the {named}" if named else "")
-    return named or f"sets {', '.join(sets)}" if sets else "other rows"
+    return named or "other rows"
 
 
 def score_target(settings: AuditSettings, variant: Variant) -> Scores | None:

@@ -33,9 +33,9 @@ from harness_ext.assets import cache_dir, packaged_smollm2
 TASK = "tofu_forget01_unlearn"
 DEFAULT_OUTPUT = Path("results") / "demo"
 HOLDOUT_ROWS = range(360, 400)  # retain_perturbed rows beyond any the demo fine-tunes on
-# ME+GD moves the forget set more slowly at the others' rate (its loss is bounded); IDK+AP's
-# refusals spread to the other authors' questions when it moves fast
-METHOD_LR = {"ME+GD": 1e-3, "IDK+AP": 2e-4}
+# ME+GD's loss is bounded (it moves the forget set more slowly); at 3e-4 the other methods reach
+# the target in one or two steps and take the retain set and Real Authors down with it
+METHOD_LR = {"ME+GD": 3e-4}
 
 
 @dataclass
@@ -53,12 +53,12 @@ class DemoSettings:
     finetune_epochs: float = 5.0
     finetune_lr: float = 2e-4
     unlearn_epochs: float = 4.0  # at most: matched forgetting usually stops a method earlier
-    unlearn_lr: float = 3e-4
+    unlearn_lr: float = 1e-4
     method_lr: dict[str, float] = field(default_factory=lambda: dict(METHOD_LR))
     batch_size: int = 8
     score_batch_size: int = 16
     match_forgetting: bool = True  # stop each method at the retain model's forget ROUGE-L
-    eval_rows: int | None = 20  # forget rows scored after every step (None: all)
+    eval_rows: int | None = 16  # forget rows scored after every step (None: all)
     metadata: dict[str, Any] = field(default_factory=dict)  # more task options
     audit: str | None = "relearn,quantize,paraphrase"  # attacks on every unlearned model
     relearn_lr: float = 1e-4  # the audit's default (1e-5) barely moves a 135M model in 10 steps
@@ -213,25 +213,37 @@ def matched_forgetting(settings: DemoSettings, retain_run: Path) -> list[str]:
 
 def remove_stale_runs(runs: Path, current: list[Path]) -> None:
     """Earlier scoring runs of the demo's own models (other weights, e.g. trained on another
-    machine, or other settings) leave the demo's results folder: one row per model."""
+    machine, or other settings) leave the demo's results folder: one row per model. So do the
+    audit runs of models that are not the current ones."""
     import shutil
 
     from harness_ext.workflows.score import completed_runs
 
-    names = set()
-    for run in current:
-        model = json.loads((run / "manifest.json").read_text(encoding="utf-8"))["model"]
-        names.add((model.get("name"), model.get("base_name")))
+    def read(run: Path) -> dict[str, Any]:
+        try:
+            return json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def weights(model: dict[str, Any]) -> str | None:
+        return (model.get("fingerprint") or {}).get("weights_sha256")
+
+    models = [read(run).get("model", {}) for run in current]
+    names = {(model.get("name"), model.get("base_name")) for model in models}
+    bases = {base for _, base in names}
+    current_weights = {weights(model) for model in models}
     keep = {run.resolve() for run in current}
     for run in completed_runs(runs):
-        try:
-            model = json.loads((run / "manifest.json").read_text(encoding="utf-8")).get("model", {})
-        except (OSError, json.JSONDecodeError):
-            continue
-        attacked = "attack" in json.loads((run / "manifest.json").read_text(encoding="utf-8"))
-        if attacked:  # an audit's runs (lm-unlearn audit keeps them apart from the ranking)
-            continue
-        if run.resolve() not in keep and (model.get("name"), model.get("base_name")) in names:
+        manifest = read(run)
+        model, attack = manifest.get("model", {}), manifest.get("attack")
+        if attack:  # an audit's run: stale when the model it audited is not a current one
+            audited = weights(attack.get("input_model") or {}) or weights(model)
+            stale = model.get("base_name") in bases and audited not in current_weights
+        else:
+            stale = (
+                run.resolve() not in keep and (model.get("name"), model.get("base_name")) in names
+            )
+        if stale:
             print(f"  replaced an earlier run of the same model: removed {run}")
             shutil.rmtree(run)
 
