@@ -143,6 +143,11 @@ def _is_reason(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(NOT_COMPUTED)
 
 
+def _ratio_not_computed(items: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why forget quality cannot be computed from these items' truth ratios (truth_ratio off)."""
+    return next((i["raw_truth_ratio"] for i in items if _is_reason(i["raw_truth_ratio"])), None)
+
+
 def model_utility_components(
     values: Mapping[str, Mapping[str, Any]],
     metric_names: Sequence[str],
@@ -252,9 +257,8 @@ def forget_quality_value(
     if not items:
         return not_computed("no forget rows evaluated")
     wanted = [(item.get("row"), item["question"]) for item in items]
-    reasons = [item["raw_truth_ratio"] for item in items if _is_reason(item["raw_truth_ratio"])]
-    if reasons:
-        return reasons[0]
+    if reason := _ratio_not_computed(items):
+        return reason
     ratios = [float(item["raw_truth_ratio"]) for item in items]
     return M.forget_quality(ratios, align_reference(wanted, reference, source))
 
@@ -325,9 +329,8 @@ def aggregate_forget_quality(items: Sequence[Mapping[str, Any]]) -> float | str:
     items = [item for item in items if item is not None]
     if not items:
         return not_computed("no forget rows evaluated")
-    reasons = [item["raw_truth_ratio"] for item in items if _is_reason(item["raw_truth_ratio"])]
-    if reasons:
-        return reasons[0]
+    if reason := _ratio_not_computed(items):
+        return reason
     if any(item.get("reference_ratio") is None for item in items):
         return not_computed("no retain reference; set retain_reference")
     return M.forget_quality(
