@@ -3,7 +3,7 @@
 1. fine-tune the packaged SmolLM2-135M-Instruct on the forget01 authors plus some retain rows (the
    *target*), and the same way on the retain rows only (the *retain model*);
 2. unlearn forget01 from the target with ME+GD, IDK+AP, GA+GD and NPO+GD, each scored on the
-   forget set after every optimiser step and stopped at the first checkpoint that forgets as much
+   forget set every two optimiser steps and stopped at the first checkpoint that forgets as much
    as the retain model knows (its forget ROUGE-L): the methods are compared at matched forgetting;
 3. score the retain model, the target and every unlearned model on ``tofu_forget01_unlearn``;
 4. audit every unlearned model (``lm-unlearn audit``: relearning, 8/4-bit weights, paraphrased
@@ -33,9 +33,12 @@ from harness_ext.assets import cache_dir, packaged_smollm2
 TASK = "tofu_forget01_unlearn"
 DEFAULT_OUTPUT = Path("results") / "demo"
 HOLDOUT_ROWS = range(360, 400)  # retain_perturbed rows beyond any the demo fine-tunes on
-# ME+GD's loss is bounded (it moves the forget set more slowly); at 3e-4 the other methods reach
-# the target in one or two steps and take the retain set and Real Authors down with it
-METHOD_LR = {"ME+GD": 3e-4}
+# Per-method rates that reach the retain model's forgetting in a few evaluations. ME+GD's loss is
+# bounded (it moves the forget set slowly). IDK+AP's refusals come in a rush: at 1e-4 its forget
+# ROUGE-L falls from 0.42 to 0.19 between two evaluations, and it refuses on Real Authors too.
+# GA+GD at 1e-4 needs 11-14 steps; at 3e-4 GA+GD and NPO+GD overshoot in one or two steps,
+# taking the retain set and Real Authors down with it.
+METHOD_LR = {"ME+GD": 3e-4, "GA+GD": 2e-4, "NPO+GD": 2e-4, "IDK+AP": 5e-5}
 
 
 @dataclass
@@ -55,10 +58,12 @@ class DemoSettings:
     unlearn_epochs: float = 4.0  # at most: matched forgetting usually stops a method earlier
     unlearn_lr: float = 1e-4
     method_lr: dict[str, float] = field(default_factory=lambda: dict(METHOD_LR))
-    batch_size: int = 8
+    batch_size: int = 8  # fine-tuning
+    unlearn_batch_size: int = 4  # half the cost of a step of 8, about as much forgetting per step
     score_batch_size: int = 16
     match_forgetting: bool = True  # stop each method at the retain model's forget ROUGE-L
-    eval_rows: int | None = 16  # forget rows scored after every step (None: all)
+    eval_every: int = 2  # optimiser steps between evaluations: each costs about two steps
+    eval_rows: int | None = 16  # forget rows scored at every evaluation (None: all)
     metadata: dict[str, Any] = field(default_factory=dict)  # more task options
     audit: str | None = "relearn,quantize,paraphrase"  # attacks on every unlearned model
     relearn_lr: float = 1e-4  # the audit's default (1e-5) barely moves a 135M model in 10 steps
@@ -196,8 +201,8 @@ def audit(
 
 
 def matched_forgetting(settings: DemoSettings, retain_run: Path) -> list[str]:
-    """``train`` options that score the forget set after every step and stop at the first
-    checkpoint whose forget ROUGE-L is the retain model's (on the same rows) or lower."""
+    """``train`` options that score the forget set every ``eval_every`` steps and stop at the
+    first checkpoint whose forget ROUGE-L is the retain model's (on the same rows) or lower."""
     if not settings.match_forgetting:
         return []
     rows = ["--eval-rows", str(settings.eval_rows)] if settings.eval_rows else []
@@ -207,7 +212,8 @@ def matched_forgetting(settings: DemoSettings, retain_run: Path) -> list[str]:
     only_forget = {"sets": ["forget"], "truth_ratio": False, "generation_max_length": 128,
                    **settings.metadata}  # fmt: skip
     # no warm-up: with it the first steps barely move the model and their evaluations are wasted
-    return ["--eval-every", "1", *rows, "--eval-metadata", json.dumps(only_forget, sort_keys=True),
+    return ["--eval-every", str(settings.eval_every), *rows,
+            "--eval-metadata", json.dumps(only_forget, sort_keys=True),
             "--select-matching-reference", str(retain_run), "--warmup_steps", "0"]  # fmt: skip
 
 
@@ -311,8 +317,9 @@ def run_demo(settings: DemoSettings | None, command_line: CommandLine) -> dict[s
         clock.step(f"unlearn forget01 with {method}, then score it")
         args = ["--method", method, "--forget", "forget01", "--retain", retain_data,
                 "--prompt-format", settings.prompt_format, "--epochs", str(settings.unlearn_epochs),
-                "--lr", str(settings.learning_rate(method)), "--batch-size", str(settings.batch_size),
-                "--effective-batch-size", str(settings.batch_size),
+                "--lr", str(settings.learning_rate(method)),
+                "--batch-size", str(settings.unlearn_batch_size),
+                "--effective-batch-size", str(settings.unlearn_batch_size),
                 *matched_forgetting(settings, retain_run)]  # fmt: skip
         kind = "unlearn-" + method.replace("+", "_")
         model = make_model(run_command, cache, kind, "train", target, args, "run_card.json")
