@@ -80,7 +80,8 @@ def test_methods_are_stopped_at_the_retain_models_forgetting_and_the_board_says_
         selection, history = card["selection"], card["evaluation"]["history"]
         assert selection["rule"].startswith("forget_rougeL_recall<=") and selection["reference"]
         every = settings.eval_every  # 2 by default: steps 2, 4, 6, ...
-        assert [r["step"] for r in history] == [every * k for k in range(1, len(history) + 1)]
+        steps = [every * k for k in range(1, len(history) + 1)]
+        assert [r["step"] for r in history] == steps, method
         assert card["evaluation"]["task_options"]["sets"] == ["forget"]
         if selection["reached"]:  # stopped at the first step that reached the target
             values = [r["metrics"]["forget_rougeL_recall"] for r in history]
