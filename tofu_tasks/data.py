@@ -292,6 +292,18 @@ def row_limits(value: Any, names: Sequence[str] | None = None) -> dict[str, int 
     return dict.fromkeys(names, limit)
 
 
+def set_names(value: Sequence[str] | str) -> list[str]:
+    """The names the task option ``sets`` gives, in its order, not checked: a list, a JSON list,
+    or names separated by commas.
+
+    >>> set_names('["forget", "holdout"]'), set_names("forget, holdout")
+    (['forget', 'holdout'], ['forget', 'holdout'])
+    """
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip().startswith("[") else value.split(",")
+    return [str(name).strip() for name in value if str(name).strip()]
+
+
 def scored_sets(value: Sequence[str] | str | None) -> set[str]:
     """The task option ``sets``: the set names to score (a list, or names separated by commas);
     None for every set.
@@ -302,9 +314,7 @@ def scored_sets(value: Sequence[str] | str | None) -> set[str]:
     names = [*(s.name for s in EVAL_SETS), HOLDOUT_SET]
     if value is None:
         return set(names)
-    if isinstance(value, str):
-        value = json.loads(value) if value.strip().startswith("[") else value.split(",")
-    chosen = {str(name).strip() for name in value if str(name).strip()}
+    chosen = set(set_names(value))
     unknown = chosen - set(names)
     if unknown or not chosen:
         raise TofuDataError(

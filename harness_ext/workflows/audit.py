@@ -456,9 +456,9 @@ def score_before(settings: AuditSettings, spec: ModelSpec, variant: Variant) -> 
 
 def rows_scored(metadata: dict[str, Any]) -> str:
     """How a before run's rows differ from the usual ones (several attacks share it)."""
-    sets = metadata.get("sets")
-    if isinstance(sets, str):
-        sets = [name.strip() for name in sets.split(",")]
+    from tofu_tasks.data import set_names
+
+    sets = set_names(metadata.get("sets") or [])
     if not sets:
         named = None
     elif list(sets) == list(AUDIT_SETS):
