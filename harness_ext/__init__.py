@@ -11,4 +11,4 @@ Layers, each importing only from the ones above it:
 Kept import-free: the autoload hook imports this package at every interpreter start.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -80,8 +80,9 @@ def models(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def audited(tmp_path_factory, models):
-    """One audit with every attack; returns the report, the folders and its wall time."""
+def audited(tmp_path_factory, models, tiny_model_dir):
+    """One audit with every attack, the untrained tiny model (it never saw the forget rows) as
+    the control; returns the report, the folders and its wall time."""
     from harness_ext.workflows.audit import AuditSettings, RelearnSettings, run_audit
     from harness_ext.workflows.score import ScoreSettings
 
@@ -92,7 +93,8 @@ def audited(tmp_path_factory, models):
     started = time.time()
     report = run_audit(
         AuditSettings(model=str(models["unlearned"]), scoring=scoring, target=str(models["memorised"]),
-                      output=root / "audit", models_dir=root / "attacked", relearn=relearn)
+                      control=str(tiny_model_dir), output=root / "audit",
+                      models_dir=root / "attacked", relearn=relearn)
     )  # fmt: skip
     print(f"audit of every attack: {time.time() - started:.1f} s")
     return {"report": report, "root": root, "runs": root / "runs"}
@@ -143,9 +145,62 @@ def test_every_forget_metric_is_compared_the_leading_three_first():
     assert [r["metric"] for r in rows] == ["forget_rougeL_recall", "forget_prob",
         "forget_truth_ratio", "forget_alpha", "forget_zeta"]  # fmt: skip
     first = rows[0]
-    assert first["change"] == pytest.approx(0.4) and first["recovery"] == pytest.approx(0.5)
-    assert rows[-1]["after"] == "N/A (why)" and rows[-1]["change"] is None
+    assert first["gain"] == pytest.approx(0.4) and first["recovery"] == pytest.approx(0.5)
+    assert rows[-1]["after"] == "N/A (why)" and rows[-1]["gain"] is None
     assert "retain_prob" not in forget_metrics(before)
+    assert "control_gain" not in first  # no control given
+
+
+def test_a_gap_within_its_noise_gives_no_recovery_and_a_control_gives_a_difference():
+    before = {"forget_rougeL_recall": 0.30, "forget_prob": 0.10}
+    after = {"forget_rougeL_recall": 0.45, "forget_prob": 0.60}
+    target = {"forget_rougeL_recall": 0.32, "forget_prob": 0.90}
+    noise = {"forget_rougeL_recall": 0.05, "forget_prob": 0.05}
+    control = ({"forget_rougeL_recall": 0.30, "forget_prob": 0.12},
+               {"forget_rougeL_recall": 0.35, "forget_prob": 0.52})  # fmt: skip
+    rouge, prob = comparison(before, after, target, noise, control)[:2]
+    # ROUGE-L: the unlearned model already scores like the target (0.02 < 0.05), never -7.5
+    assert rouge["recovery"].startswith("N/A (the unlearned model already scores like the target")
+    assert prob["recovery"] == pytest.approx(0.5 / 0.8)
+    # relearning raised the control's probability by 0.40: it brought back 0.10 beyond that
+    assert prob["gain"] == pytest.approx(0.5) and prob["control_gain"] == pytest.approx(0.4)
+    assert prob["difference"] == pytest.approx(0.1)
+    assert rouge["difference"] == pytest.approx(0.15 - 0.05)
+
+
+def test_the_noise_of_a_gap_comes_from_resampling_the_rows():
+    from harness_ext.metrics.aggregate import aggregate_mean_or_na
+    from harness_ext.metrics.noise import gap_noise
+
+    rows = range(40)
+    before = {("forget", i): {"m": 0.2 + 0.01 * (i % 5)} for i in rows}
+    same_gap = {k: {"m": v["m"] + 0.3} for k, v in before.items()}
+    spread = {("forget", i): {"m": 0.2 + (0.5 if i % 2 else -0.1)} for i in rows}
+    assert gap_noise(before, same_gap, {"m": aggregate_mean_or_na})["m"] == pytest.approx(0.0)
+    noisy = gap_noise(before, spread, {"m": aggregate_mean_or_na})["m"]
+    # row gaps of +0.5 and -0.1 (sd 0.3, the offsets aside): 2 sd of a mean of 40 is ~0.095
+    assert 0.06 < noisy < 0.13
+    assert gap_noise(before, spread, {"m": aggregate_mean_or_na}, seed=1)["m"] == pytest.approx(
+        noisy, rel=0.3
+    )
+
+
+def test_relearning_splits_name_their_rows():
+    from harness_ext.workflows.audit import AuditError, relearn_rows, row_slices
+
+    trained, scored = relearn_rows(None, 40)  # forget01: two authors of 20 rows
+    assert row_slices(trained) == [(0, 10), (20, 30)]
+    assert row_slices(scored) == [(10, 20), (30, 40)]
+    trained, scored = relearn_rows(None, 40, "other-authors")
+    assert (row_slices(trained), row_slices(scored)) == ([(0, 20)], [(20, 40)])
+    trained, scored = relearn_rows(None, 200, "other-authors")  # forget05: 10 authors
+    assert (row_slices(trained), row_slices(scored)) == ([(0, 100)], [(100, 200)])
+    assert row_slices(relearn_rows(None, 200)[1])[:2] == [(10, 20), (30, 40)]
+    assert relearn_rows(":4", 40) == (list(range(4)), list(range(4, 40)))
+    with pytest.raises(AuditError, match="whole authors"):
+        relearn_rows(None, 30)
+    with pytest.raises(AuditError, match="must be one of same-authors, other-authors"):
+        relearn_rows(None, 40, "halves")
 
 
 # ---------------------------------------------------------------------- bad inputs
@@ -208,6 +263,32 @@ def test_relearn_scores_before_and_after_on_the_same_other_rows(audited, models)
     settings = manifest["attack"]["settings"]
     assert settings["trained_on"] == "forget01[0:4]" and settings["steps"] == 10
     assert settings["learning_rate"] == 1e-3 and settings["scored_rows"] == "4:40"
+    assert settings["split"] == "rows given by hand"
+
+
+def test_relearning_runs_on_the_control_too_and_the_table_gives_the_difference(audited):
+    runs = audited["runs"]
+    _, manifest = _attacked(runs, "relearn")
+    control = manifest["attack"]["control"]
+    before_dir, after_dir = runs / control["before"]["run"], runs / control["after"]["run"]
+    assert (
+        _forget_questions(before_dir)
+        == _forget_questions(after_dir)
+        == _forget_questions(runs / manifest["attack"]["before"]["run"])
+    )
+    after_manifest = json.loads((after_dir / MANIFEST).read_text())
+    assert after_manifest["attack"]["role"] == "control"
+    assert after_manifest["attack"]["settings"] == manifest["attack"]["settings"]
+    rows = _rows(audited["report"], "relearn")
+    prob = rows["forget_prob"]
+    assert prob["control_gain"] == pytest.approx(
+        control["after"]["metrics"]["forget_prob"] - control["before"]["metrics"]["forget_prob"]
+    )
+    assert prob["difference"] == pytest.approx(prob["gain"] - prob["control_gain"])
+    # the other attacks teach nothing: no control
+    assert "control_gain" not in _rows(audited["report"], "quantize-8bit")["forget_prob"]
+    # noise of every gap was measured; control runs are not ranked
+    assert manifest["attack"]["gap_noise"]["forget_rougeL_recall"] >= 0
 
 
 def test_attacked_runs_say_the_attack_and_the_input_models_fingerprint(audited, models):
@@ -313,8 +394,8 @@ def test_the_audit_writes_one_table_as_markdown_csv_and_json(audited):
     folder = audited["root"] / "audit"
     assert sorted(p.name for p in folder.iterdir()) == ["audit.csv", "audit.json", "audit.md"]
     markdown = (folder / "audit.md").read_text()
-    assert "| model | attack | metric | before | after | change | target | recovery |" in markdown
-    relearn = "relearn forget01[0:4], 10 steps, lr 0.001"
+    assert "| model | attack | metric | before | after | gain | target | recovery |" in markdown
+    relearn = "relearn (rows given by hand: trained rows 0-3), 10 steps, lr 0.001"
     assert {r["attack"] for r in report.rows} == {
         relearn, "quantize-8bit", "quantize-4bit", "paraphrase"
     }  # fmt: skip
@@ -322,10 +403,15 @@ def test_the_audit_writes_one_table_as_markdown_csv_and_json(audited):
     assert payload["format"] == "lm-unlearn-audit/1" and len(payload["attacks"]) == 4
     assert payload["rows"] == json.loads(json.dumps(report.rows))
     header = (folder / "audit.csv").read_text().splitlines()[0]
-    assert header.startswith("model,attack,metric,before,after,change,target,recovery")
+    assert header.startswith(
+        "model,attack,metric,before,after,gain,target,recovery,gap_noise,"
+        "control_before,control_after,control_gain,difference"
+    )
 
 
-def test_a_second_audit_reuses_the_attacked_models_and_runs(audited, models, capsys):
+def test_a_second_audit_reuses_the_attacked_models_and_runs(
+    audited, models, tiny_model_dir, capsys
+):
     from dataclasses import replace
 
     from harness_ext.workflows.audit import AuditSettings, RelearnSettings, run_audit
@@ -337,8 +423,9 @@ def test_a_second_audit_reuses_the_attacked_models_and_runs(audited, models, cap
     relearn = RelearnSettings(rows=RELEARN_ROWS, steps=10, learning_rate=1e-3, max_length=128)
     before = len(completed_runs(audited["runs"]))
     settings = AuditSettings(model=str(models["unlearned"]), scoring=scoring,
-                             target=str(models["memorised"]), output=root / "audit-again",
-                             models_dir=root / "attacked", relearn=relearn)  # fmt: skip
+                             target=str(models["memorised"]), control=str(tiny_model_dir),
+                             output=root / "audit-again", models_dir=root / "attacked",
+                             relearn=relearn)  # fmt: skip
     report = run_audit(replace(settings, attacks=("relearn", "quantize")))
     printed = capsys.readouterr().out
     assert "relearn: reusing" in printed and "quantize-4bit: reusing" in printed
@@ -355,11 +442,15 @@ def test_the_leaderboard_keeps_attacked_runs_apart_in_a_robustness_table(audited
     assert all("attack" not in (r.manifest or {}) for r in ranked)
     markdown = (tmp_path / "board" / "LEADERBOARD.md").read_text()
     assert "## Robustness (lm-unlearn audit)" in markdown
-    for attack in ("relearn forget01\\[0:4\\], 10 steps, lr 0.001", "quantize-8bit", "paraphrase"):
+    relearn = "relearn (rows given by hand: trained rows 0-3), 10 steps, lr 0.001"
+    for attack in (relearn, "quantize-8bit", "paraphrase"):
         assert f"| {attack} |" in markdown
+    assert "forget ROUGE-L: gain − control's (control's gain)" in markdown
     lines = (tmp_path / "board" / "robustness.csv").read_text().splitlines()
-    assert lines[0].startswith("model,attack,metric,before,after,change,target,recovery")
+    assert lines[0].startswith("model,attack,metric,before,after,gain,target,recovery")
     assert len(lines) - 1 == len(audited["report"].rows)
+    # the control's runs are neither ranked nor rows of their own
+    assert not any("(control)" in r.label for r in ranked)
     page = (tmp_path / "board" / "leaderboard.html").read_text()
     assert "<svg" in page.split("<h2>Robustness (lm-unlearn audit)</h2>", 1)[1]  # its plot
 

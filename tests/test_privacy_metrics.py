@@ -125,16 +125,17 @@ ROWS = 8  # forget01 rows the model memorises; as many unseen retain rows are th
 HOLDOUT = f"retain_perturbed[360:{360 + ROWS}]"
 
 
-def evaluate(model_dir, backend="hf-unlearn", **metadata):
+def evaluate(model_dir, backend="hf-unlearn", rows=ROWS, **metadata):
     from harness_ext.lm_eval_plugin.results import task_metrics
     from harness_ext.lm_eval_plugin.run import run_tasks
 
-    limits = {"forget": ROWS, "retain": 1, "real_authors": 1, "world_facts": 1}
+    limits = {"forget": rows, "retain": 1, "real_authors": 1, "world_facts": 1}
+    holdout = f"retain_perturbed[360:{360 + rows}]"
     results = run_tasks(
         {"pretrained": str(model_dir)},
         ["tofu_forget01_unlearn"],
         backend=backend,
-        metadata={"max_rows_per_set": limits, "holdout": HOLDOUT, **metadata},
+        metadata={"max_rows_per_set": limits, "holdout": holdout, **metadata},
         batch_size=8,
     )
     return results, task_metrics(results, "tofu_forget01_unlearn")
@@ -200,9 +201,11 @@ def test_per_row_scores_are_in_the_samples_and_recompute_the_aucs(memorised_run)
 
 
 def test_random_model_cannot_tell_them_apart(tiny_model_dir):
-    _, metrics = evaluate(tiny_model_dir)
+    # 40 forget rows against 40 unseen ones: under no separation an AUC has a standard
+    # deviation of sqrt(81 / (12 * 1600)) = 0.065, so 0.25-0.75 is about four of them
+    _, metrics = evaluate(tiny_model_dir, rows=40)
     for attack in ("loss", "min_k"):
-        assert 0.2 <= metrics[P.mia_key(attack)] <= 0.8, (attack, metrics[P.mia_key(attack)])
+        assert 0.25 <= metrics[P.mia_key(attack)] <= 0.75, (attack, metrics[P.mia_key(attack)])
 
 
 def save_run(model_dir, folder, **metadata):
@@ -253,12 +256,79 @@ def test_a_reference_without_membership_scores_is_refused(tiny_model_dir, tmp_pa
     assert metrics["privleak"].startswith("N/A (no holdout rows")
 
 
-def test_hf_backend_says_what_it_cannot_compute(tiny_model_dir):
-    _, metrics = evaluate(tiny_model_dir, backend="hf")
+def test_hf_backend_gives_the_per_token_metrics_through_requests(memorised_dir):
+    """lm-eval's hf returns a sum and an is-greedy flag per request: one request per answer
+    token gives Min-K%, extraction strength and exact memorisation, equal per row to
+    hf-unlearn's own per-token numbers; Min-K%++ needs the whole distribution and says so."""
+    fast, fast_metrics = evaluate(memorised_dir)
+    slow, slow_metrics = evaluate(memorised_dir, backend="hf")
+    by_row = lambda results: {  # noqa: E731
+        (s["doc"]["set"], s["doc"]["row"]): s for s in results["samples"]["tofu_forget01_unlearn"]
+    }
+    fast_rows, slow_rows = by_row(fast), by_row(slow)
+    checked = approximate = 0
+    for key, sample in slow_rows.items():
+        if key[0] not in ("forget", "holdout"):
+            continue
+        other = fast_rows[key]
+        for name in ("mia_loss_auc", "mia_zlib_auc"):
+            assert sample[name]["score"] == pytest.approx(other[name]["score"], abs=1e-4), key
+        # a character the tokenizer splits into byte pieces (no string ends between them):
+        # the pieces share their log-prob, so Min-K% is close, not equal
+        exact = sample["doc"]["answer"].isascii()
+        approx = pytest.approx(
+            other["mia_min_k_auc"]["score"], **({"abs": 1e-4} if exact else {"rel": 0.05})
+        )
+        assert sample["mia_min_k_auc"]["score"] == approx, key
+        approximate += not exact
+        if key[0] == "forget":
+            for name in ("forget_extraction_strength", "forget_exact_memorization"):
+                assert sample[name] == other[name], (key, name)
+        assert "next-token distribution" in sample["mia_min_k_plus_plus_auc"]["score"]
+        checked += 1
+    assert checked == 2 * ROWS and approximate < ROWS
+    for key in ("mia_min_k_auc", "forget_extraction_strength", "forget_exact_memorization"):
+        assert slow_metrics[key] == fast_metrics[key], key
+    assert "hf-unlearn" in slow_metrics["mia_min_k_plus_plus_auc"]
+    provenance = slow["configs"]["tofu_forget01_unlearn"]["metadata"]["tofu"]["token_scores"]
+    assert provenance["per_token_requests"] > 0
+
+
+def test_token_scores_off_says_what_is_missing(tiny_model_dir):
+    _, metrics = evaluate(tiny_model_dir, backend="hf", token_scores="off")
     assert isinstance(metrics["mia_loss_auc"], float)  # sums are enough for LOSS and ZLib
     assert isinstance(metrics["mia_zlib_auc"], float)
     for key in ("mia_min_k_auc", "mia_min_k_plus_plus_auc", "forget_exact_memorization"):
-        assert "hf-unlearn" in metrics[key], key
+        assert "token_scores is off" in metrics[key], key
+
+
+def test_hf_unlearn_skips_the_per_token_requests_it_does_not_need(tiny_model_dir):
+    """The task marks its per-token requests; hf-unlearn answers them only when its own results
+    lack per-token numbers (share_context=false runs hf's code)."""
+    import math
+
+    from lm_eval.api.instance import Instance
+
+    from harness_ext.lm_eval_plugin.backend import UnlearnHFLM
+
+    def requests():
+        made = []
+        for index, pair in enumerate(
+            [("Question: Who?\nAnswer:", " Ann"), ("Question: Who?\nAnswer:", " A")]
+        ):
+            instance = Instance("loglikelihood", {}, pair, index)
+            instance.token_probe = index == 1
+            made.append(instance)
+        return made
+
+    fast = UnlearnHFLM(pretrained=str(tiny_model_dir), batch_size=4, device="cpu")
+    answer, probe = fast.loglikelihood(requests())
+    assert hasattr(answer, "tokens") and math.isnan(probe[0])
+    slow = UnlearnHFLM(
+        pretrained=str(tiny_model_dir), batch_size=4, device="cpu", share_context=False
+    )
+    answer, probe = slow.loglikelihood(requests())
+    assert not hasattr(answer, "tokens") and math.isfinite(probe[0])
 
 
 def test_bad_holdouts_are_refused_before_the_model_loads(tiny_model_dir):

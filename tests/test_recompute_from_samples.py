@@ -159,16 +159,20 @@ def _membership_metrics(runs, samples, reference_samples, reference_results) -> 
         doc = sample["doc"]
         if doc["set"] not in ("forget", "holdout"):
             continue
-        tokens, _ = _answer_tokens(
-            model, tokenizer, f"Question: {doc['question']}\nAnswer:", doc["answer"]
-        )
+        prompt = f"Question: {doc['question']}\nAnswer:"
+        tokens, ids = _answer_tokens(model, tokenizer, prompt, doc["answer"])
         label = int(doc["set"] == "holdout")  # holdout rows are the non-members
+        # open-unlearning's conventions: LOSS and ZLib over every label, EOS included; Min-K%,
+        # Min-K%++ and memorisation over the labels without the final EOS; ZLib compresses
+        # the decoded labels
+        nll = -sum(t[0] for t in tokens) / len(tokens)
+        text = tokenizer.decode(ids[len(ids) - len(tokens) : -1], skip_special_tokens=True)
+        tokens = tokens[:-1]
         logprobs = sorted(t[0] for t in tokens)
         k = max(1, int(len(tokens) * 0.4))
         z = sorted((t[0] - t[1]) / math.sqrt(max(t[2], 1e-6)) for t in tokens)
-        nll = -sum(t[0] for t in tokens) / len(tokens)
         scores["loss"].append((label, nll))
-        scores["zlib"].append((label, nll / len(zlib.compress(doc["answer"].encode()))))
+        scores["zlib"].append((label, nll / len(zlib.compress(text.encode()))))
         scores["min_k"].append((label, -float(np.mean(logprobs[:k]))))
         scores["min_k_plus_plus"].append((label, -float(np.mean(z[:k]))))
         scores["reference"].append((label, nll - reference_nll[(doc["set"], doc["row"])]))

@@ -19,7 +19,7 @@ from harness_ext.lm_eval_plugin.results import task_metrics
 
 # Every metric a run reports (BERTScore only when asked for).
 ALL_METRICS = {m for m in per_set_metrics() if "bertscore" not in m} | {
-    m for m, _, _ in CORPUS_METRICS
+    m for m, _ in CORPUS_METRICS
 }
 PRIVACY_METRICS = {m for m in ALL_METRICS if m.startswith(("mia_", "privleak"))} | set(
     MEMORIZATION_METRICS
@@ -243,11 +243,13 @@ def test_every_closer_look_metric_with_references_and_local_models(
     values = metric_values(results)
     assert_in_range(values, expect_fq=True)
     missing = {name: value for name, value in values.items() if isinstance(value, str)}
-    # all computed but membership inference, which needs holdout rows (none in the local data)
-    # and, token-level, the hf-unlearn backend (tests/test_privacy_metrics.py)
-    assert set(missing) == PRIVACY_METRICS
-    assert all(reason.startswith(("N/A (no holdout", "N/A (needs per-token")) for reason in
-               missing.values())  # fmt: skip
+    # all computed but membership inference, which needs holdout rows (none in the local data);
+    # memorisation comes from one request per answer token under hf
+    assert set(missing) == PRIVACY_METRICS - set(MEMORIZATION_METRICS)
+    plus_plus = missing.pop("mia_min_k_plus_plus_auc")  # under hf: the distribution is missing
+    assert "next-token distribution" in plus_plus
+    assert all(reason.startswith("N/A (no holdout") for reason in missing.values()), missing
+    assert all(isinstance(values[name], float) for name in MEMORIZATION_METRICS), values
     # the model scored against its own pre-unlearning outputs
     assert values["real_authors_cosine_similarity"] == pytest.approx(1.0, abs=1e-5)
     assert values["world_facts_cosine_similarity"] == pytest.approx(1.0, abs=1e-5)

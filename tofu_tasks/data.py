@@ -256,23 +256,35 @@ def _positive_int(value: Any, name: str) -> int | None:
     return number
 
 
-def _row_slice(text: str, available: int) -> tuple[int, int]:
-    """ "360:400" → (360, 400), checked against the rows the split has."""
-    parts = str(text).split(":")
-    try:
-        start, stop = (int(p) if p.strip() else None for p in parts)
-    except ValueError:
-        start = stop = -1  # reported below
-        parts = []
-    if len(parts) != 2:
-        raise TofuDataError(
-            f"forget_rows must look like 'start:stop' (e.g. '360:400'), got {text!r}"
-        )
-    start = 0 if start is None else start
-    stop = available if stop is None else stop
-    if not 0 <= start < stop <= available:
-        raise TofuDataError(f"forget_rows {text!r} is outside the forget split's {available} rows")
-    return start, stop
+def forget_row_numbers(text: str, available: int) -> list[int]:
+    """ "360:400" → rows 360..399; "10:20,30:40" → rows 10..19 and 30..39 (slices separated by
+    commas, in order, none twice), checked against the rows the split has.
+
+    >>> forget_row_numbers("1:3,5:6", 10)
+    [1, 2, 5]
+    """
+    rows: list[int] = []
+    for part in str(text).split(","):
+        bounds = part.split(":")
+        try:
+            start, stop = (int(b) if b.strip() else None for b in bounds)
+        except ValueError:
+            bounds = []
+        if len(bounds) != 2:
+            raise TofuDataError(
+                f"forget_rows must look like 'start:stop' (e.g. '360:400'), or several separated "
+                f"by commas ('10:20,30:40'), got {text!r}"
+            )
+        start = 0 if start is None else start
+        stop = available if stop is None else stop
+        if not 0 <= start < stop <= available:
+            raise TofuDataError(
+                f"forget_rows {text!r} is outside the forget split's {available} rows"
+            )
+        rows += range(start, stop)
+    if len(set(rows)) != len(rows):
+        raise TofuDataError(f"forget_rows {text!r} names some rows twice")
+    return rows
 
 
 def row_limits(value: Any, names: Sequence[str] | None = None) -> dict[str, int | None]:
@@ -323,14 +335,12 @@ def scored_sets(value: Sequence[str] | str | None) -> set[str]:
     return chosen
 
 
-FORGET_QUESTIONS = ("original", "paraphrased")  # the task option forget_question
+FORGET_QUESTIONS = ("original", "paraphrased")  # the task options forget_question, retain_question
 
 
-def check_forget_question(value: str) -> None:
+def check_forget_question(value: str, option: str = "forget_question") -> None:
     if value not in FORGET_QUESTIONS:
-        raise TofuDataError(
-            f"forget_question must be one of {', '.join(FORGET_QUESTIONS)}, got {value!r}"
-        )
+        raise TofuDataError(f"{option} must be one of {', '.join(FORGET_QUESTIONS)}, got {value!r}")
 
 
 def paraphrased_question(record: dict[str, Any], source: str, row: int) -> str:
@@ -338,8 +348,8 @@ def paraphrased_question(record: dict[str, Any], source: str, row: int) -> str:
     text = record.get("paraphrased_question")
     if not isinstance(text, str) or not text.strip():
         raise TofuDataError(
-            f"{source} row {row} has no 'paraphrased_question'; forget_question 'paraphrased' "
-            f"needs TOFU's perturbed files with the rephrased questions"
+            f"{source} row {row} has no 'paraphrased_question'; paraphrased questions need "
+            f"TOFU's perturbed files with the rephrased questions"
         )
     return text
 
@@ -351,15 +361,17 @@ def build_eval_docs(
     data_dir: str | os.PathLike | None = None,
     forget_rows: str | None = None,
     forget_question: str = "original",
+    retain_question: str = "original",
 ) -> list[dict[str, Any]]:
     """Documents of one ``tofu_<forget>_unlearn`` run: the four eval sets, in order.
 
     ``max_rows_per_set`` cuts every set to N rows, or, as a mapping such as
-    ``{"retain": 10, "real_authors": 10}``, only the sets it names. ``forget_rows`` ("360:400")
-    scores only that slice of the forget split's rows (TOFU's 300-row rule then does not apply):
+    ``{"retain": 10, "real_authors": 10}``, only the sets it names. ``forget_rows`` ("360:400",
+    or slices separated by commas) scores only those forget rows (TOFU's 300-row rule then does not apply):
     one request of a continual run. ``forget_question="paraphrased"`` asks the forget rows in
     TOFU's rephrased form (``paraphrased_question``), answers unchanged: does the forgetting
-    hold when the question is worded differently?
+    hold when the question is worded differently? ``retain_question="paraphrased"`` does the
+    same for the retain rows.
 
     Each document names its set and its row in the source file, and carries the question,
     the answer, the base answer of the truth ratio and the perturbed answers.
@@ -373,23 +385,23 @@ def build_eval_docs(
             f"rows must be 'legacy' (TOFU's first-300 rule) or 'full', got {rows!r}"
         )
     check_forget_question(forget_question)
+    check_forget_question(retain_question, "retain_question")
+    asked = {"forget": forget_question, "retain": retain_question}
     limits = row_limits(max_rows_per_set)
     docs: list[dict[str, Any]] = []
     for eval_set in EVAL_SETS:
         records = read_split(eval_set.source_file(forget_split), data_dir)
-        first = 0
         if forget_rows and eval_set.name == "forget":
-            first, stop = _row_slice(forget_rows, len(records))
-            records = records[first:stop]
-            count = len(records)
+            numbers = forget_row_numbers(forget_rows, len(records))
         else:
-            count = eval_set.row_count(len(records), rows)
+            numbers = list(range(eval_set.row_count(len(records), rows)))
         limit = limits.get(eval_set.name)
         if limit is not None:
-            count = min(count, limit)
+            numbers = numbers[:limit]
         source = eval_set.source_file(forget_split)
-        paraphrased = forget_question == "paraphrased" and eval_set.name == "forget"
-        for index, record in enumerate(records[:count], start=first):
+        paraphrased = asked.get(eval_set.name) == "paraphrased"
+        for index in numbers:
+            record = records[index]
             question = paraphrased_question(record, source, index) if paraphrased else None
             docs.append(
                 {

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
+# TOFU writes 20 questions per fictitious author, in consecutive rows of every split.
+ROWS_PER_AUTHOR = 20
 RETAIN_SPLIT_FOR = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 
 RowSelection = Literal["legacy", "full"]

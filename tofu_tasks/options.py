@@ -21,8 +21,8 @@ TASK_OPTIONS = (
     "rows", "max_rows_per_set", "forget_rows", "data_dir", "prompt_format", "prompt_template",
     "retain_reference", "pre_unlearning_reference", "embedding_model", "nli_model", "aux_device",
     "bertscore", "bertscore_model", "generation_max_length", "scored_tokens", "tokenizer",
-    "forget_data", "neighbor_data", "forget_question", "holdout", "sets",
-    "truth_ratio",
+    "forget_data", "neighbor_data", "forget_question", "retain_question", "holdout", "sets",
+    "truth_ratio", "token_scores",
 )  # fmt: skip
 # Keys the task YAMLs or the project put there themselves.
 INTERNAL_KEYS = ("forget_split", "version", "tofu", "config_source")

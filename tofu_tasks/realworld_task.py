@@ -64,6 +64,7 @@ class RealWorldUnlearnTask(TofuUnlearnTask):
     """Forget set + neighbour set of real people; see the module docstring."""
 
     scenario = "realworld"
+    MEMBERSHIP = False
     EVAL_SETS = REALWORLD_SETS
 
     METRIC_VARIANTS = {
@@ -88,7 +89,7 @@ class RealWorldUnlearnTask(TofuUnlearnTask):
             raise TaskSetupError("realworld_unlearn has no holdout rows: drop holdout")
         return None
 
-    def _check_retain_reference(self, docs: list[dict]) -> None:
+    def _check_retain_reference(self, docs: list[dict], run_docs: list[dict]) -> None:
         """No retain model in this scenario: forget quality is not reported."""
         if self.retain_reference is not None:
             raise TaskSetupError("realworld_unlearn has no forget quality: drop retain_reference")

@@ -39,6 +39,13 @@ Options come from the task metadata, i.e. ``--metadata '{...}'`` (or ``--model_a
                               perturbed answers): truth ratio, forget quality and the
                               Real Authors / World Facts probability read N/A; about a third
                               of the log-likelihood work (evaluations during training)
+``token_scores``              ``auto`` (default): per-token log-probs from the backend when it
+                              gives them (``hf-unlearn``), else one log-likelihood request per
+                              answer token of the forget and holdout rows (``hf``, ``vllm``);
+                              ``requests``: always those requests; ``off``: none (Min-K%,
+                              extraction strength and exact memorisation read N/A)
+``forget_question``           ``paraphrased``: ask the forget rows in TOFU's rephrased words
+``retain_question``           ``paraphrased``: the same for the retain rows
 ``holdout``                   rows the model never saw, for membership inference: TOFU's
                               holdout split of the forget split's size (default, from the
                               hub or a local directory that has it), ``holdout05``, a row
@@ -49,14 +56,18 @@ Options come from the task metadata, i.e. ``--metadata '{...}'`` (or ``--model_a
 Membership inference and memorisation (:mod:`harness_ext.metrics.privacy`): each forget and
 holdout row gets LOSS, ZLib, Min-K% and Min-K%++ scores (and the reference attack against the
 retain reference's own NLLs); their AUCs, ``privleak`` against the retain reference's Min-K% AUC,
-and the forget set's extraction strength and exact memorisation are reported. The token-level
-ones need the per-token numbers of the ``hf-unlearn`` backend (the default of
-``lm-unlearn score``); with ``hf`` they read "N/A" with the reason.
+and the forget set's extraction strength and exact memorisation are reported, with
+open-unlearning's token conventions (LOSS and ZLib over the scored tokens with EOS, the others
+without it). The token-level ones come from the per-token numbers of the ``hf-unlearn`` backend
+(the default of ``lm-unlearn score``), or, with any other backend, from one log-likelihood
+request per scored token (``token_scores``). Min-K%++ also needs the model's whole next-token
+distribution, which only ``hf-unlearn`` returns; with ``hf`` and ``vllm`` it reads "N/A".
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -72,8 +83,10 @@ from harness_ext.metrics.aggregate import (
     align_reference,
     not_computed,
 )
+from harness_ext.metrics.ideals import RETAIN, ideal_of
 from harness_ext.metrics.output_quality import GenerationRecord, OutputScorer
 from harness_ext.metrics.references import ScoredReference, load_reference
+from harness_ext.metrics.retain_values import RetainValueError, retain_values
 from harness_ext.metrics.tofu import mean_nll, rouge_l_recall
 from tofu_tasks import data
 from tofu_tasks.eval_sets import (
@@ -85,7 +98,14 @@ from tofu_tasks.eval_sets import (
 )
 from tofu_tasks.options import TaskOptionError, check_option_names, hf_model_arguments
 from tofu_tasks.prompts import PromptFormat, resolve_prompt_format, tofu_checkpoint_format
-from tofu_tasks.scored_tokens import SCORED_TOKENS, eos_text, tofu_span
+from tofu_tasks.scored_tokens import (
+    SCORED_TOKENS,
+    ScoredSpan,
+    eos_text,
+    scored_text,
+    tofu_span,
+    token_probes,
+)
 
 logger = logging.getLogger("lm-unlearn")
 
@@ -103,6 +123,8 @@ FQ_HOW_TO = (
 
 
 NO_ROWS = not_computed("no rows")
+TOKEN_SCORES = ("auto", "requests", "off")
+LOG_HALF = math.log(0.5)
 
 
 class TaskSetupError(ValueError):
@@ -129,8 +151,10 @@ class TaskOptions:
     prompt_template: dict[str, str] | str | None = None
     holdout: str | bool | None = None
     forget_question: str = "original"  # "paraphrased": TOFU's rephrased forget questions
+    retain_question: str = "original"  # "paraphrased": TOFU's rephrased retain questions
     sets: list[str] | str | None = None  # score only these sets (default: all of them)
     truth_ratio: bool | str = True  # false: no paraphrased / perturbed answers (quick runs)
+    token_scores: str = "auto"  # per-token numbers: the backend's, or "requests", or "off"
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any]) -> TaskOptions:
@@ -153,6 +177,11 @@ class TaskOptions:
             data.scored_sets(options.sets)
         except data.TofuDataError as err:
             raise TaskSetupError(str(err)) from err
+        if options.token_scores not in TOKEN_SCORES:
+            raise TaskSetupError(
+                f"token_scores must be one of {', '.join(TOKEN_SCORES)}, got "
+                f"{options.token_scores!r}"
+            )
         if options.scored_tokens not in SCORED_TOKENS:
             raise TaskSetupError(
                 f"scored_tokens must be one of {', '.join(SCORED_TOKENS)}, got "
@@ -204,6 +233,7 @@ def eval_docs(options: TaskOptions) -> list[dict[str, Any]]:
         options.data_dir,
         forget_rows=options.forget_rows,
         forget_question=options.forget_question,
+        retain_question=options.retain_question,
     )
     scored = data.scored_sets(options.sets)
     docs = [doc for doc in docs if doc["set"] in scored]
@@ -267,10 +297,44 @@ def _doc_key(doc: dict) -> DocKey:
     return doc["set"], doc["row"]
 
 
+@dataclass
+class DocPlan:
+    """How one document's log-likelihood results are read back.
+
+    counts: scored tokens per answer (ground truth first); boundary_of: per answer, the index
+    of the pair whose log-likelihood is subtracted (None: nothing); zlib_text: the text of the
+    ground truth's scored tokens without EOS (the ZLib attack's); probes: the per-token
+    requests, in token order.
+    """
+
+    counts: list[int]
+    boundary_of: list[int | None]
+    zlib_text: str
+    probes: list[ProbeResult] | None = None
+    span: ScoredSpan | None = None
+
+    def probe_indexes(self) -> set[int]:
+        """The pairs (probes and their boundaries) that only serve per-token numbers."""
+        pairs = ((p.index, p.boundary) for p in self.probes or ())
+        return {i for pair in pairs for i in pair if i is not None}
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Where a per-token probe's result lies among a document's pairs: its index, the index of
+    the boundary subtracted from it (None: nothing), whether it is exact, tokens covered."""
+
+    index: int
+    boundary: int | None
+    exact: bool
+    size: int
+
+
 class TofuUnlearnTask(ConfigurableTask):
     """A TOFU forget split plus the three utility sets, scored with every metric."""
 
     scenario = "tofu"
+    MEMBERSHIP = True  # membership inference and memorisation of the forget rows
 
     def __init__(self, data_dir=None, cache_dir=None, download_mode=None, config=None) -> None:
         lm_eval_registry.register()
@@ -284,9 +348,12 @@ class TofuUnlearnTask(ConfigurableTask):
         self.pre_unlearning = _optional_reference(self.options.pre_unlearning_reference)
         self.prompt_format: PromptFormat | None = None
         self._tokenizer = None
-        self._token_counts: dict[DocKey, list[int]] = {}
-        self._boundary_of: dict[DocKey, list[int | None]] = {}
+        self._requests: dict[DocKey, DocPlan] = {}
         self._inexact = 0
+        self._inexact_probes = 0
+        self._shared_characters = 0
+        self._undetermined_argmax = 0
+        self._probe_tokens = False
         self._budgets: dict[DocKey, int] = {}
         self._reference_ratios: dict[DocKey, float] = {}
         self._pre_unlearning_outputs: dict[DocKey, str] = {}
@@ -407,14 +474,16 @@ class TofuUnlearnTask(ConfigurableTask):
     # ------------------------------------------------------------------ requests
     EVAL_SETS = EVAL_SETS
 
-    def _sets_in_run(self, limit: int | None, samples: list[int] | None) -> set[str]:
-        """Sets with documents in this run, over all ranks (``--limit`` can leave some out)."""
+    def _docs_in_run(self, limit: int | None, samples: list[int] | None) -> list[dict]:
+        """The documents of this run, over all ranks (``--limit`` can leave some out)."""
         docs = list(self.eval_docs)
         if samples is not None:
-            docs = [docs[i] for i in samples]
-        elif limit is not None:
-            docs = docs[: int(limit)]
-        return {doc["set"] for doc in docs}
+            return [docs[i] for i in samples]
+        return docs[: int(limit)] if limit is not None else docs
+
+    def _sets_in_run(self, limit: int | None, samples: list[int] | None) -> set[str]:
+        """Sets with documents in this run, over all ranks."""
+        return {doc["set"] for doc in self._docs_in_run(limit, samples)}
 
     def _placeholders(self, in_run: set[str]) -> dict[str, Any]:
         """Metric keys this rank's documents would not report, so that every document reports
@@ -445,13 +514,17 @@ class TofuUnlearnTask(ConfigurableTask):
         self.prompt_format = None
         self._format(bool(kwargs.get("apply_chat_template", False)))
         in_run = self._sets_in_run(kwargs.get("limit"), kwargs.get("samples"))
-        self._token_counts, self._boundary_of, self._inexact = {}, {}, 0
+        self._requests, self._inexact, self._inexact_probes = {}, 0, 0
+        self._shared_characters = self._undetermined_argmax = 0
+        self._probe_tokens = self.MEMBERSHIP and self.options.token_scores != "off"
         super().build_all_requests(**kwargs)
         self._placeholder_metrics = self._placeholders(in_run)
         self._set_generation_budgets()
         self._record_scored_tokens()
         docs = [i.doc for i in self._instances if i.idx == 0]
-        self._check_retain_reference(docs)
+        self._check_retain_reference(
+            docs, self._docs_in_run(kwargs.get("limit"), kwargs.get("samples"))
+        )
         self._check_pre_unlearning_reference(docs)
         # Load the auxiliary models now, so a bad model name fails before the expensive part.
         self._scorer = self._output_scorer()
@@ -513,7 +586,9 @@ class TofuUnlearnTask(ConfigurableTask):
                 f'--metadata \'{{"scored_tokens": "{theirs}"}}\''
             )
 
-    def _check_retain_reference(self, docs: list[dict]) -> None:
+    def _check_retain_reference(self, docs: list[dict], run_docs: list[dict]) -> None:
+        """Forget quality's reference ratios for this rank's documents, and the retain model's
+        own values on all the run's rows (the ideal of the metrics that have it)."""
         forget = [d for d in docs if d["set"] == FORGET.name]
         self._retain_auc, self._reference_nlls = None, {}
         if self.retain_reference is None:
@@ -521,6 +596,7 @@ class TofuUnlearnTask(ConfigurableTask):
                 logger.warning(
                     "%s: forget_quality will NOT be computed. %s", self.task_name, FQ_HOW_TO
                 )
+            self._record_ideals({})
             return
         reference = self.retain_reference
         self._check_prompt_format(reference)
@@ -531,24 +607,51 @@ class TofuUnlearnTask(ConfigurableTask):
         self._reference_ratios = {
             _doc_key(d): ratio for d, ratio in zip(forget, ratios, strict=True)
         }
-        self._use_reference_membership(reference, docs)
+        try:
+            values = retain_values(reference, run_docs)
+        except RetainValueError as err:
+            raise TaskSetupError(str(err)) from err
+        self._record_ideals(values)
+        self._use_reference_membership(reference, docs, values)
 
-    def _use_reference_membership(self, reference: ScoredReference, docs: list[dict]) -> None:
-        """The retain model's own membership AUC (privleak) and per-row NLLs (reference attack).
-        A holdout chosen by the user needs a reference scored with one."""
+    def _record_ideals(self, values: dict[str, float | str]) -> None:
+        """The results say which value is best where lm-eval's boolean cannot (privleak, the
+        AUCs, TOFU's forget truth ratio: the retain model's), and the retain model's values."""
+        names = [entry["metric"] for entry in self.config.metric_list]
+        info = self.config.metadata["tofu"]
+        info["metric_ideals"] = {
+            name: ideal_of(name).describe(
+                values.get(name) if _is_number(values.get(name)) else None
+            )
+            for name in names
+            if ideal_of(name).kind == RETAIN
+        }
+        info["retain_values"] = {k: v for k, v in values.items() if _is_number(v)} or None
+
+    def _use_reference_membership(
+        self, reference: ScoredReference, docs: list[dict], values: dict[str, float | str]
+    ) -> None:
+        """The retain model's own membership AUC on the run's rows (privleak) and per-row NLLs
+        (reference attack). A holdout chosen by the user needs a reference scored with one."""
         self._reference_nlls = reference.answer_nlls
-        retain_auc = reference.mia_auc(privacy.PRIVLEAK_ATTACK)
-        if isinstance(retain_auc, (int, float)):
+        same_rows = values.get(privacy.mia_key(privacy.PRIVLEAK_ATTACK))
+        if _is_number(same_rows):
+            self._retain_auc = float(same_rows)
+            return
+        # references written before per-row scores were kept: their whole run's AUC
+        per_row = any(row.mia_scores for row in reference.rows)
+        retain_auc = None if per_row else reference.mia_auc(privacy.PRIVLEAK_ATTACK)
+        if _is_number(retain_auc):
             self._retain_auc = float(retain_auc)
             return
-        why = retain_auc or "it was scored without membership inference"
+        why = (same_rows if per_row else retain_auc) or "it was scored without membership inference"
         has_holdout = any(d["set"] == data.HOLDOUT_SET for d in docs)
         if has_holdout and self.options.holdout is not None:
             raise TaskSetupError(
                 f"the retain reference {reference.source} carries no membership-inference scores "
-                f"({why}), so privleak cannot be computed against it: score the retain model "
-                f"again with this version and the same holdout ({self.options.holdout!r}), or "
-                f"drop holdout"
+                f"for this run's rows ({why}), so privleak cannot be computed against it: score "
+                f"the retain model again with this version and the same holdout "
+                f"({self.options.holdout!r}), or drop holdout"
             )
         self._retain_auc = not_computed(f"the retain reference has no Min-K% AUC: {why}")
 
@@ -581,19 +684,21 @@ class TofuUnlearnTask(ConfigurableTask):
                 self._pre_unlearning_outputs[_doc_key(doc)] = output
 
     def construct_requests(self, doc: dict, ctx: str, **kwargs) -> list[Instance]:
-        """One greedy generation, one log-likelihood per answer, and (when the prompt ends in
+        """One greedy generation, one log-likelihood per answer, (when the prompt ends in
         whitespace) one per distinct prompt boundary, subtracted so that exactly TOFU's tokens
-        count (see :mod:`tofu_tasks.scored_tokens`)."""
+        count (see :mod:`tofu_tasks.scored_tokens`), and, on forget and holdout rows when the
+        backend gives no per-token numbers, one per scored token of the ground truth."""
         apply_chat_template = kwargs.pop("apply_chat_template", False)
         kwargs.pop("chat_template", None)
         fmt = self._format(apply_chat_template)
         answers = [fmt.answer.format(answer=answer) for answer in self.scored_answers(doc)]
-        pairs, counts, boundary_of = self._scored_pairs(ctx, answers)
-        self._token_counts[_doc_key(doc)] = counts
-        self._boundary_of[_doc_key(doc)] = boundary_of
+        pairs, plan = self._scored_pairs(ctx, answers)
+        if self._probe_tokens and doc["set"] in (FORGET.name, data.HOLDOUT_SET):
+            pairs += self._probe_pairs(ctx, answers[0], plan, len(pairs))
+        self._requests[_doc_key(doc)] = plan
         # holdout rows are only scored, never answered
         generation = [] if doc["set"] == data.HOLDOUT_SET else [(ctx, self._generation_kwargs())]
-        return [
+        instances = [
             Instance(
                 request_type="generate_until" if generation and index == 0 else "loglikelihood",
                 doc=doc,
@@ -603,18 +708,21 @@ class TofuUnlearnTask(ConfigurableTask):
             )
             for index, arguments in enumerate([*generation, *pairs])
         ]
+        # A backend with per-token numbers of its own (hf-unlearn) need not answer the probes.
+        if self.options.token_scores == "auto":
+            for index in plan.probe_indexes():
+                instances[len(generation) + index].token_probe = True
+        return instances
 
-    def _scored_pairs(
-        self, ctx: str, answers: list[str]
-    ) -> tuple[list[tuple[str, str]], list[int], list[int | None]]:
-        """(context, continuation) pairs: the answers, then the distinct boundaries; the scored
-        token count of each answer; the index (among the pairs) of each answer's boundary."""
+    def _scored_pairs(self, ctx: str, answers: list[str]) -> tuple[list[tuple[str, str]], DocPlan]:
+        """(context, continuation) pairs: the answers, then the distinct boundaries; and the
+        plan that reads their results back."""
         if self.options.scored_tokens == "answer-only":
             pairs = [(ctx, answer) for answer in answers]
-            return pairs, continuation_token_counts(self.tokenizer, pairs), [None] * len(answers)
+            counts = continuation_token_counts(self.tokenizer, pairs)
+            return pairs, DocPlan(counts, [None] * len(answers), answers[0].strip())
         eos = self._eos_text()
-        add_bos = self.config.metadata.get("add_bos_token")
-        spans = [tofu_span(self.tokenizer, ctx, answer, eos, add_bos) for answer in answers]
+        spans = [tofu_span(self.tokenizer, ctx, answer, eos, self._add_bos) for answer in answers]
         self._inexact += sum(not span.exact for span in spans)
         boundaries = list(dict.fromkeys(s.boundary for s in spans if s.boundary is not None))
         pairs = [(ctx, answer + eos) for answer in answers]
@@ -623,7 +731,40 @@ class TofuUnlearnTask(ConfigurableTask):
             None if s.boundary is None else len(answers) + boundaries.index(s.boundary)
             for s in spans
         ]
-        return pairs, [s.count for s in spans], boundary_of
+        plan = DocPlan([s.count for s in spans], boundary_of, scored_text(self.tokenizer, spans[0]))
+        plan.span = spans[0]
+        return pairs, plan
+
+    def _probe_pairs(
+        self, ctx: str, answer: str, plan: DocPlan, first_index: int
+    ) -> list[tuple[str, str]]:
+        """One pair per scored token of the ground truth but its EOS (plus the boundaries of
+        contexts that end in whitespace); their indexes go into the plan."""
+        probes = token_probes(
+            self.tokenizer, ctx, answer, self._eos_text(), plan.counts[0] - 1, self._add_bos
+        )
+        pairs = [(probe.context, probe.token) for probe in probes]
+        boundaries = list(
+            dict.fromkeys((p.context.rstrip(), p.boundary) for p in probes if p.boundary)
+        )
+        pairs += boundaries
+        plan.probes = [
+            ProbeResult(
+                first_index + i,
+                None if p.boundary is None else first_index + len(probes)
+                + boundaries.index((p.context.rstrip(), p.boundary)),
+                p.exact,
+                p.size,
+            )
+            for i, p in enumerate(probes)
+        ]  # fmt: skip
+        self._inexact_probes += sum(not p.exact for p in probes)
+        self._shared_characters += sum(p.size for p in probes if p.size > 1)
+        return pairs
+
+    @property
+    def _add_bos(self) -> bool | None:
+        return self.config.metadata.get("add_bos_token")
 
     def _eos_text(self) -> str:
         try:
@@ -648,6 +789,32 @@ class TofuUnlearnTask(ConfigurableTask):
                 self._inexact,
             )
         self.config.metadata["tofu"]["scored_tokens"] = info
+        self.config.metadata["tofu"]["token_scores"] = self._token_scores_provenance()
+
+    def _token_scores_provenance(self) -> dict[str, Any]:
+        """Where the per-token numbers of Min-K%, Min-K%++ and memorisation come from."""
+        probes = sum(len(plan.probes or ()) for plan in self._requests.values())
+        info: dict[str, Any] = {
+            "option": self.options.token_scores,
+            "tokens": "the scored tokens without the final EOS (open-unlearning's)"
+            if self.options.scored_tokens == "tofu"
+            else "the scored tokens",
+            "per_token_requests": probes,
+        }
+        if probes:
+            info["used_when"] = (
+                "always" if self.options.token_scores == "requests"
+                else "when the backend returns no per-token numbers (hf-unlearn does)"
+            )  # fmt: skip
+        if self._shared_characters:
+            info["shared_characters"] = self._shared_characters
+            info["shared_characters_note"] = (
+                "tokens that are byte pieces of one character: through per-token requests "
+                "they share their log-prob evenly"
+            )
+        if self._inexact_probes:
+            info["inexact_requests"] = self._inexact_probes
+        return info
 
     def _generation_kwargs(self) -> dict[str, Any]:
         """Greedy until EOS; the token budget is filled in by _set_generation_budgets."""
@@ -705,9 +872,8 @@ class TofuUnlearnTask(ConfigurableTask):
         key = _doc_key(doc)
         holdout = doc["set"] == data.HOLDOUT_SET
         likelihoods = results if holdout else results[1:]
-        counts = self._token_counts.get(key)
-        boundary_of = self._boundary_of.get(key)
-        if counts is None or boundary_of is None or not (holdout or key in self._scored):
+        plan = self._requests.get(key)
+        if plan is None or not (holdout or key in self._scored):
             raise TaskSetupError(
                 f"no request bookkeeping for {doc['set']} row {doc['row']}; requests must be "
                 f"built by this task (request caching is not supported)"
@@ -715,17 +881,63 @@ class TofuUnlearnTask(ConfigurableTask):
         summed = [float(result[0]) for result in likelihoods]
         nlls = [
             mean_nll(summed[i] - (0.0 if b is None else summed[b]), n)
-            for i, (n, b) in enumerate(zip(counts, boundary_of, strict=True))
+            for i, (n, b) in enumerate(zip(plan.counts, plan.boundary_of, strict=True))
         ]
-        tokens = _scored_token_details(likelihoods[0], counts[0])
         out: dict[str, Any] = {**self._empty_metrics(), **self._placeholder_metrics}
-        out.update(self._membership_items(doc, nlls[0], tokens))
+        if doc["set"] in (FORGET.name, data.HOLDOUT_SET):
+            tokens = self._token_scores(plan, likelihoods)
+            out.update(self._membership_items(doc, nlls[0], plan.zlib_text, tokens))
         if holdout:
             return out
-        out.update(self._set_metrics(doc, nlls, counts))
+        out.update(self._set_metrics(doc, nlls, plan.counts))
         if doc["set"] == FORGET.name:
             out.update(_memorization(tokens))
         return out
+
+    def _token_scores(self, plan: DocPlan, likelihoods: list) -> TokenScores | str:
+        """The per-token numbers of the ground truth's scored tokens but the final EOS (as
+        open-unlearning drops it for Min-K%, Min-K%++ and memorisation): the backend's own, or
+        those of the per-token requests; else why there are none."""
+        eos_scored = self.options.scored_tokens == "tofu"
+        given = getattr(likelihoods[0], "tokens", None)
+        requested = self.options.token_scores == "requests" and plan.probes
+        if given and len(given) >= plan.counts[0] and not requested:
+            details = list(given[-plan.counts[0] :])
+            details = details[:-1] if eos_scored else details
+            return TokenScores(
+                logprobs=[t[0] for t in details],
+                greedy=[bool(t[3]) for t in details],
+                expected=[t[1] for t in details],
+                variances=[t[2] for t in details],
+            )
+        if not plan.probes:
+            if self.options.token_scores == "off":
+                return not_computed("token_scores is off")
+            if not eos_scored:
+                return not_computed(
+                    "per-token requests score TOFU's tokens: drop scored_tokens answer-only, "
+                    "or score with --model hf-unlearn"
+                )
+            return NO_TOKENS
+        logprobs, greedy = [], []
+        for probe in plan.probes:
+            total, is_greedy = float(likelihoods[probe.index][0]), bool(likelihoods[probe.index][1])
+            if probe.boundary is not None:
+                total -= float(likelihoods[probe.boundary][0])
+                if not likelihoods[probe.boundary][1]:
+                    # the whitespace before the token was scored with it and is not the argmax,
+                    # so the flag says nothing of the token: above probability 1/2 it is the
+                    # argmax for sure; below, it is counted as not and reported
+                    is_greedy = total > LOG_HALF
+                    self._undetermined_argmax += total <= LOG_HALF
+            # byte pieces of one character share their log-prob evenly (no string ends
+            # between them); the count is in the results (token_scores.shared_characters)
+            logprobs += [total / probe.size] * probe.size
+            greedy += [is_greedy] * probe.size
+        if self._undetermined_argmax:
+            info = self.config.metadata["tofu"]["token_scores"]
+            info["undetermined_argmax"] = self._undetermined_argmax
+        return TokenScores(logprobs, greedy, source="requests")
 
     def _set_metrics(self, doc: dict, nlls: list[float], counts: list[int]) -> dict[str, Any]:
         key = _doc_key(doc)
@@ -767,30 +979,33 @@ class TofuUnlearnTask(ConfigurableTask):
         return out
 
     def _membership_items(
-        self, doc: dict, nll: float, tokens: list[tuple[float, float, float, bool]] | None
+        self, doc: dict, nll: float, zlib_text: str, tokens: TokenScores | str
     ) -> dict[str, Any]:
-        """Per-row membership-inference scores of forget and holdout rows (None elsewhere)."""
-        if doc["set"] not in (FORGET.name, data.HOLDOUT_SET):
-            return {}
+        """Per-row membership-inference scores of a forget or holdout row."""
         scores: dict[str, float | str] = {
             "loss": nll,
-            "zlib": privacy.zlib_score(nll, doc["answer"]),
-            "min_k": NO_TOKENS,
-            "min_k_plus_plus": NO_TOKENS,
+            "zlib": privacy.zlib_score(nll, zlib_text),
+            "min_k": tokens,
+            "min_k_plus_plus": tokens,
             "reference": self._reference_score(doc, nll),
         }
-        if tokens:
-            logprobs = [t[0] for t in tokens]
-            scores["min_k"] = privacy.min_k(logprobs)
-            scores["min_k_plus_plus"] = privacy.min_k_plus_plus(
-                logprobs, [t[1] for t in tokens], [t[2] for t in tokens]
-            )
+        if isinstance(tokens, TokenScores):
+            if not tokens.logprobs:
+                scores["min_k"] = scores["min_k_plus_plus"] = NO_TOKENS_BEFORE_EOS
+            else:
+                scores["min_k"] = privacy.min_k(tokens.logprobs)
+                scores["min_k_plus_plus"] = (
+                    privacy.min_k_plus_plus(tokens.logprobs, tokens.expected, tokens.variances)
+                    if tokens.expected is not None
+                    else NO_DISTRIBUTION
+                )
         items: dict[str, Any] = {
             privacy.mia_key(attack): {"set": doc["set"], "row": doc["row"], "score": score}
             for attack, score in scores.items()
         }
         items["privleak"] = {
             "set": doc["set"],
+            "row": doc["row"],
             "score": scores[privacy.PRIVLEAK_ATTACK],
             "retain_auc": self._retain_auc,
         }
@@ -809,27 +1024,42 @@ class TofuUnlearnTask(ConfigurableTask):
 
 
 NO_TOKENS = not_computed(
-    "needs per-token log-probs: score with --model hf-unlearn (lm-unlearn score's default)"
+    "needs per-token log-probs: set token_scores auto or requests, or score with --model "
+    "hf-unlearn (lm-unlearn score's default)"
 )
+NO_DISTRIBUTION = not_computed(
+    "Min-K%++ needs the model's whole next-token distribution at every answer token, which "
+    "lm-eval's hf and vllm backends do not return; score with --model hf-unlearn"
+)
+NO_TOKENS_BEFORE_EOS = not_computed("the answer has no scored token before its EOS")
 
 
-def _scored_token_details(result: Any, count: int) -> list[tuple[float, float, float, bool]] | None:
-    """The per-token numbers of the scored tokens (the last ``count`` of the continuation,
-    after any prompt whitespace lm-eval moved into it), when the backend gives them."""
-    tokens = getattr(result, "tokens", None)
-    if not tokens or len(tokens) < count:
-        return None
-    return list(tokens[-count:])
+@dataclass
+class TokenScores:
+    """Per-token numbers of an answer's scored tokens (EOS excluded): log-probs, whether each
+    is the argmax, and (from backends that return them) the mean and variance of the log-prob
+    under the model's next-token distribution; ``source``: the backend or per-token requests."""
+
+    logprobs: list[float]
+    greedy: list[bool]
+    expected: list[float] | None = None
+    variances: list[float] | None = None
+    source: str = "backend"
 
 
-def _memorization(tokens: list[tuple[float, float, float, bool]] | None) -> dict[str, Any]:
-    if not tokens:
-        return dict.fromkeys(lm_eval_registry.MEMORIZATION_METRICS, NO_TOKENS)
-    greedy = [t[3] for t in tokens]
+def _memorization(tokens: TokenScores | str) -> dict[str, Any]:
+    if isinstance(tokens, str):
+        return dict.fromkeys(lm_eval_registry.MEMORIZATION_METRICS, tokens)
+    if not tokens.greedy:
+        return dict.fromkeys(lm_eval_registry.MEMORIZATION_METRICS, NO_TOKENS_BEFORE_EOS)
     return {
-        "forget_extraction_strength": privacy.extraction_strength(greedy),
-        "forget_exact_memorization": privacy.exact_memorization(greedy),
+        "forget_extraction_strength": privacy.extraction_strength(tokens.greedy),
+        "forget_exact_memorization": privacy.exact_memorization(tokens.greedy),
     }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _optional_reference(path: str | None) -> ScoredReference | None:

@@ -50,12 +50,14 @@ NEEDS = {
     "nli_model": "an NLI model (entailment)",
     "embedding_model": "an embedding model (cosine similarity)",
     "pre_unlearning_reference": "the model's outputs before unlearning",
-    "retain_reference": "the retain model's truth ratios",
+    "retain_reference": "the retain model's scores",
 }
 AGGREGATE_NEEDS = {
     "model_utility": ("nli_model", "embedding_model", "pre_unlearning_reference"),
     "forget_efficacy": ("nli_model", "embedding_model"),
     "forget_quality": ("retain_reference",),
+    "privleak": ("retain_reference",),
+    "mia_reference_auc": ("retain_reference",),
 }
 
 
@@ -165,12 +167,23 @@ def check_computable(rule: SelectionRule, metadata: dict[str, Any]) -> None:
         )
 
 
+def retain_lookup(task: str, metadata: dict[str, Any]):
+    """The retain model's value of a metric on the rows each evaluation scores, from the
+    evaluations' ``retain_reference`` (None without one)."""
+    from unlearn_methods.selection import reference_value
+
+    path = metadata.get("retain_reference")
+    if not path:
+        return None
+    return lambda metric: reference_value(path, metric, scored_docs(task, metadata))
+
+
 def selection_rule(options: Any, task: str, metadata: dict[str, Any]) -> SelectionRule | None:
     if options.select_matching_reference:
         docs = scored_docs(task, metadata)
         rule = matching_rule(options.select, options.select_matching_reference, docs)
     elif options.select:
-        rule = parse_rule(options.select)
+        rule = parse_rule(options.select, retain_lookup(task, metadata))
     else:
         return None
     check_computable(rule, metadata)

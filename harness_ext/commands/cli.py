@@ -355,11 +355,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
         force=args.force,
     )  # fmt: skip
     relearn = RelearnSettings(
-        rows=args.relearn_rows, steps=args.relearn_steps, learning_rate=args.relearn_lr,
-        batch_size=args.relearn_batch_size, lora=args.relearn_lora, seed=args.relearn_seed,
+        rows=args.relearn_rows, split=args.relearn_split, steps=args.relearn_steps,
+        learning_rate=args.relearn_lr, batch_size=args.relearn_batch_size,
+        lora=args.relearn_lora, seed=args.relearn_seed,
     )  # fmt: skip
     settings = AuditSettings(
         model=args.model, scoring=scoring, attacks=args.attacks, target=args.target,
+        control=args.control,
         output=args.output, models_dir=args.models_dir, relearn=relearn, base=args.base,
         bits=args.bits,
         command="lm-unlearn " + " ".join(shlex.quote(a) for a in getattr(args, "argv", [])),
@@ -714,14 +716,17 @@ def add_audit_parser(sub) -> None:
         "run (in --runs, beside lm-unlearn score's runs): relearn = fine-tune on part of the "
         "forget set, score the rest; quantize = 8- and 4-bit weights (bitsandbytes); paraphrase = "
         "the forget questions rephrased. Writes audit.md, audit.csv and audit.json: each forget "
-        "metric before and after each attack, and the recovery (after - before) / (target - "
-        "before) when --target is given.",
+        "metric before and after each attack, the recovery (after - before) / (target - "
+        "before) when --target is given, and, with --control (the retain model), relearning's "
+        "gain on the control and the difference.",
     )
     audit.add_argument("model", help="the unlearned model: checkpoint or adapter folder, hub id")
     audit.add_argument("--attacks", default="relearn,quantize,paraphrase",
                        help="comma-separated: relearn, quantize, paraphrase (default: all)")  # fmt: skip
     audit.add_argument("--target", help="the model before unlearning (a model, or its scoring "
                        "run folder or results file): recovery")  # fmt: skip
+    audit.add_argument("--control", help="the retain model (never trained on the forget rows): "
+                       "relearning runs on it too, and its gain is reported beside")  # fmt: skip
     audit.add_argument("--split", default="forget01", choices=["forget01", "forget05", "forget10"])
     audit.add_argument("--output", type=Path, default=Path("results/audit"), help="the table")
     audit.add_argument("--runs", type=Path, default=Path("results/runs"),
@@ -730,8 +735,13 @@ def add_audit_parser(sub) -> None:
                        help="attacked models (default $LM_UNLEARN_CACHE/audit)")  # fmt: skip
     audit.add_argument("--base", help="base model of a PEFT adapter given as MODEL")
     audit.add_argument("--label", help="the model's name in tables")
-    audit.add_argument("--relearn-rows", help="forget rows relearned, start:stop touching one "
-                       "end (default: the first half); the other rows are scored")  # fmt: skip
+    audit.add_argument("--relearn-split", default="same-authors",
+                       choices=["same-authors", "other-authors"],
+                       help="same-authors (default): relearn the first half of each author's "
+                       "rows, score the second half; other-authors: relearn the first half of "
+                       "the authors, score the others")  # fmt: skip
+    audit.add_argument("--relearn-rows", help="forget rows relearned by hand, start:stop "
+                       "touching one end; the other rows are scored")  # fmt: skip
     audit.add_argument("--relearn-steps", type=int, default=10, help="optimiser steps (10)")
     audit.add_argument("--relearn-lr", type=float, default=1e-5, help="constant rate (1e-5)")
     audit.add_argument("--relearn-batch-size", type=int, default=4, help="rows per step (4)")

@@ -112,6 +112,10 @@ class ScoredContinuation(tuple):
         return ScoredContinuation, (self[0], self[1], self.tokens)
 
 
+# The result of a per-token request that was not run: the per-token numbers came with the answer.
+PROBE_NOT_NEEDED = (float("nan"), False)
+
+
 def _token_statistics(
     log_probs: torch.Tensor, wanted: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -226,6 +230,23 @@ class UnlearnHFLM(HFLM):
         self._scheme: _AttentionScheme | None = None
 
     # ------------------------------------------------------------------ log-likelihood
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        """lm-eval's log-likelihoods. Requests a task marks ``token_probe`` (one per answer
+        token, for backends without per-token numbers) are answered only when the other
+        results lack those numbers: this backend's results carry them (``.tokens``)."""
+        probes = [bool(getattr(r, "token_probe", False)) for r in requests]
+        if not any(probes):
+            return super().loglikelihood(requests, disable_tqdm)
+        kept = [r for r, probe in zip(requests, probes, strict=True) if not probe]
+        scored = super().loglikelihood(kept, disable_tqdm) if kept else []
+        if all(isinstance(result, ScoredContinuation) for result in scored):
+            answers = iter(scored)
+            return [PROBE_NOT_NEEDED if probe else next(answers) for probe in probes]
+        probe_requests = [r for r, probe in zip(requests, probes, strict=True) if probe]
+        probed = iter(super().loglikelihood(probe_requests, disable_tqdm))
+        answers = iter(scored)
+        return [next(probed) if probe else next(answers) for probe in probes]
+
     def _loglikelihood_tokens(
         self,
         requests: list[tuple[tuple[str, str], list[int], list[int]]],

@@ -11,10 +11,8 @@ import logging
 
 from harness_ext.metrics import aggregate as scoring
 from harness_ext.metrics import privacy
+from harness_ext.metrics.ideals import ideal_of
 from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS, FORGET, REALWORLD_SETS
-
-# On the forget set these fall as a model forgets; everywhere else higher is better.
-_LOWER_IS_BETTER_ON_FORGET = {"rougeL_recall", "prob", "cosine_similarity", "entailment"}
 
 AGGREGATIONS = {
     "tofu_mean_or_na": scoring.aggregate_mean_or_na,
@@ -26,15 +24,15 @@ AGGREGATIONS = {
     "tofu_mia_auc": privacy.mia_auc_from_items,
     "tofu_privleak": privacy.privleak_from_items,
 }
-# (metric, aggregation, higher_is_better) of the corpus-level aggregates.
+# (metric, aggregation) of the corpus-level aggregates; their ideals: harness_ext.metrics.ideals
 CORPUS_METRICS = (
-    ("tofu_model_utility", "tofu_model_utility", True),
-    ("model_utility", "tofu_model_utility_18", True),
-    ("forget_efficacy", "tofu_forget_efficacy", True),
-    ("forget_quality", "tofu_forget_quality", True),
-    # membership inference: forget rows against holdout rows (0.5: indistinguishable)
-    *((privacy.mia_key(attack), "tofu_mia_auc", False) for attack in privacy.MIA_ATTACKS),
-    ("privleak", "tofu_privleak", True),
+    ("tofu_model_utility", "tofu_model_utility"),
+    ("model_utility", "tofu_model_utility_18"),
+    ("forget_efficacy", "tofu_forget_efficacy"),
+    ("forget_quality", "tofu_forget_quality"),
+    # membership inference: forget rows against holdout rows (best: the retain model's AUC)
+    *((privacy.mia_key(attack), "tofu_mia_auc") for attack in privacy.MIA_ATTACKS),
+    ("privleak", "tofu_privleak"),
 )
 # memorisation of the forget answers (teacher-forced argmax), per forget row
 MEMORIZATION_METRICS = ("forget_extraction_strength", "forget_exact_memorization")
@@ -42,39 +40,37 @@ MEMORIZATION_METRICS = ("forget_extraction_strength", "forget_exact_memorization
 
 # The real-world task reports the closer-look model utility of its neighbour set and FE.
 REALWORLD_CORPUS_METRICS = (
-    ("model_utility", "realworld_model_utility", True),
-    ("forget_efficacy", "tofu_forget_efficacy", True),
+    ("model_utility", "realworld_model_utility"),
+    ("forget_efficacy", "tofu_forget_efficacy"),
 )
 
 
-def per_set_metrics(sets=EVAL_SETS) -> dict[str, tuple[str, bool]]:
-    """Every "<set>_<metric>" name with its aggregation and higher-is-better flag."""
-    names = {}
-    for eval_set in sets:
-        for metric in (*CLOSER_LOOK_SET_METRICS, "bertscore_f1"):
-            lower = eval_set.name == FORGET.name and metric in _LOWER_IS_BETTER_ON_FORGET
-            # every per-set metric may be "N/A (reason)": no model to compute it, or no rows
-            names[f"{eval_set.name}_{metric}"] = ("tofu_mean_or_na", not lower)
-    names["forget_truth_ratio_closer_look"] = ("tofu_mean_or_na", False)
+def per_set_metrics(sets=EVAL_SETS) -> dict[str, str]:
+    """Every "<set>_<metric>" name with its aggregation."""
+    # every per-set metric may be "N/A (reason)": no model to compute it, or no rows
+    names = {
+        f"{eval_set.name}_{metric}": "tofu_mean_or_na"
+        for eval_set in sets
+        for metric in (*CLOSER_LOOK_SET_METRICS, "bertscore_f1")
+    }
+    names["forget_truth_ratio_closer_look"] = "tofu_mean_or_na"
     if FORGET in sets:
-        names.update(dict.fromkeys(MEMORIZATION_METRICS, ("tofu_mean_or_na", False)))
+        names.update(dict.fromkeys(MEMORIZATION_METRICS, "tofu_mean_or_na"))
     return names
 
 
 def metric_list(scenario: str = "tofu") -> list[dict]:
-    """A task's lm-eval metric_list: per-set means plus the corpus-level aggregates."""
+    """A task's lm-eval metric_list: per-set means plus the corpus-level aggregates, each with
+    lm-eval's higher_is_better (None where the best value is the retain model's)."""
     realworld = scenario == "realworld"
     per_set = per_set_metrics(REALWORLD_SETS if realworld else EVAL_SETS)
     corpus = REALWORLD_CORPUS_METRICS if realworld else CORPUS_METRICS
-    entries = [
-        {"metric": name, "aggregation": aggregation, "higher_is_better": higher}
-        for name, (aggregation, higher) in per_set.items()
-    ]
-    entries += [
-        {"metric": name, "aggregation": aggregation, "higher_is_better": higher}
-        for name, aggregation, higher in corpus
-    ]
-    return entries
+    pairs = [*per_set.items(), *corpus]
+    return [
+        {"metric": name, "aggregation": aggregation,
+         "higher_is_better": ideal_of(name).higher_is_better}
+        for name, aggregation in pairs
+    ]  # fmt: skip
 
 
 class _PerSetCountFilter(logging.Filter):

@@ -47,6 +47,8 @@ class ReferenceRow:
     raw_truth_ratio: float | None
     row: int | None = None  # the row in the set's source file (None in old reference files)
     answer_nll: float | None = None  # mean NLL of the ground-truth answer (membership inference)
+    # per membership-inference attack ("loss", "min_k", ...): this row's score
+    mia_scores: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -221,16 +223,26 @@ def sample_row(sample: dict[str, Any]) -> ReferenceRow:
     doc = sample["doc"]
     item = sample.get("model_utility") or sample.get("tofu_model_utility") or {}
     generation = item.get("generation")
+    row, nll, mia = doc.get("row"), _nll(sample), _mia_scores(sample)
     if doc["set"] == "holdout":  # holdout rows are scored, never answered
-        return ReferenceRow(doc["set"], doc["question"], None, None, doc.get("row"), _nll(sample))
+        return ReferenceRow(doc["set"], doc["question"], None, None, row, nll, mia)
     if generation is None:  # written before the scored generation was recorded
         generation = str(sample["filtered_resps"][0]).strip()
     ratio = item.get("raw_truth_ratio")
     if ratio is None and isinstance(sample.get("forget_quality"), dict):
         ratio = sample["forget_quality"].get("raw_truth_ratio")
-    return ReferenceRow(
-        doc["set"], doc["question"], generation, ratio, doc.get("row"), _nll(sample)
-    )
+    return ReferenceRow(doc["set"], doc["question"], generation, ratio, row, nll, mia)
+
+
+def _mia_scores(sample: dict[str, Any]) -> dict[str, float]:
+    """The row's membership-inference scores by attack (numbers only)."""
+    scores = {}
+    for key, item in sample.items():
+        if key.startswith("mia_") and key.endswith("_auc") and isinstance(item, dict):
+            score = item.get("score")
+            if isinstance(score, (int, float)) and not isinstance(score, bool):
+                scores[key.removeprefix("mia_").removesuffix("_auc")] = float(score)
+    return scores
 
 
 def _nll(sample: dict[str, Any]) -> float | None:
@@ -338,6 +350,7 @@ def _from_reference_file(path: Path, payload: dict[str, Any]) -> ScoredReference
                 r.get("raw_truth_ratio"),
                 r.get("row"),
                 r.get("answer_nll"),
+                dict(r.get("mia_scores") or {}),
             )
             for r in payload["rows"]
         )
@@ -366,6 +379,7 @@ def write_reference_file(
                 "generation": r.generation,
                 "raw_truth_ratio": r.raw_truth_ratio,
                 "answer_nll": r.answer_nll,
+                **({"mia_scores": r.mia_scores} if r.mia_scores else {}),
             }
             for r in rows
         ],

@@ -3,9 +3,15 @@
 An unlearned model may only hide what it was asked to forget. The audit attacks it three ways and
 scores each attacked version like any other model, on the same rows as the model before the attack:
 
-``relearn``     fine-tune on one part of the forget set (default: its first half) for a few steps
-                (default 10, lr 1e-5, constant rate, batch 4, full weights or ``--relearn-lora``),
-                then score the *other* part: does learning some facts bring back the rest?
+``relearn``     fine-tune on one part of the forget set for a few steps (default 10, lr 1e-5,
+                constant rate, batch 4, full weights or ``--relearn-lora``), then score the
+                *other* part: does learning some facts bring back the rest? ``same-authors``
+                (default) trains on the first half of each author's rows and scores the second
+                half; ``other-authors`` trains on the first half of the authors and scores the
+                others; ``--relearn-rows`` picks the trained slice by hand. With ``--control``
+                (the retain model, which never learned the forget rows) the same relearning
+                runs on it too: relearning can teach facts a model never knew, so what it
+                brings back counts only beyond what it gives the control.
 ``quantize``    the weights in 8 bits (LLM.int8) and in 4 bits (NF4), with bitsandbytes on CPU and
                 on CUDA alike: does rounding the weights undo the small updates of unlearning?
 ``paraphrase``  the forget questions as TOFU rephrased them (task option
@@ -17,7 +23,8 @@ settings and the input model's fingerprint. Attacked models are built once and k
 hash of the input model and the attack's settings. The audit writes one table (``audit.md``,
 ``audit.csv``, ``audit.json``; printed too): each forget metric before and after each attack, and,
 with ``--target`` (the model before unlearning, or its scoring run), the recovery
-(after − before) / (target − before).
+(after − before) / (target − before), N/A where target − before is within its noise (twice the
+standard deviation of that gap over bootstrap draws of the scored rows).
 """
 
 from __future__ import annotations
@@ -69,9 +76,14 @@ class AuditError(ValueError):
     """Bad input to ``lm-unlearn audit``: the message says what and how to fix it."""
 
 
+RELEARN_SPLITS = ("same-authors", "other-authors")
+KNOWLEDGE_ATTACKS = ("relearn",)  # attacks that can teach: run on the control too
+
+
 @dataclass
 class RelearnSettings:
-    rows: str | None = None  # "start:stop" forget rows trained on (default: the first half)
+    rows: str | None = None  # "start:stop" forget rows trained on (default: by split)
+    split: str = "same-authors"  # or "other-authors"
     steps: int = 10
     learning_rate: float = 1e-5
     batch_size: int = 4
@@ -86,6 +98,7 @@ class AuditSettings:
     scoring: ScoreSettings = field(default_factory=ScoreSettings)  # its output: the runs folder
     attacks: str | tuple[str, ...] = ATTACKS  # "relearn,quantize" from the command line
     target: str | None = None  # the model before unlearning, or its scoring run / results file
+    control: str | None = None  # the retain model: the knowledge attacks run on it too
     output: Path = Path("results/audit")
     models_dir: Path | None = None  # attacked models (default: $LM_UNLEARN_CACHE/audit)
     relearn: RelearnSettings = field(default_factory=RelearnSettings)
@@ -117,10 +130,25 @@ class Scores:
     run: str | None = None  # run folder name (in the runs folder)
     settings_sha256: str | None = None
     note: str = ""
+    rows: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def describe(self) -> dict[str, Any]:
         return {"run": self.run, "settings_sha256": self.settings_sha256,
                 "metrics": self.metrics, **({"note": self.note} if self.note else {})}  # fmt: skip
+
+
+@dataclass
+class Control:
+    """The control (the retain model) before and after the same attack, on the same rows."""
+
+    model: str
+    before: Scores
+    after: Scores
+    attacked: Path | None
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.model, "before": self.before.describe(),
+                "after": self.after.describe()}  # fmt: skip
 
 
 @dataclass
@@ -131,6 +159,8 @@ class AttackResult:
     target: Scores | None
     model: Path | None  # the attacked model (None when the attack changes the questions)
     seconds: float = 0.0  # wall time: building the attacked model and scoring (runs reused: 0)
+    control: Control | None = None
+    noise: dict[str, float] = field(default_factory=dict)  # per metric: the gap's noise
 
 
 @dataclass
@@ -172,11 +202,39 @@ def forget_row_count(split: str, data_dir: str | None) -> int:
     return len(data.read_split(FORGET.source_file(split), data_dir))
 
 
-def relearn_rows(text: str | None, total: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(rows trained on, rows scored): a slice touching one end of the forget split, and the
-    rest. Default: the first half, then the second half is scored."""
-    if text is None:
-        return (0, total // 2), (total // 2, total)
+def relearn_rows(
+    text: str | None, total: int, split: str = "same-authors"
+) -> tuple[list[int], list[int]]:
+    """(rows trained on, rows scored). ``text``: a slice touching one end of the forget split,
+    the rest scored. Else by ``split``: ``same-authors`` trains on the first half of each
+    author's rows and scores the second half; ``other-authors`` trains on the first half of the
+    authors and scores the others."""
+    from tofu_tasks.eval_sets import ROWS_PER_AUTHOR
+
+    if text is not None:
+        (a, b), (c, d) = _explicit_rows(text, total)
+        return list(range(a, b)), list(range(c, d))
+    if split not in RELEARN_SPLITS:
+        raise AuditError(
+            f"--relearn-split must be one of {', '.join(RELEARN_SPLITS)}, got {split!r}"
+        )
+    authors = total // ROWS_PER_AUTHOR
+    if total % ROWS_PER_AUTHOR or (split == "other-authors" and authors < 2):
+        raise AuditError(
+            f"--relearn-split {split} needs whole authors of {ROWS_PER_AUTHOR} rows (and two "
+            f"or more for other-authors); the forget split has {total} rows: give --relearn-rows"
+        )
+    if split == "other-authors":
+        cut = (authors // 2) * ROWS_PER_AUTHOR
+        return list(range(cut)), list(range(cut, total))
+    half = ROWS_PER_AUTHOR // 2
+    starts = range(0, total, ROWS_PER_AUTHOR)
+    trained = [row for start in starts for row in range(start, start + half)]
+    scored = [row for start in starts for row in range(start + half, start + ROWS_PER_AUTHOR)]
+    return trained, scored
+
+
+def _explicit_rows(text: str, total: int) -> tuple[tuple[int, int], tuple[int, int]]:
     parts = str(text).split(":")
     try:
         start, stop = (int(p) if p.strip() else None for p in parts)
@@ -197,6 +255,21 @@ def relearn_rows(text: str | None, total: int) -> tuple[tuple[int, int], tuple[i
     return (start, stop), ((stop, total) if start == 0 else (0, start))
 
 
+def row_slices(rows: list[int]) -> list[tuple[int, int]]:
+    """Consecutive runs of row numbers as (start, stop) slices.
+
+    >>> row_slices([0, 1, 2, 10, 11])
+    [(0, 3), (10, 12)]
+    """
+    slices: list[tuple[int, int]] = []
+    for row in rows:
+        if slices and slices[-1][1] == row:
+            slices[-1] = (slices[-1][0], row + 1)
+        else:
+            slices.append((row, row + 1))
+    return slices
+
+
 def require_bitsandbytes() -> None:
     if importlib.util.find_spec("bitsandbytes") is None:
         raise AuditError(f"the quantize attack needs the bitsandbytes package: {BITSANDBYTES}")
@@ -212,6 +285,10 @@ def check_settings(settings: AuditSettings) -> None:
     if "relearn" in settings.attacks:
         if relearn.steps < 1 or relearn.batch_size < 1 or relearn.learning_rate <= 0:
             raise AuditError("relearning needs steps ≥ 1, batch size ≥ 1 and a positive lr")
+        if relearn.split not in RELEARN_SPLITS:
+            raise AuditError(
+                f"--relearn-split must be one of {', '.join(RELEARN_SPLITS)}, got {relearn.split!r}"
+            )
         if metadata.get("forget_rows"):
             raise AuditError("relearn chooses the scored forget rows itself: drop forget_rows")
         if metadata.get("prompt_template"):
@@ -256,16 +333,22 @@ def paraphrase_variant(base: dict[str, Any]) -> Variant:
 def relearn_variant(settings: AuditSettings, base: dict[str, Any]) -> Variant:
     split, r = settings.scoring.split, settings.relearn
     total = forget_row_count(split, base.get("data_dir"))
-    (a, b), (c, d) = relearn_rows(r.rows, total)
-    scored = {**base, "forget_rows": f"{c}:{d}"}
-    what = {"trained_on": f"{split}[{a}:{b}]", "scored_rows": f"{c}:{d}", "steps": r.steps,
+    trained, scored_rows = relearn_rows(r.rows, total, r.split)
+    trained_slices, scored_slices = row_slices(trained), row_slices(scored_rows)
+    scored_text = ",".join(f"{a}:{b}" for a, b in scored_slices)
+    scored = {**base, "forget_rows": scored_text}
+    which = "rows given by hand" if r.rows is not None else r.split
+    what = {"split": which,
+            "trained_on": ",".join(f"{split}[{a}:{b}]" for a, b in trained_slices),
+            "scored_rows": scored_text, "steps": r.steps,
             "learning_rate": r.learning_rate, "lr_schedule": "constant, no warm-up",
             "batch_size": r.batch_size, "weights": "LoRA (r 8, alpha 32)" if r.lora else "all",
             "seed": r.seed, "max_length": r.max_length}  # fmt: skip
-    title = f"relearn {split}[{a}:{b}], {r.steps} steps, lr {r.learning_rate:g}" + (
+    shown = ", ".join(f"{a}-{b - 1}" for a, b in trained_slices)
+    title = f"relearn ({which}: trained rows {shown}), {r.steps} steps, lr {r.learning_rate:g}" + (
         ", LoRA" if r.lora else ""
     )
-    return Variant("relearn", "relearn", what, scored, scored, f"rows {c}:{d}", title)
+    return Variant("relearn", "relearn", what, scored, scored, f"rows {scored_text}", title)
 
 
 def quantize_variant(settings: AuditSettings, base: dict[str, Any], bits: int) -> Variant:
@@ -432,7 +515,10 @@ def score(
     outcome = score_model(model, scoring, base=base)
     manifest = json.loads((outcome.run_dir / MANIFEST).read_text(encoding="utf-8"))
     metrics = task_metrics(latest_results(outcome.run_dir), scoring.task)
-    return Scores(forget_metrics(metrics), outcome.run_dir.name, manifest.get("settings_sha256"))
+    rows = run_samples(_results_file(outcome.run_dir), scoring.task)
+    return Scores(
+        forget_metrics(metrics), outcome.run_dir.name, manifest.get("settings_sha256"), rows=rows
+    )
 
 
 def role(variant: Variant, name: str) -> dict[str, Any]:
@@ -493,11 +579,14 @@ def score_after(
     model: Path | None,
     before: Scores,
     target: Scores | None,
+    noise: dict[str, float] | None = None,
+    control: Control | None = None,
 ) -> Scores:
     attack = {
         "name": variant.attack, "variant": variant.name, "role": "after",
-        "title": variant.shown, "settings": variant.settings, "input_model": input_model(spec, settings),
+        "title": variant.shown, "settings": variant.settings, "input_model": input_model(spec, settings.model),
         "before": before.describe(), "target": _target_section(settings, target),
+        "gap_noise": noise or None, "control": control.describe() if control else None,
         "command": settings.command,
     }  # fmt: skip
     return score(
@@ -507,8 +596,8 @@ def score_after(
     )  # fmt: skip
 
 
-def input_model(spec: ModelSpec, settings: AuditSettings) -> dict[str, Any]:
-    return {"given": settings.model, "label": spec.label, "name": spec.name,
+def input_model(spec: ModelSpec, given: str) -> dict[str, Any]:
+    return {"given": given, "label": spec.label, "name": spec.name,
             "base_name": spec.base_name, "fingerprint": spec.fingerprint}  # fmt: skip
 
 
@@ -521,8 +610,8 @@ def _portable(attack: dict[str, Any], settings: AuditSettings) -> dict[str, Any]
     from harness_ext.provenance import portable_paths, relative_stand_ins
 
     spec = resolve_model(settings.model, settings.base)
-    paths = [settings.model, spec.pretrained, spec.peft, settings.target, settings.output,
-             settings.scoring.output, settings.models_dir]  # fmt: skip
+    paths = [settings.model, spec.pretrained, spec.peft, settings.target, settings.control,
+             settings.output, settings.scoring.output, settings.models_dir]  # fmt: skip
     return portable_paths(attack, relative_stand_ins(paths, settings.scoring.output))
 
 
@@ -540,12 +629,14 @@ def target_from_run(path: Path, settings: AuditSettings, metadata: dict[str, Any
         raise AuditError(f"--target {path}: its results have no {task} scores")
     wanted = _forget_keys(settings, metadata)
     samples = _forget_samples(results_file, task)
+    rows = run_samples(results_file, task)
     if set(wanted) == set(samples):
-        return Scores(forget_metrics(task_metrics(results, task)), str(path))
+        return Scores(forget_metrics(task_metrics(results, task)), str(path), rows=rows)
     if not set(wanted) <= set(samples):
         note = "the target run did not score these forget rows and questions"
         return Scores({}, str(path), note=note)
-    return Scores(_row_means([samples[k] for k in wanted]), str(path), note="per-row means")
+    means = _row_means([samples[k] for k in wanted])
+    return Scores(means, str(path), note="per-row means", rows=rows)
 
 
 def _results_file(path: Path) -> Path:
@@ -562,14 +653,31 @@ def _forget_keys(settings: AuditSettings, metadata: dict[str, Any]) -> list[tupl
     return [(d["row"], d["question"]) for d in eval_docs(options) if d["set"] == "forget"]
 
 
-def _forget_samples(results_file: Path, task: str) -> dict[tuple[int, str], dict[str, Any]]:
+def run_samples(results_file: Path, task: str) -> dict[tuple[str, int], dict[str, Any]]:
+    """Every scored document of a run's samples file by (set, row): its per-row values."""
+    found = _samples_file(results_file, task)
+    samples = {}
+    for line in found.read_text(encoding="utf-8").splitlines():
+        sample = json.loads(line) if line.strip() else {}
+        doc = sample.get("doc") or {}
+        if "set" in doc:
+            samples[(doc["set"], doc["row"])] = sample
+    return samples
+
+
+def _samples_file(results_file: Path, task: str) -> Path:
     stamp = results_file.stem.removeprefix("results_")
     found = results_file.parent / f"samples_{task}_{stamp}.jsonl"
     if not found.is_file():
         candidates = sorted(results_file.parent.glob(f"samples_{task}_*.jsonl"))
         if not candidates:
-            raise AuditError(f"--target {results_file}: no samples file beside it (--log_samples)")
+            raise AuditError(f"{results_file}: no samples file beside it (--log_samples)")
         found = candidates[-1]
+    return found
+
+
+def _forget_samples(results_file: Path, task: str) -> dict[tuple[int, str], dict[str, Any]]:
+    found = _samples_file(results_file, task)
     samples = {}
     for line in found.read_text(encoding="utf-8").splitlines():
         sample = json.loads(line) if line.strip() else {}
@@ -622,6 +730,13 @@ def _input_spec(settings: AuditSettings) -> ModelSpec:
             resolve_model(settings.target)
         except ScoreError as err:
             raise AuditError(f"--target: {err}") from err
+    if settings.control:
+        if target_is_run(settings.control):
+            raise AuditError("--control takes a model (the retain model), not a scoring run")
+        try:
+            resolve_model(settings.control)
+        except ScoreError as err:
+            raise AuditError(f"--control: {err}") from err
     return spec
 
 
@@ -659,9 +774,50 @@ def run_attack(settings: AuditSettings, spec: ModelSpec, variant: Variant) -> At
     started = time.time()
     before = score_before(settings, spec, variant)
     target = score_target(settings, variant)
+    noise = gap_noise(before, target) if target else {}
+    control = run_control(settings, variant) if variant.attack in KNOWLEDGE_ATTACKS else None
     model = attacked_model(settings, spec, variant)
-    after = score_after(settings, spec, variant, model, before, target)
-    return AttackResult(variant, before, after, target, model, round(time.time() - started, 1))
+    after = score_after(settings, spec, variant, model, before, target, noise, control)
+    seconds = round(time.time() - started, 1)
+    return AttackResult(variant, before, after, target, model, seconds, control, noise)
+
+
+def gap_noise(before: Scores, target: Scores) -> dict[str, float]:
+    """Per forget metric: the noise of target − before over the rows both scored."""
+    from harness_ext.lm_eval_plugin.registry import AGGREGATIONS, metric_list
+    from harness_ext.metrics import noise
+
+    wanted = set(before.metrics) & set(target.metrics)
+    aggregations = {
+        entry["metric"]: AGGREGATIONS[entry["aggregation"]]
+        for entry in metric_list()
+        if entry["metric"] in wanted and entry["aggregation"] in AGGREGATIONS
+    }
+    return noise.gap_noise(before.rows, target.rows, aggregations)
+
+
+def run_control(settings: AuditSettings, variant: Variant) -> Control | None:
+    """The same attack on the control (the retain model), scored on the same rows."""
+    if not settings.control:
+        return None
+    spec = resolve_model(settings.control)
+    rows = rows_scored(variant.before_metadata)
+    before = score(
+        settings.control, settings, variant.before_metadata,
+        attack={"name": "none", "role": "control"},
+        labels=(f"{spec.name} ({rows})", spec.base_name), is_target=True,
+    )  # fmt: skip
+    model = attacked_model(settings, spec, variant)
+    attack = {"name": variant.attack, "variant": variant.name, "role": "control",
+              "title": variant.shown, "settings": variant.settings,
+              "input_model": input_model(spec, settings.control),
+              "command": settings.command}  # fmt: skip
+    after = score(
+        str(model) if model else settings.control, settings, variant.metadata,
+        attack=_portable(attack, settings),
+        labels=(f"{spec.name} + {variant.name} (control)", spec.base_name), is_target=True,
+    )  # fmt: skip
+    return Control(settings.control, before, after, model)
 
 
 # ---------------------------------------------------------------------- the table
@@ -671,9 +827,13 @@ def table(spec: ModelSpec, results: list[AttackResult]) -> list[dict[str, Any]]:
         runs = {"before_run": result.before.run or "", "after_run": result.after.run or "",
                 "target_run": (result.target.run or "") if result.target else ""}  # fmt: skip
         target = result.target.metrics if result.target else None
+        control = result.control
+        pair = (control.before.metrics, control.after.metrics) if control else None
+        if control:
+            runs["control_runs"] = f"{control.before.run} → {control.after.run}"
         rows += robustness.table_rows(
             spec.label, result.variant.shown, result.before.metrics, result.after.metrics,
-            target, variant=result.variant.name, **runs,
+            target, result.noise, pair, variant=result.variant.name, **runs,
         )  # fmt: skip
     return rows
 
@@ -690,9 +850,28 @@ def to_markdown(
         what = ", ".join(f"{k} {val}" for k, val in v.settings.items())
         scored = f"; scored on {v.scored}" if v.scored else ""
         took = f" ({result.seconds:.0f} s)"
-        lines.append(f"- {robustness.md_cell(v.name)}: {robustness.md_cell(what)}{scored}{took}")
-    lines += ["", "recovery = (after − before) / (target − before): 0 nothing came back, 1 all."]
+        control = f"; control: the same on {result.control.model}" if result.control else ""
+        lines.append(
+            f"- {robustness.md_cell(v.name)}: {robustness.md_cell(what)}{scored}"
+            f"{robustness.md_cell(control)}{took}"
+        )
+    lines += ["", *RECOVERY_NOTE]
+    if any(r.variant.attack in KNOWLEDGE_ATTACKS for r in results) and not settings.control:
+        lines.append(
+            "No control was given (--control, the retain model): relearning can teach facts a "
+            "model never knew, so its recovery alone overstates what came back."
+        )
     return "\n".join(lines)
+
+
+RECOVERY_NOTE = (
+    "gain = after − before. recovery = (after − before) / (target − before): 0 nothing came "
+    "back, 1 all; N/A where target − before is within its noise (gap_noise: twice the "
+    "standard deviation of that gap over 200 bootstrap draws of the scored rows).",
+    "control_gain: the same attack's gain on the control (the retain model, which never "
+    "learned the forget rows); difference = gain − control_gain, what the attack brought back "
+    "beyond what it teaches any model.",
+)
 
 
 def to_json(
@@ -708,10 +887,11 @@ def to_json(
         {"attack": r.variant.attack, "variant": r.variant.name, "settings": r.variant.settings,
          "scored": r.variant.scored or "the usual rows", "model": str(r.model) if r.model else None,
          "before": r.before.describe(), "after": r.after.describe(), "wall_seconds": r.seconds,
-         "target": r.target.describe() if r.target else None}
+         "target": r.target.describe() if r.target else None, "gap_noise": r.noise or None,
+         "control": r.control.describe() if r.control else None}
         for r in results
     ]  # fmt: skip
-    return {"format": AUDIT_FORMAT, "model": input_model(spec, settings),
+    return {"format": AUDIT_FORMAT, "model": input_model(spec, settings.model),
             "split": settings.scoring.split, "target": settings.target,
             "runs": str(settings.scoring.output), "attacks": attacks, "rows": rows,
             "command": settings.command, "versions": package_versions(),
@@ -731,8 +911,9 @@ def write_report(
     rows = table(spec, results)
     markdown = to_markdown(settings, spec, rows, results)
     output = Path(settings.output)
-    paths = [settings.model, spec.pretrained, spec.peft, settings.target, settings.scoring.output,
-             *(r.model for r in results)]  # fmt: skip
+    paths = [settings.model, spec.pretrained, spec.peft, settings.target, settings.control,
+             settings.scoring.output, *(r.model for r in results),
+             *(r.control.attacked for r in results if r.control)]  # fmt: skip
     payload = portable_paths(to_json(settings, spec, rows, results, seconds),
                              relative_stand_ins(paths, output))  # fmt: skip
     files = [

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROWS_PER_AUTHOR = 20
+from tofu_tasks.eval_sets import ROWS_PER_AUTHOR
+
 FORGET10_ROWS = 400
 AUTHORS_PER_REQUEST = 2
 REQUEST_ROWS = ROWS_PER_AUTHOR * AUTHORS_PER_REQUEST

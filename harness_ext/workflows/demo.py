@@ -6,8 +6,9 @@
    forget set every two optimiser steps and stopped at the first checkpoint that forgets as much
    as the retain model knows (its forget ROUGE-L): the methods are compared at matched forgetting;
 3. score the retain model, the target and every unlearned model on ``tofu_forget01_unlearn``;
-4. audit every unlearned model (``lm-unlearn audit``: relearning, 8/4-bit weights, paraphrased
-   questions);
+4. audit every unlearned model (``lm-unlearn audit``: relearning half of each forget author's
+   rows, with the retain model relearned the same way as the control; 8/4-bit weights;
+   paraphrased questions);
 5. write the leaderboard under ``results/demo/``.
 
 Every step is a public command (``lm-unlearn finetune / train / score / leaderboard``), run in
@@ -188,10 +189,14 @@ def audit(
     target_run: Path,
     retain_run: Path,
     method: str,
+    retain_model: Path,
 ) -> None:
-    """``lm-unlearn audit`` of one unlearned model against the target's scoring run."""
+    """``lm-unlearn audit`` of one unlearned model against the target's scoring run, with the
+    retain model as the control of relearning."""
     folder = Path(settings.output) / "audit" / method.replace("+", "_")
-    relearn = ["--relearn-lr", str(settings.relearn_lr)] if "relearn" in settings.audit else []
+    relearn = []
+    if "relearn" in settings.audit:
+        relearn = ["--relearn-lr", str(settings.relearn_lr), "--control", str(retain_model)]
     run_command(["audit", str(model), "--attacks", str(settings.audit), *relearn, "--target",
                  str(target_run), "--label", method, "--prompt-format", settings.prompt_format,
                  "--metadata", json.dumps(task_metadata(settings), sort_keys=True),
@@ -339,7 +344,7 @@ def run_demo(settings: DemoSettings | None, command_line: CommandLine) -> dict[s
 
     for method, model in unlearned.items() if settings.audit else ():
         clock.step(f"audit the {method} model: {settings.audit}")
-        audit(run_command, model, settings, runs, target_run, retain_run, method)
+        audit(run_command, model, settings, runs, target_run, retain_run, method, retain)
 
     clock.step("leaderboard")
     remove_stale_runs(runs, scored)

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness_ext.workflows import robustness
+from harness_ext.metrics.glossary import definition, format_value, label
+from harness_ext.metrics.ideals import parse_ranking
+from harness_ext.workflows import ranking, robustness
 from harness_ext.workflows.score import MANIFEST
 from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS, FORGET, NEIGHBOR
 
@@ -43,22 +45,6 @@ SUMMARY_COLUMNS = (
 # Membership-inference and memorisation keys (every run reports them; most read "N/A" without a
 # holdout): a column only when some run has a number.
 PRIVACY_PREFIXES = ("mia_", "privleak", "forget_extraction_strength", "forget_exact_memorization")
-RANK_PREFERENCE = ("forget_efficacy", "forget_quality", "tofu_model_utility")
-# Shown in plot titles; TOFU's forget truth ratio has no simple direction (closer to the retain
-# model is better), so it gets none.
-DIRECTION = {
-    "forget_rougeL_recall": " (lower: more forgotten)",
-    "forget_prob": " (lower: more forgotten)",
-    "forget_quality": " (higher: closer to the retain model)",
-    "forget_efficacy": " (higher is better)",
-    "model_utility": " (higher is better)",
-    "tofu_model_utility": " (higher is better)",
-    "retain_rougeL_recall": " (higher is better)",
-    "real_authors_rougeL_recall": " (higher is better)",
-    "world_facts_rougeL_recall": " (higher is better)",
-    "privleak": " (0: as the retain model; below 0: the forget set leaks)",
-    "forget_extraction_strength": " (lower: less extractable)",
-}
 
 
 @dataclass
@@ -76,6 +62,7 @@ class RunRecord:
     pre_unlearning_reference: str | None = None  # identity of the pre-unlearning reference
     role: str = ""  # "retain reference" / "pre-unlearning reference" when other runs use it
     fq_reference_name: str = ""
+    retain_values: dict[str, Any] = field(default_factory=dict)  # the retain model's, same rows
     group: int = 0
     note: str = ""
     differs: tuple[str, ...] = ()
@@ -243,6 +230,7 @@ def read_runs(paths: list[Path], unread: list[tuple[Path, str]] | None = None) -
                 pre_unlearning_reference=_reference_identity(tofu.get("pre_unlearning_reference")),
                 prompt_format=tofu.get("prompt_format"),
                 date=float(results.get("date") or results_file.stat().st_mtime),
+                retain_values=dict(tofu.get("retain_values") or {}),
             )
             records.append(record)
             tofu_by_record[id(record)] = tofu
@@ -253,7 +241,8 @@ def read_runs(paths: list[Path], unread: list[tuple[Path, str]] | None = None) -
 
 def _mark_references(records: list[RunRecord], names: dict[str, str]) -> None:
     """Runs that other runs used as references say so; the retain reference's forget quality is
-    its own truth ratios against themselves (1.0), which is what the others are measured by."""
+    its own truth ratios against themselves (1.0) and its privleak 0 (its AUC against itself),
+    which is what the others are measured by."""
     retain = {r.fq_reference for r in records if r.fq_reference}
     pre_unlearning = {r.pre_unlearning_reference for r in records if r.pre_unlearning_reference}
     for record in records:
@@ -264,6 +253,8 @@ def _mark_references(records: list[RunRecord], names: dict[str, str]) -> None:
             if record.number("forget_quality") is None:
                 record.metrics["forget_quality"] = _forget_quality_of_itself(record)
                 record.fq_reference = identity
+            if record.number("privleak") is None and record.number("mia_min_k_auc") is not None:
+                record.metrics["privleak"] = 0.0  # its own AUC against itself, by definition
         if identity in pre_unlearning:
             roles.append("pre-unlearning reference")
         record.role = " and ".join(roles)
@@ -340,37 +331,36 @@ def difference(record: dict[str, Any], main: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def rank_metric(records: list[RunRecord]) -> str | None:
-    """The first preferred metric most runs have. Forget quality counts only when every run that
-    has it was scored against the same retain reference; runs lacking the metric rank last."""
-    for metric in RANK_PREFERENCE:
-        having = [r for r in records if r.number(metric) is not None]
-        if not having or len(having) * 2 < len(records):
-            continue
-        if metric == "forget_quality" and len({r.fq_reference for r in having}) > 1:
-            continue
-        return metric
-    return None
-
-
-def known_metrics() -> dict[str, bool]:
-    """Metric name -> higher is better, for every metric the tasks report."""
+def known_metrics() -> set[str]:
+    """Every metric the tasks report."""
     from harness_ext.lm_eval_plugin.registry import metric_list
 
-    return {entry["metric"]: entry["higher_is_better"] for entry in metric_list()}
+    return {entry["metric"] for entry in metric_list()} | {"model_utility_with_general"}
 
 
-def check_rank_metric(metric: str | None) -> None:
-    if metric is not None and metric not in known_metrics():
+def check_rank_metric(rank_by: str | None) -> None:
+    if rank_by is None:
+        return
+    metric, _ = parse_ranking(rank_by)
+    if metric not in known_metrics():
         raise ValueError(
-            f"unknown metric {metric!r} for --rank-by; known: {', '.join(sorted(known_metrics()))}"
+            f"unknown metric {metric!r} for --rank-by; known: {', '.join(sorted(known_metrics()))} "
+            f"(closest:METRIC ranks by closeness to the retain model's value)"
         )
 
 
-def group_and_rank(
-    records: list[RunRecord], rank_by: str | None = None
-) -> dict[str, tuple[list[RunRecord], list[RunRecord], str | None]]:
-    """Per task: (ranked runs, runs kept apart, the metric ranking the table)."""
+@dataclass
+class Table:
+    """One task's table: ranked runs then references, runs kept apart, and the ranking."""
+
+    main: list[RunRecord]
+    apart: list[RunRecord]
+    ranking: str | None
+    matched: bool = False  # every run stopped at the retain model's forgetting
+
+
+def group_and_rank(records: list[RunRecord], rank_by: str | None = None) -> dict[str, Table]:
+    """Per task: the ranked runs, the runs kept apart, and what ranks them."""
     check_rank_metric(rank_by)
     tables = {}
     for task in sorted({r.task for r in records}):
@@ -391,36 +381,22 @@ def group_and_rank(
         # references (the retain model, the model before unlearning) are shown, not ranked
         ranked = [r for r in main if not r.role] or main
         references = sorted((r for r in main if r not in ranked), key=lambda r: r.label)
-        metric = rank_by or rank_metric(ranked)
+        matched = ranking.matched_forgetting([selection_of(r) for r in ranked])
+        metric = rank_by or ranking.default_ranking(ranked, matched)
         if metric:
-            sign = -1.0 if known_metrics().get(metric, True) else 1.0
-            ranked.sort(
-                key=lambda r: (r.number(metric) is None, sign * (r.number(metric) or 0.0), r.label)
-            )
+            ranking.check_computable(ranked, metric, main)
+            ranked = ranking.order(ranked, metric, main)
         else:
             ranked.sort(key=lambda r: r.label)
         for position, record in enumerate(ranked, 1):
             record.rank = position
-        tables[task] = (ranked + references, apart, metric)
+        tables[task] = Table(ranked + references, apart, metric, matched)
     return tables
 
 
 # ---------------------------------------------------------------------- formatting
-def _direction(metric: str | None) -> str:
-    if not metric:
-        return ""
-    return " (higher is better)" if known_metrics().get(metric, True) else " (lower is better)"
-
-
-def fmt(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return "" if value is None else str(value)
-    if isinstance(value, (int, float)):
-        if math.isnan(value):
-            return "NaN"
-        return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.2e}"
-    text = str(value)
-    return "N/A" if text.startswith("N/A") else text
+def fmt(value: Any, metric: str = "") -> str:
+    return format_value(metric, value)
 
 
 def _link(record: RunRecord, output: Path) -> str:
@@ -468,7 +444,9 @@ def checkpoint_cell(record: RunRecord) -> str:
     if chosen is None:
         return ""
     value, step = fmt(chosen.get("value")), chosen.get("step")
-    if chosen.get("target") is None:  # best:METRIC
+    if chosen.get("target") is None:  # best:METRIC, closest:METRIC
+        if chosen.get("ideal") == "retain" and chosen.get("ideal_value") is not None:
+            return f"step {step}: {value}, closest to {fmt(chosen['ideal_value'])}"
         return f"step {step}: best {value}"
     operator = SIGNS.get(chosen.get("operator", ""), chosen.get("operator", ""))
     target = f"{operator} {fmt(chosen.get('target'))}"
@@ -477,8 +455,9 @@ def checkpoint_cell(record: RunRecord) -> str:
     return f"not reached ({target}): {value} at step {step}"
 
 
-def selection_sentence(records: list[RunRecord]) -> str:
-    """Says when runs were stopped at a matched amount of forgetting (one rule for all)."""
+def selection_sentence(records: list[RunRecord], ranked_by: str | None = None) -> str:
+    """Says when runs were stopped at a matched amount of forgetting (one rule for all), and
+    that the table then ranks them by utility."""
     chosen = [c for c in map(selection_of, records) if c]
     rules = {
         (c.get("metric"), c.get("operator"), c.get("target"), c.get("reference")) for c in chosen
@@ -491,6 +470,13 @@ def selection_sentence(records: list[RunRecord]) -> str:
         )
     metric, operator, target, reference = rules.pop()
     if target is None:
+        closest = chosen[0].get("ideal") == "retain" and chosen[0].get("ideal_value") is not None
+        if closest:
+            value = fmt(chosen[0]["ideal_value"], metric)
+            return (
+                f"Each unlearned run kept its checkpoint with {metric} closest to {value}, the "
+                f"retain model's value (checkpoint column)."
+            )
         return f"Each unlearned run kept its best {metric} checkpoint (checkpoint column)."
     missed = sum(not c.get("reached") for c in chosen)
     whose = f", the retain model's own value ({reference})" if reference else ""
@@ -501,6 +487,11 @@ def selection_sentence(records: list[RunRecord]) -> str:
     )
     if missed:
         sentence += f" {missed} of {len(chosen)} never reached it: their final model is shown."
+    if reference and ranked_by in ranking.UTILITY_PREFERENCE:
+        sentence += (
+            f" At equal forgetting the runs are ranked by utility ({label(ranked_by)}), so a "
+            f"method cannot climb by forgetting less; forget quality is a column."
+        )
     return sentence
 
 
@@ -512,36 +503,128 @@ def _name_cell(record: RunRecord) -> str:
     return f"{record.label} ({record.role})" if record.role else record.label
 
 
-def to_markdown(tables, output: Path, title: str) -> str:
+def summary_columns(records: list[RunRecord]) -> tuple[list[str], dict[str, list[str]]]:
+    """(the summary columns some run has a number in, {reason: columns N/A in every run})."""
+    present = set(_metric_columns(records))
+    shown, missing = [], defaultdict(list)
+    for column in SUMMARY_COLUMNS:
+        if column not in present and not any(column in r.metrics for r in records):
+            continue
+        if any(r.number(column) is not None for r in records):
+            shown.append(column)
+        else:
+            missing[_why_missing(records, column)].append(column)
+    return shown, dict(missing)
+
+
+def _reason(text: str) -> str:
+    return text.removeprefix("N/A (").removesuffix(")") if text.startswith("N/A (") else text
+
+
+def _why_missing(records: list[RunRecord], column: str) -> str:
+    """Why a column is N/A: its reason, and, for an aggregate that misses components, why
+    those are missing ("missing forget_entailment: no NLI model; pass nli_model")."""
+    record = next((r for r in records if isinstance(r.metrics.get(column), str)), None)
+    if record is None:
+        return "not reported"
+    reason = _reason(str(record.metrics[column]))
+    if not reason.startswith("missing "):
+        return reason
+    causes = []
+    for key, value in record.metrics.items():
+        if key == column or not isinstance(value, str) or not value.startswith("N/A"):
+            continue
+        named = key in reason or any(
+            key == f"{s}_{m}" and m in reason and s in reason for s in SETS for m in PER_SET
+        )
+        if named and _reason(value) not in causes and not _reason(value).startswith("missing"):
+            causes.append(_reason(value))
+    return f"{reason}: {'; '.join(causes)}" if causes else reason
+
+
+def rows_text(rows_per_set: dict[str, int] | None) -> str:
+    """ "forget 40, retain 40, real_authors 40, ..." in the sets' order."""
+    rows = rows_per_set or {}
+    ordered = [s for s in (*SETS, "holdout") if s in rows] + sorted(set(rows) - {*SETS, "holdout"})
+    return ", ".join(f"{name} {rows[name]}" for name in ordered) or "none"
+
+
+def ranking_sentence(table: Table) -> str:
+    """How the table is ranked, and what the best value of that metric is."""
+    ranked = sum(r.rank is not None for r in table.main)
+    references = len(table.main) - ranked
+    by = "name"
+    if table.ranking:
+        metric, _ = parse_ranking(table.ranking)
+        closest = "closeness to the retain model's " if table.ranking.startswith("closest:") else ""
+        by = f"{closest}{label(metric)}{ranking.describe(table.ranking, table.main)}"
+    text = f"{ranked} comparable runs ranked by {by}"
+    if references:
+        text += f"; {references} references below them, not ranked"
+    return text + "."
+
+
+def glossary(columns: list[str], records: list[RunRecord]) -> list[tuple[str, str, str, str]]:
+    """Per shown column: (name, key, what it measures, its best value)."""
+    from harness_ext.metrics.ideals import ideal_of
+
+    entries = []
+    for column in columns:
+        value = ranking.retain_value(records[0], column, records) if records else None
+        entries.append(
+            (label(column), column, definition(column), ideal_of(column).describe(value))
+        )
+    return entries
+
+
+def numbered_columns(records: list[RunRecord]) -> tuple[list[str], dict[str, list[str]]]:
+    """(every metric column some run has a number in, {reason: the columns N/A in all})."""
+    shown, missing = [], defaultdict(list)
+    for column in _metric_columns(records):
+        if any(r.number(column) is not None for r in records):
+            shown.append(column)
+            continue
+        if any(isinstance(r.metrics.get(column), str) for r in records):
+            missing[_why_missing(records, column)].append(column)
+    return shown, dict(missing)
+
+
+def to_markdown(tables: dict[str, Table], output: Path, title: str) -> str:
     lines = [f"# {title}", ""]
-    for task, (main, apart, metric) in tables.items():
-        columns = [c for c in SUMMARY_COLUMNS if c in _metric_columns(main)]
-        lines += [f"## {task}", ""]
-        ranked = sum(r.rank is not None for r in main)
+    for task, table in tables.items():
+        main, apart = table.main, table.apart
+        columns, missing = summary_columns(main)
+        comparability = main[0].comparability
+        lines += [f"## {task}", "", md_text(ranking_sentence(table))]
         lines.append(
-            f"{ranked} comparable runs ranked by {metric or 'name'}{_direction(metric)}"
-            f"{f', {len(main) - ranked} references below them' if len(main) > ranked else ''}; "
-            f"rows per set {_short(main[0].comparability['rows_per_set'])}, "
-            f"data {_short(main[0].comparability['data_sha256'])}."
+            f"Rows per set: {md_text(rows_text(comparability['rows_per_set']))}; data "
+            f"{_short(comparability['data_sha256'])}."
         )
         references = sorted({r.fq_reference_name for r in main if r.fq_reference_name})
         if references:
             names = "; ".join(md_text(name) for name in references)
             lines.append(f"Forget quality against the retain reference: {names}.")
-        if sentence := selection_sentence(main):
+        if sentence := selection_sentence(main, table.ranking):
             lines.append(md_text(sentence))
         selected = any(selection_of(r) for r in main)
+        header = [label(c) for c in columns]
         lines += [
             "",
-            "| # | run | prompt | " + "checkpoint | " * selected + " | ".join(columns) + " |",
+            "| # | run | prompt | " + "checkpoint | " * selected + " | ".join(header) + " |",
         ]
         lines.append("|---" * (len(columns) + 3 + selected) + "|")
         for r in main:
-            cells = [checkpoint_cell(r)] * selected + [fmt(r.metrics.get(c)) for c in columns]
+            cells = [checkpoint_cell(r)] * selected + [fmt(r.metrics.get(c), c) for c in columns]
             lines.append(
                 f"| {_rank_cell(r)} | [{md_text(_name_cell(r))}]({_link(r, output)}) | "
                 f"{md_text(r.prompt_format)} | " + " | ".join(md_text(c) for c in cells) + " |"
             )
+        lines.append("")
+        for name, key, meaning, best in glossary(columns, main):
+            lines.append(f"- {md_text(name)} (`{key}`): {md_text(meaning)}; {md_text(best)}.")
+        for reason, names in missing.items():
+            shown = ", ".join(f"{md_text(label(n))} (`{n}`)" for n in names)
+            lines.append(f"- Not shown, N/A in every run: {shown}: {md_text(reason)}.")
         if apart:
             lines += ["", "Kept apart (not comparable with the table above):", ""]
             for r in apart:
@@ -672,22 +755,22 @@ def scatter_svg(records: list[RunRecord]) -> tuple[str, str]:
     x_metric, y_metric, note = scatter_axes(records)
     labels, shared = short_labels(records)
     points = [
-        (r, label, r.number(x_metric), r.number(y_metric))
-        for r, label in zip(records, labels, strict=True)
+        (r, name, r.number(x_metric), r.number(y_metric))
+        for r, name in zip(records, labels, strict=True)
     ]
-    points = [(r, label, x, y) for r, label, x, y in points if x is not None and y is not None]
+    points = [(r, name, x, y) for r, name, x, y in points if x is not None and y is not None]
     flip = x_metric == "forget_rougeL_recall"
     figure, axis = plt.subplots(figsize=(8.6, 4.6))
     colors = plt.get_cmap("tab10").colors
     axis.set_xlim(-0.02, 1.02)
     axis.set_ylim(-0.02, 1.02)
     placed: list[tuple[float, float]] = []  # tag positions so far, in points on the page
-    for index, (record, label, x, y) in enumerate(points):
+    for index, (record, name, x, y) in enumerate(points):
         x = 1 - x if flip else x
         tag = _rank_cell(record) if record.rank is not None else "R"
         axis.scatter(
             x, y, s=70, marker=MARKERS[index % len(MARKERS)], color=colors[index % 10],
-            edgecolor="black", linewidth=0.5, label=_plain(f"{tag}: {label}"), zorder=3,
+            edgecolor="black", linewidth=0.5, label=_plain(f"{tag}: {name}"), zorder=3,
         )  # fmt: skip
         offset = _free_offset(axis, x, y, placed)
         axis.annotate(tag, (x, y), textcoords="offset points", xytext=offset, fontsize=8)
@@ -723,44 +806,60 @@ def _free_offset(axis, x: float, y: float, placed: list[tuple[float, float]]) ->
 
 
 def bars_svg(records: list[RunRecord]) -> str:
-    """One horizontal bar chart per metric, each bar labelled with its value."""
+    """One horizontal bar chart per metric, each bar labelled with its value beside its end
+    (left of a negative bar, right of a positive one), and, where the best value is the retain
+    model's, a dashed line there."""
     plt = pyplot()
 
     metrics = [m for m in SUMMARY_COLUMNS if any(r.number(m) is not None for r in records)]
     if not metrics:
         return ""
     labels, shared = short_labels(records)
-    labels = [_plain(label) for label in labels]
+    labels = [_plain(name) for name in labels]
     columns = 2
     rows = math.ceil(len(metrics) / columns)
     height = max(1.8, 0.32 * len(records) + 1.0)
     figure, axes = plt.subplots(rows, columns, figsize=(11, height * rows), squeeze=False)
     for axis, metric in zip(axes.flat, metrics, strict=False):
-        values = [r.number(metric) for r in records]
-        positions = range(len(records))
-        drawn = [v if v is not None else 0.0 for v in values]
-        axis.barh(positions, drawn, color="#4c72b0")
-        axis.set_yticks(list(positions), labels)
-        if metric == "forget_quality":
-            axis.set_xscale("log")
-            axis.set_xlim(min([v for v in values if v] or [1e-3]) / 10, 2.0)
-        else:  # privleak is a signed percentage; everything else lies in [0, 1]
-            low = min(0.0, min(drawn) * 1.15)
-            axis.set_xlim(low, max(1.0 if low == 0 else 0.0, max(drawn) * 1.15))
-        for position, value in zip(positions, values, strict=True):
-            text = "N/A" if value is None else fmt(value)
-            x = axis.get_xlim()[0] if value is None or value <= 0 else value
-            axis.text(x, position, f" {text}", va="center", fontsize=7)
-        axis.set_title(f"{metric}{DIRECTION.get(metric, '')}", fontsize=9)
-        axis.tick_params(labelsize=8)
-        axis.invert_yaxis()
-        axis.grid(axis="x", alpha=0.3)
+        _bar_panel(axis, metric, records, labels)
     for axis in list(axes.flat)[len(metrics) :]:
         axis.axis("off")
     if shared:
         figure.suptitle(_plain(shared), fontsize=10)
     figure.tight_layout()
     return figure_svg(figure)
+
+
+def _bar_panel(axis, metric: str, records: list[RunRecord], labels: list[str]) -> None:
+    from harness_ext.metrics.ideals import RETAIN, ideal_of
+
+    values = [r.number(metric) for r in records]
+    positions = range(len(records))
+    drawn = [v if v is not None else 0.0 for v in values]
+    axis.barh(positions, drawn, color="#4c72b0")
+    axis.set_yticks(list(positions), labels)
+    ideal = ideal_of(metric)
+    target = ranking.retain_value(records[0], metric, records) if ideal.kind == RETAIN else None
+    if metric == "forget_quality":
+        axis.set_xscale("log")
+        axis.set_xlim(min([v for v in values if v] or [1e-3]) / 10, 8.0)
+    else:  # privleak is a signed percentage; everything else lies in [0, 1]
+        low, high = min(0.0, *drawn), max(1.0 if min(drawn) >= 0 else 0.0, *drawn)
+        room = 0.3 * (high - low)  # for the value labels beside the bars' ends
+        axis.set_xlim(low - (room if low < 0 else 0.0), high + room)
+    if target is not None:
+        axis.axvline(target, color="#c44e52", linestyle="--", linewidth=1)
+    for position, value in zip(positions, values, strict=True):
+        text = "N/A" if value is None else fmt(value, metric)
+        if value is not None and value < 0:
+            axis.text(value, position, f"{text} ", va="center", ha="right", fontsize=7)
+        else:
+            x = axis.get_xlim()[0] if value is None else value
+            axis.text(x, position, f" {text}", va="center", ha="left", fontsize=7)
+    axis.set_title(_plain(f"{label(metric)} ({ideal.describe(target)})"), fontsize=9)
+    axis.tick_params(labelsize=8)
+    axis.invert_yaxis()
+    axis.grid(axis="x", alpha=0.3)
 
 
 # ---------------------------------------------------------------------- HTML
@@ -798,7 +897,11 @@ tr.reference td { background: #f7f7ee; font-style: italic; }
 def _html_table(records: list[RunRecord], columns: list[str], output: Path) -> str:
     selected = any(selection_of(r) for r in records)
     head = "<th class='name'>checkpoint</th>" * selected
-    head += "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    head += "".join(
+        f"<th title='{html.escape(c + ': ' + definition(c), quote=True)}'>"
+        f"{html.escape(label(c))}</th>"
+        for c in columns
+    )
     out = [
         "<div class='wrap'><table class='sortable'><thead><tr>"
         f"<th>#</th><th class='name'>run</th><th>prompt</th>{head}<th class='name'>note</th>"
@@ -809,7 +912,7 @@ def _html_table(records: list[RunRecord], columns: list[str], output: Path) -> s
         for c in columns:
             number = r.number(c)
             value = "" if number is None else repr(number)
-            cells.append(f"<td data-value='{value}'>{html.escape(fmt(r.metrics.get(c)))}</td>")
+            cells.append(f"<td data-value='{value}'>{html.escape(fmt(r.metrics.get(c), c))}</td>")
         link = html.escape(_link(r, output), quote=True)
         css = " class='apart'" if r.note else (" class='reference'" if r.role else "")
         rank = "" if r.note else _rank_cell(r)
@@ -824,8 +927,22 @@ def _html_table(records: list[RunRecord], columns: list[str], output: Path) -> s
     return "\n".join(out)
 
 
+def _html_glossary(columns: list[str], missing: dict[str, list[str]], records) -> str:
+    items = "".join(
+        f"<li><b>{html.escape(name)}</b> (<code>{html.escape(key)}</code>): "
+        f"{html.escape(meaning)}; {html.escape(best)}.</li>"
+        for name, key, meaning, best in glossary(columns, records)
+    )
+    items += "".join(
+        f"<li>Not shown, N/A in every run: "
+        f"{html.escape(', '.join(label(n) for n in names))}: {html.escape(reason)}.</li>"
+        for reason, names in missing.items()
+    )
+    return f"<ul class='note'>{items}</ul>"
+
+
 def to_html(
-    tables,
+    tables: dict[str, Table],
     records: list[RunRecord],
     output: Path,
     title: str,
@@ -835,22 +952,23 @@ def to_html(
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
-        "<p class='note'>Click a column header to sort. Each run links to its lm-eval results "
-        "file; hover a name for its run folder. References (in italics) are the models the "
-        "others are measured against; they are not ranked.</p>",
+        "<p class='note'>Click a column header to sort; hover it for its definition. Each run "
+        "links to its lm-eval results file; hover a name for its run folder. References (in "
+        "italics) are the models the others are measured against; they are not ranked.</p>",
     ]
-    columns = _metric_columns(records)
-    for task, (main, apart, metric) in tables.items():
+    for task, table in tables.items():
+        main, apart = table.main, table.apart
+        columns, missing = numbered_columns(main + apart)
+        rows = rows_text(main[0].comparability["rows_per_set"])
         parts.append(f"<h2>{html.escape(task)}</h2>")
         parts.append(
-            f"<p class='note'>{sum(r.rank is not None for r in main)} comparable runs ranked by "
-            f"{html.escape(metric or 'name')}{html.escape(_direction(metric))}; "
-            f"{sum(r.rank is None for r in main)} references; "
-            f"{len(apart)} kept apart (grey, with the reason).</p>"
+            f"<p class='note'>{html.escape(ranking_sentence(table))} {len(apart)} kept apart "
+            f"(grey, with the reason). Rows per set: {html.escape(rows)}.</p>"
         )
-        if sentence := selection_sentence(main):
+        if sentence := selection_sentence(main, table.ranking):
             parts.append(f"<p class='note'>{html.escape(sentence)}</p>")
         parts.append(_html_table(main + apart, columns, output))
+        parts.append(_html_glossary(columns, missing, main))
         if apart:
             items = "".join(
                 f"<li><b>{html.escape(r.label)}</b>: {html.escape(r.note.removeprefix('not comparable: '))}</li>"
@@ -893,7 +1011,7 @@ def build_leaderboard(
     attacked = [r for r in records if robustness.attack_of(r.manifest)]
     tables = group_and_rank([r for r in records if not robustness.attack_of(r.manifest)], rank_by)
     output = Path(output)
-    ordered = [r for main, apart, _ in tables.values() for r in main + apart]
+    ordered = [r for table in tables.values() for r in table.main + table.apart]
     robust_md, robust_html, robust_csv = robustness_section(attacked, output)
     markdown = to_markdown(tables, output, title) + robust_md
     markdown += "\n" + unread_markdown(unread, output) if unread else ""
@@ -921,7 +1039,10 @@ ROBUSTNESS_NOTE = (
     "(relearning on part of the forget set, then scored on the rest; 8- and 4-bit weights; "
     "paraphrased forget questions), shown as before → after. recovery = (after − before) / "
     "(target − before), with target the model before unlearning on the same rows: 0 nothing "
-    "came back, 1 all of it."
+    "came back, 1 all of it; N/A where target − before is within its noise (the unlearned "
+    "model already scores like the target). Relearning can teach facts a model never knew, "
+    "so it is run the same way on the retain model (the control): gain − control's is what "
+    "came back beyond what relearning gives a model that never learned the forget rows."
 )
 
 

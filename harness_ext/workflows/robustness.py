@@ -1,14 +1,17 @@
 """The robustness table: forget metrics before and after each attack of ``lm-unlearn audit``.
 
 One row per (model, attack, forget metric): the unlearned model's score before the attack, after
-it, the change, the score of the model before unlearning (the target, when known) and the
-recovery (after − before) / (target − before). ``lm-unlearn audit`` writes it for one model
+it, the gain, the score of the model before unlearning (the target, when known) and the
+recovery (after − before) / (target − before) (N/A where the gap is within its noise), and, for
+an attack run on a control too (relearning, on the retain model), the control's scores, its
+gain and the difference of the two gains. ``lm-unlearn audit`` writes it for one model
 (``audit.md``, ``audit.csv``, ``audit.json``); ``lm-unlearn leaderboard`` builds it for every
 attacked run it finds (``robustness.csv`` and a section of ``LEADERBOARD.md`` and the HTML page).
 
 An attacked run is a normal scoring run whose manifest carries an ``attack`` section: its name
 and variant, its settings, the input model and its fingerprint, and the scores of the unlearned
-model (``before``) and of the target on the same rows.
+model (``before``) and of the target on the same rows, the noise of each gap, and the control's
+scores before and after the same attack.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from harness_ext.metrics.glossary import label
 from harness_ext.metrics.robustness import LEADING_FORGET_METRICS, comparison, number
 
-COLUMNS = ("model", "attack", "metric", "before", "after", "change", "target", "recovery")
+COLUMNS = ("model", "attack", "metric", "before", "after", "gain", "target", "recovery",
+           "gap_noise", "control_before", "control_after", "control_gain", "difference")  # fmt: skip
 PLOTTED = LEADING_FORGET_METRICS
 
 
@@ -36,13 +41,23 @@ def table_rows(
     before: dict[str, Any],
     after: dict[str, Any],
     target: dict[str, Any] | None,
+    noise: dict[str, float] | None = None,
+    control: tuple[dict[str, Any], dict[str, Any]] | None = None,
     **extra: Any,
 ) -> list[dict[str, Any]]:
     """The rows of one attacked model: one per forget metric."""
     return [
         {"model": model, "attack": attack, **row, **extra}
-        for row in comparison(before, after, target)
+        for row in comparison(before, after, target, noise, control)
     ]
+
+
+def control_of(attack: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(the control's metrics before, after) from an attacked run's attack section."""
+    control = attack.get("control") or {}
+    before = (control.get("before") or {}).get("metrics")
+    after = (control.get("after") or {}).get("metrics")
+    return (before, after) if before is not None and after is not None else None
 
 
 def rows_from_runs(records: Iterable[Any]) -> list[dict[str, Any]]:
@@ -61,7 +76,8 @@ def rows_from_runs(records: Iterable[Any]) -> list[dict[str, Any]]:
         target = (attack.get("target") or {}).get("metrics")
         variant = str(attack.get("variant") or attack.get("name"))
         shown = str(attack.get("title") or variant)
-        rows += table_rows(model, shown, before, record.metrics, target, variant=variant,
+        rows += table_rows(model, shown, before, record.metrics, target,
+                           attack.get("gap_noise"), control_of(attack), variant=variant,
                            after_run=record.run_dir.name, record=record)  # fmt: skip
     return sorted(rows, key=lambda r: (r["model"], r["attack"]))
 
@@ -112,12 +128,17 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def summary(rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple[dict, list[str]]]]:
-    """The short table of a leaderboard: one row per attacked model, the leading forget
-    metrics as "before → after" and their recovery. Returns (header, [(first row, cells)])."""
+    """The short table of a leaderboard: one row per attacked model; per leading forget metric
+    its scores "before → after", the recovery and, where the attack ran on a control too, the
+    gain beyond the control's ("gain − control gain", the control's gain in brackets). Returns
+    (header, [(first row, cells)])."""
     metrics = [m for m in PLOTTED if any(r["metric"] == m for r in rows)]
+    controlled = any(r.get("control_gain") is not None for r in rows)
     header = ["model", "attack"]
     for metric in metrics:
-        header += [metric, "recovery"]
+        name = label(metric)
+        header += [f"{name}: before → after", f"{name}: recovery"]
+        header += [f"{name}: gain − control's (control's gain)"] * controlled
     groups: dict[tuple[str, str, str], dict[str, dict]] = {}
     for row in rows:
         groups.setdefault(_attacked_run(row), {})[row["metric"]] = row
@@ -130,8 +151,20 @@ def summary(rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple[dict, lis
                 f"{cell(row.get('before'))} → {cell(row.get('after'))}",
                 cell(row.get("recovery")),
             ]
+            if controlled:
+                difference = row.get("difference")
+                cells.append(
+                    ""
+                    if difference is None
+                    else f"{signed(difference)} ({signed(row.get('control_gain'))})"
+                )
         out.append((next(iter(by_metric.values())), cells))
     return header, out
+
+
+def signed(value: Any) -> str:
+    number_ = number(value)
+    return "" if number_ is None else f"{number_:+.4f}"
 
 
 def summary_markdown(rows: list[dict[str, Any]], link: Callable[[dict], str]) -> str:
