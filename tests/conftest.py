@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (PROJECT_ROOT.parent / "shared" / "data").resolve()
@@ -21,6 +25,38 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="lm-unlearn-tests-hf-")
 os.environ["TOFU_DATA_DIR"] = str(TOFU_DIR)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Property tests run a few hundred examples of cheap functions; on a loaded machine one example
+# can take longer than hypothesis's default 200 ms deadline without anything being wrong.
+hypothesis_settings.register_profile("lm-unlearn", deadline=None)
+hypothesis_settings.load_profile("lm-unlearn")
+LAUNCH_TIMEOUT = 900  # seconds a two-process run may take before the test fails
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def launch_two_processes():
+    """``accelerate launch`` of ``python -m MODULE ARGS`` on two CPU processes (DDP over gloo),
+    on a free port of its own (a second job on the host cannot collide with it) and with a
+    time limit (a hung rendezvous fails the test instead of hanging the suite)."""
+
+    def launch(module: str, *args: str) -> subprocess.CompletedProcess:
+        cmd = [
+            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+            "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+            "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+            "-m", module, *args,
+        ]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=LAUNCH_TIMEOUT)
+
+    return launch
 
 
 def pytest_configure(config):

@@ -3,9 +3,6 @@ model: metrics at the right steps in the Trainer's log and the run card, the kep
 weights as the output, a target never reached, resuming, two processes, and bad options."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -265,19 +262,17 @@ def test_a_run_interrupted_after_stopping_at_its_target_is_not_trained_on(
     assert_same_weights(output, checkpoint(evaluated, 2))
 
 
-def test_two_processes_give_the_metrics_of_one(evaluated, tiny_model_dir, tmp_path):
+def test_two_processes_give_the_metrics_of_one(
+    evaluated, tiny_model_dir, tmp_path, launch_two_processes
+):
     """DDP on two CPU processes (gloo), one example batch per rank and step instead of two
     micro-batches: rank 0 scores, the other waits; the same metrics at the same steps as one
     process, and best:forget_prob keeps the same checkpoint."""
     output = tmp_path / "ddp"
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "harness_ext.commands.cli", "train", *CLI_SETTINGS, *CLI_EVAL,
+    done = launch_two_processes(
+        "harness_ext.commands.cli", "train", *CLI_SETTINGS, *CLI_EVAL,
         "--model", str(tiny_model_dir), "--output", str(output), "--select", "best:forget_prob",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     one, two = read_run_card(evaluated), read_run_card(output)
     assert two["hyperparameters"]["world_size"] == 2

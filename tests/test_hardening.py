@@ -213,7 +213,10 @@ def test_unreadable_run_files_are_listed_apart_with_the_file_named(tmp_path, sco
 
 
 def test_files_the_project_writes_follow_the_users_umask(tmp_path, scored):
-    previous = os.umask(0o022)
+    """Files are written atomically (a temporary file renamed), yet get the permissions the
+    user's umask gives a new file: whatever umask the suite runs under (Debian's 002 for a
+    user with a private group, 022, ...), and another one set here."""
+    session_umask = os.umask(0o027)
     try:
         build_leaderboard([scored.parent], tmp_path / "board")
         from harness_ext.metrics.references import load_reference, write_reference_file
@@ -221,10 +224,11 @@ def test_files_the_project_writes_follow_the_users_umask(tmp_path, scored):
         reference = load_reference(scored)
         write_reference_file(tmp_path / "ref.json", list(reference.rows), {})
     finally:
-        os.umask(previous)
-    written = [*(tmp_path / "board").iterdir(), tmp_path / "ref.json", scored / "manifest.json"]
-    for path in written:
-        assert path.stat().st_mode & 0o777 == 0o644, path
+        os.umask(session_umask)
+    for path in [*(tmp_path / "board").iterdir(), tmp_path / "ref.json"]:
+        assert path.stat().st_mode & 0o777 == 0o640, path
+    # the scoring run was written before, under the session's umask
+    assert (scored / "manifest.json").stat().st_mode & 0o777 == 0o666 & ~session_umask
 
 
 def test_a_truncated_weights_file_gets_a_clear_error(tmp_path, tiny_model_dir, capsys):

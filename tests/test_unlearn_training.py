@@ -3,7 +3,6 @@ end through `lm-unlearn train` and the tofu task, LoRA, bad input and resuming."
 
 import gc
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -268,20 +267,15 @@ def test_shipped_configs_carry_the_papers_settings():
     TrainOptions(method="ME+GD", output="x", **load_config_file("tofu_phi", method="ME+GD"))
 
 
-def test_two_processes_under_accelerate_launch(tiny_model_dir, tmp_path):
+def test_two_processes_under_accelerate_launch(tiny_model_dir, tmp_path, launch_two_processes):
     """Real DDP on two CPU processes (gloo). accelerate's own `--cpu` route starts one process
     unless MPI is installed, so this uses its torchrun launcher; the trainer picks the CPU."""
     output = tmp_path / "ddp"
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "harness_ext.commands.cli", "train", "--method", "NPO+KL", "--model", str(tiny_model_dir),
+    done = launch_two_processes(
+        "harness_ext.commands.cli", "train", "--method", "NPO+KL", "--model", str(tiny_model_dir),
         "--forget", "forget01", "--output", str(output), "--max-steps", "2", "--batch-size", "2",
         "--effective-batch-size", "8", "--max-length", "96", "--prompt-format", "plain",
-    ]  # fmt: skip
-    done = subprocess.run(
-        cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     card = json.loads((output / "run_card.json").read_text())
     assert card["hyperparameters"]["world_size"] == 2
@@ -313,22 +307,15 @@ def test_chat_format_training_labels_mask_the_rendered_prompt(tiny_tokenizer):
         assert tiny_tokenizer.decode(supervised[:-1]) == row["answer"]
 
 
-def launch_two_processes(output, *train_args):
+def train_on_two_processes(launch, output, *train_args):
     """`lm-unlearn train` on two CPU processes (DDP over gloo), as in the test above."""
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "harness_ext.commands.cli", "train", "--output", str(output), *train_args,
-    ]  # fmt: skip
-    done = subprocess.run(
-        cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    done = launch("harness_ext.commands.cli", "train", "--output", str(output), *train_args)
     assert done.returncode == 0, done.stderr[-3000:]
     return output
 
 
 def test_two_processes_train_to_the_weights_of_one_with_the_same_effective_batch(
-    tiny_model_dir, tmp_path
+    tiny_model_dir, tmp_path, launch_two_processes
 ):
     """DDP on two processes (per-device batch 2, no accumulation) and one process (batch 2,
     accumulation 2) see the same 4 examples per optimiser step: the sampler is seeded with
@@ -350,8 +337,8 @@ def test_two_processes_train_to_the_weights_of_one_with_the_same_effective_batch
         single = small_run(tiny_model_dir, tmp_path / "one", **settings)
     finally:
         torch.set_num_threads(threads)
-    double = launch_two_processes(
-        tmp_path / "two", "--method", "NPO+KL", "--model", str(tiny_model_dir),
+    double = train_on_two_processes(
+        launch_two_processes, tmp_path / "two", "--method", "NPO+KL", "--model", str(tiny_model_dir),
         "--forget", "forget01", "--max-steps", "3", "--batch-size", "2",
         "--effective-batch-size", "4", "--max-length", "96", "--lr", "1e-2",
         "--prompt-format", "plain", "--pairing", "fixed",

@@ -76,6 +76,7 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 
 from harness_ext.lm_eval_plugin import registry as lm_eval_registry
+from harness_ext.lm_eval_plugin.current_model import gives_token_scores
 from harness_ext.metrics import privacy
 from harness_ext.metrics.aggregate import (
     FORGET_EFFICACY_METRICS,
@@ -516,7 +517,7 @@ class TofuUnlearnTask(ConfigurableTask):
         in_run = self._sets_in_run(kwargs.get("limit"), kwargs.get("samples"))
         self._requests, self._inexact, self._inexact_probes = {}, 0, 0
         self._shared_characters = self._undetermined_argmax = 0
-        self._probe_tokens = self.MEMBERSHIP and self.options.token_scores != "off"
+        self._probe_tokens = self.MEMBERSHIP and self._needs_token_requests()
         super().build_all_requests(**kwargs)
         self._placeholder_metrics = self._placeholders(in_run)
         self._set_generation_budgets()
@@ -528,6 +529,12 @@ class TofuUnlearnTask(ConfigurableTask):
         self._check_pre_unlearning_reference(docs)
         # Load the auxiliary models now, so a bad model name fails before the expensive part.
         self._scorer = self._output_scorer()
+
+    def _needs_token_requests(self) -> bool:
+        """One request per scored token unless the backend returns per-token numbers itself
+        (``token_scores: auto`` and ``hf-unlearn``), or the user asked for none."""
+        option = self.options.token_scores
+        return option == "requests" or (option == "auto" and not gives_token_scores())
 
     def _set_generation_budgets(self) -> None:
         """TOFU's rule: prompt + generation <= generation_max_length tokens, per row.

@@ -230,6 +230,18 @@ class UnlearnHFLM(HFLM):
         self._scheme: _AttentionScheme | None = None
 
     # ------------------------------------------------------------------ log-likelihood
+    def gives_token_scores(self) -> bool:
+        """Whether log-likelihood results carry per-token numbers (``.tokens``): on the
+        shared-context path, which every causal model with position ids and a known attention
+        scheme takes; the TOFU tasks then ask no per-token requests."""
+        return (
+            self.share_context
+            and self.backend == "causal"
+            and "position_ids" in self._forward_parameters()
+            and not _has_virtual_tokens(self.model)
+            and self._attention().known
+        )
+
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         """lm-eval's log-likelihoods. Requests a task marks ``token_probe`` (one per answer
         token, for backends without per-token numbers) are answered only when the other

@@ -94,6 +94,9 @@ def register() -> None:
     import lm_eval.api.metrics  # noqa: F401  (populates lm-eval's built-ins first)
     from lm_eval.api import registry
 
+    from harness_ext.lm_eval_plugin import current_model
+
+    current_model.install()  # the tasks ask the model being evaluated what it returns
     lm_eval_logger = logging.getLogger("lm_eval.evaluator_utils")
     if not any(isinstance(f, _PerSetCountFilter) for f in lm_eval_logger.filters):
         lm_eval_logger.addFilter(_PerSetCountFilter())
