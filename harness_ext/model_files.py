@@ -4,6 +4,8 @@
   which states where every tensor ends.
 * A PEFT adapter on a base of another family (or size) is found by comparing the adapter's
   LoRA matrices with the base's layers, built on the meta device (no weights are read).
+
+And one fix of model folders after they are written: :func:`add_reader_compatibility`.
 """
 
 from __future__ import annotations
@@ -99,3 +101,52 @@ def _base_linear_shapes(base: str) -> dict[str, tuple[int, int]] | None:
         for name, module in model.named_modules()
         if isinstance(module, torch.nn.Linear)
     }
+
+
+# transformers 5 names its fast tokenizers' class "TokenizersBackend"; 4.x knows the same class,
+# which reads tokenizer.json, as PreTrainedTokenizerFast (and 5.x reads that name too).
+OLD_TOKENIZER_CLASSES = {"TokenizersBackend": "PreTrainedTokenizerFast"}
+
+
+def add_reader_compatibility(folder: str | Path) -> None:
+    """Keys older transformers releases need to load a checkpoint as the same model.
+
+    transformers 5.x writes the RoPE settings only under ``rope_parameters``; 4.x ignores that
+    key and falls back to its defaults (Llama's base 10000: another model, silently). The
+    top-level ``rope_theta`` and ``rope_scaling`` 4.x reads are added beside it, and a tokenizer
+    class 4.x does not know is renamed to the one it does. Files without those keys are left as
+    they are."""
+    folder = Path(folder)
+    _edit_json(folder / "config.json", _with_top_level_rope)
+    _edit_json(folder / "tokenizer_config.json", _with_old_tokenizer_class)
+
+
+def _edit_json(path: Path, edit) -> None:
+    if not path.is_file():
+        return
+    content = json.loads(path.read_text(encoding="utf-8"))
+    changed = edit(dict(content))
+    if changed != content:
+        from harness_ext.provenance import write_json_atomic
+
+        write_json_atomic(path, changed)
+
+
+def _with_top_level_rope(config: dict[str, Any]) -> dict[str, Any]:
+    rope = config.get("rope_parameters")
+    for sub in ("text_config",):  # multimodal configs nest the language model's
+        if isinstance(config.get(sub), dict):
+            config[sub] = _with_top_level_rope(dict(config[sub]))
+    if not isinstance(rope, dict) or "rope_theta" not in rope or "rope_theta" in config:
+        return config  # per-layer-type RoPE settings, or already there: nothing to mirror
+    config["rope_theta"] = rope["rope_theta"]
+    scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
+    config["rope_scaling"] = None if scaling.get("rope_type", "default") == "default" else scaling
+    return config
+
+
+def _with_old_tokenizer_class(config: dict[str, Any]) -> dict[str, Any]:
+    name = config.get("tokenizer_class")
+    if name in OLD_TOKENIZER_CLASSES:
+        config["tokenizer_class"] = OLD_TOKENIZER_CLASSES[name]
+    return config

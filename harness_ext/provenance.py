@@ -167,8 +167,20 @@ def git_commit(directory: str | Path | None = None) -> str | None:
     return out.stdout.strip() or None
 
 
+def cpu_model() -> str | None:
+    """The CPU's name (the kind of CPU decides floating-point results of training)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def hardware() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "cpus": os.cpu_count()}
+    info: dict[str, Any] = {"platform": platform.platform(), "cpus": os.cpu_count(),
+                            "cpu": cpu_model()}  # fmt: skip
     try:
         import torch
 

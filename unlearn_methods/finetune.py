@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness_ext.model_files import add_reader_compatibility
 from tofu_tasks import data as tofu_data
 from tofu_tasks.prompts import get_prompt_format
 from unlearn_methods.data import PromptEncoder, read_rows
@@ -136,6 +137,7 @@ def finetune(options: FinetuneOptions) -> Path:
     trainer.save_model(str(output))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(output)
+        add_reader_compatibility(output)
         shutil.rmtree(output / "checkpoints", ignore_errors=True)
         card = finetune_card(options, trainer, rows, prompt_format, time.time() - started)
         from harness_ext.provenance import write_json_atomic

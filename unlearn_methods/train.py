@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from harness_ext.model_files import add_reader_compatibility
 from tofu_tasks.prompts import get_prompt_format
 from unlearn_methods.config import UnlearnConfig, default_forget_coeff
 from unlearn_methods.data import (
@@ -572,6 +573,7 @@ def _train(options: TrainOptions, output: Path, settings: dict[str, Any]) -> Pat
     trainer.save_model(str(output))
     if trainer.is_world_process_zero():
         run.tokenizer.save_pretrained(output)
+        add_reader_compatibility(output)
         card = run_card(
             options, trainer, run.data, run.prompt_format, run.forget_coeff, time.time() - started
         )

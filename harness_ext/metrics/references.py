@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -369,7 +369,7 @@ def write_reference_file(
     """Write a reference file atomically (see the module docs for what it holds)."""
     payload = {
         "format": REFERENCE_FORMAT,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         **provenance,
         "rows": [
             {

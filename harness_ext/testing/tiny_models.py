@@ -71,6 +71,7 @@ def build_tiny_llama(
     seed: int = 0,
     data_dir: str | Path | None = None,
     tokenizer=None,
+    rope_theta: float = 10000.0,
 ) -> Path:
     """Save a tiny random Llama (and its tokenizer) to ``out_dir`` and return the path."""
     import torch
@@ -92,6 +93,7 @@ def build_tiny_llama(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": rope_theta},
     )
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id

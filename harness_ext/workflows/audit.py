@@ -462,6 +462,8 @@ def bnb_config(bits: int, device: str):
 def _save_quantized(spec: ModelSpec, variant: Variant, staging: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from harness_ext.model_files import add_reader_compatibility
+
     device = variant.settings["device"]
     config = bnb_config(variant.settings["bits"], device)
     source = spec.pretrained
@@ -473,6 +475,7 @@ def _save_quantized(spec: ModelSpec, variant: Variant, staging: Path) -> None:
     )
     model.save_pretrained(staging)
     AutoTokenizer.from_pretrained(tokenizer_source(spec)).save_pretrained(staging)
+    add_reader_compatibility(staging)
     shutil.rmtree(staging / "merged", ignore_errors=True)
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from harness_ext.assets import cache_dir, packaged_smollm2
+from harness_ext.workflows import demo_reuse
 
 TASK = "tofu_forget01_unlearn"
 DEFAULT_OUTPUT = Path("results") / "demo"
@@ -40,6 +41,10 @@ HOLDOUT_ROWS = range(360, 400)  # retain_perturbed rows beyond any the demo fine
 # GA+GD at 1e-4 needs 11-14 steps; at 3e-4 GA+GD and NPO+GD overshoot in one or two steps,
 # taking the retain set and Real Authors down with it.
 METHOD_LR = {"ME+GD": 3e-4, "GA+GD": 2e-4, "NPO+GD": 2e-4, "IDK+AP": 5e-5}
+# Measured on the project's 2-core machine with the default settings (make demo, nothing else
+# running): from nothing, and when the committed scores are reused (models trained only).
+MINUTES_FROM_NOTHING = 75.0
+MINUTES_REUSING = 17.0
 
 
 @dataclass
@@ -71,6 +76,13 @@ class DemoSettings:
 
     def learning_rate(self, method: str) -> float:
         return self.method_lr.get(method, self.unlearn_lr)
+
+    def expected_minutes(self) -> tuple[float, float]:
+        """(from nothing, reusing the committed scores) on 2 CPU cores, as measured for the
+        default settings; scaled roughly by the methods and the audit for others."""
+        share = len(self.methods) / len(DemoSettings.__dataclass_fields__["methods"].default)
+        audit = 1.0 if self.audit else 0.45
+        return MINUTES_FROM_NOTHING * share * audit, MINUTES_REUSING * share
 
 
 class Clock:
@@ -276,6 +288,7 @@ def run_demo(settings: DemoSettings | None, command_line: CommandLine) -> dict[s
     cache.mkdir(parents=True, exist_ok=True)
     runs = Path(settings.output) / "runs"
     clock = Clock(6 + len(settings.methods) * (2 if settings.audit else 1))
+    print(demo_reuse.outlook(runs, *settings.expected_minutes()), flush=True)
     clock.step(
         "base model: " + (settings.model or "the packaged SmolLM2-135M-Instruct (converted once)")
     )
@@ -310,6 +323,9 @@ def run_demo(settings: DemoSettings | None, command_line: CommandLine) -> dict[s
         "finetune_card.json",
     )
 
+    for name, model in (("target", target), ("retain model", retain)):
+        if note := demo_reuse.weights_check(runs, name, model_digest(model)):
+            print(note, flush=True)
     clock.step("score the retain model (the forget-quality reference)")
     retain_run = score(run_command, retain, settings, runs, label="retain model")
     clock.step("score the target (before unlearning)")
