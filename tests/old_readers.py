@@ -32,10 +32,13 @@ TOLERANCE = 1e-4
 
 def logits(model_dir: Path):
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    # the argument's name changed in transformers 4.56
+    name = "torch_dtype" if transformers.__version__.startswith("4.") else "dtype"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **{name: torch.float32}).eval()
     out = []
     with torch.no_grad():
         for prompt in PROMPTS:

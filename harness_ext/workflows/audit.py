@@ -145,9 +145,10 @@ class Control:
     before: Scores
     after: Scores
     attacked: Path | None
+    name: str = ""  # how tables name it (the model's name, not where it lies)
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.model, "before": self.before.describe(),
+        return {"model": self.model, "name": self.name, "before": self.before.describe(),
                 "after": self.after.describe()}  # fmt: skip
 
 
@@ -820,7 +821,7 @@ def run_control(settings: AuditSettings, variant: Variant) -> Control | None:
         attack=_portable(attack, settings),
         labels=(f"{spec.name} + {variant.name} (control)", spec.base_name), is_target=True,
     )  # fmt: skip
-    return Control(settings.control, before, after, model)
+    return Control(settings.control, before, after, model, spec.label)
 
 
 # ---------------------------------------------------------------------- the table
@@ -853,7 +854,7 @@ def to_markdown(
         what = ", ".join(f"{k} {val}" for k, val in v.settings.items())
         scored = f"; scored on {v.scored}" if v.scored else ""
         took = f" ({result.seconds:.0f} s)"
-        control = f"; control: the same on {result.control.model}" if result.control else ""
+        control = f"; control: the same on {result.control.name}" if result.control else ""
         lines.append(
             f"- {robustness.md_cell(v.name)}: {robustness.md_cell(what)}{scored}"
             f"{robustness.md_cell(control)}{took}"
