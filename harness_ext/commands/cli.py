@@ -361,7 +361,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     )  # fmt: skip
     settings = AuditSettings(
         model=args.model, scoring=scoring, attacks=args.attacks, target=args.target,
-        control=args.control,
+        control=args.control, control_label=args.control_label,
         output=args.output, models_dir=args.models_dir, relearn=relearn, base=args.base,
         bits=args.bits,
         command="lm-unlearn " + " ".join(shlex.quote(a) for a in getattr(args, "argv", [])),
@@ -727,6 +727,7 @@ def add_audit_parser(sub) -> None:
                        "run folder or results file): recovery")  # fmt: skip
     audit.add_argument("--control", help="the retain model (never trained on the forget rows): "
                        "relearning runs on it too, and its gain is reported beside")  # fmt: skip
+    audit.add_argument("--control-label", help="the control's name in tables")
     audit.add_argument("--split", default="forget01", choices=["forget01", "forget05", "forget10"])
     audit.add_argument("--output", type=Path, default=Path("results/audit"), help="the table")
     audit.add_argument("--runs", type=Path, default=Path("results/runs"),

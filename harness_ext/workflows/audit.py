@@ -99,6 +99,7 @@ class AuditSettings:
     attacks: str | tuple[str, ...] = ATTACKS  # "relearn,quantize" from the command line
     target: str | None = None  # the model before unlearning, or its scoring run / results file
     control: str | None = None  # the retain model: the knowledge attacks run on it too
+    control_label: str | None = None  # its name in tables (default: the model's name)
     output: Path = Path("results/audit")
     models_dir: Path | None = None  # attacked models (default: $LM_UNLEARN_CACHE/audit)
     relearn: RelearnSettings = field(default_factory=RelearnSettings)
@@ -131,6 +132,7 @@ class Scores:
     settings_sha256: str | None = None
     note: str = ""
     rows: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict, repr=False)
+    seconds: float = 0.0  # the scoring run's own wall time (also when it is reused)
 
     def describe(self) -> dict[str, Any]:
         return {"run": self.run, "settings_sha256": self.settings_sha256,
@@ -159,7 +161,7 @@ class AttackResult:
     after: Scores
     target: Scores | None
     model: Path | None  # the attacked model (None when the attack changes the questions)
-    seconds: float = 0.0  # wall time: building the attacked model and scoring (runs reused: 0)
+    seconds: float = 0.0  # wall time of this audit's call (runs and models reused: seconds)
     control: Control | None = None
     noise: dict[str, float] = field(default_factory=dict)  # per metric: the gap's noise
 
@@ -384,12 +386,12 @@ def model_folder(settings: AuditSettings, spec: ModelSpec, variant: Variant) -> 
     return models_dir(settings) / f"{slug(spec.name, 40)}-{variant.name}-{digest[:12]}"
 
 
-def write_attack_card(folder: Path, spec: ModelSpec, variant: Variant) -> None:
+def write_attack_card(folder: Path, spec: ModelSpec, variant: Variant, seconds: float) -> None:
     from harness_ext.provenance import package_versions, write_json_atomic
 
     card = {"attack": variant.attack, "variant": variant.name, "settings": variant.settings,
             "input_model": {"given": spec.source, "fingerprint": spec.fingerprint},
-            "versions": package_versions()}  # fmt: skip
+            "versions": package_versions(), "build_seconds": round(seconds, 1)}  # fmt: skip
     write_json_atomic(folder / ATTACK_CARD, card)
 
 
@@ -412,8 +414,9 @@ def relearned_model(settings: AuditSettings, spec: ModelSpec, variant: Variant) 
         training_args={"max_steps": r.steps, "lr_scheduler_type": "constant", "warmup_steps": 0},
     )  # fmt: skip
     print(f"relearn: {r.steps} steps on {options.data} at lr {r.learning_rate:g} -> {folder}")
+    started = time.time()
     finetune(options)
-    write_attack_card(folder, spec, variant)
+    write_attack_card(folder, spec, variant, time.time() - started)
     return folder
 
 
@@ -437,8 +440,9 @@ def quantized_model(settings: AuditSettings, spec: ModelSpec, variant: Variant) 
     shutil.rmtree(staging, ignore_errors=True)
     try:
         print(f"{variant.name}: {variant.settings['scheme']} -> {folder}")
+        started = time.time()
         _save_quantized(spec, variant, staging)
-        write_attack_card(staging, spec, variant)
+        write_attack_card(staging, spec, variant, time.time() - started)
         shutil.rmtree(folder, ignore_errors=True)  # a folder left without its card
         os.rename(staging, folder)
     finally:
@@ -521,8 +525,9 @@ def score(
     metrics = task_metrics(latest_results(outcome.run_dir), scoring.task)
     rows = run_samples(_results_file(outcome.run_dir), scoring.task)
     return Scores(
-        forget_metrics(metrics), outcome.run_dir.name, manifest.get("settings_sha256"), rows=rows
-    )
+        forget_metrics(metrics), outcome.run_dir.name, manifest.get("settings_sha256"), rows=rows,
+        seconds=float(manifest.get("wall_seconds") or 0.0),
+    )  # fmt: skip
 
 
 def role(variant: Variant, name: str) -> dict[str, Any]:
@@ -805,6 +810,8 @@ def run_control(settings: AuditSettings, variant: Variant) -> Control | None:
     if not settings.control:
         return None
     spec = resolve_model(settings.control)
+    if settings.control_label:
+        spec.name = settings.control_label
     rows = rows_scored(variant.before_metadata)
     before = score(
         settings.control, settings, variant.before_metadata,
@@ -853,7 +860,7 @@ def to_markdown(
         v = result.variant
         what = ", ".join(f"{k} {val}" for k, val in v.settings.items())
         scored = f"; scored on {v.scored}" if v.scored else ""
-        took = f" ({result.seconds:.0f} s)"
+        took = f" ({work_seconds(result)})"
         control = f"; control: the same on {result.control.name}" if result.control else ""
         lines.append(
             f"- {robustness.md_cell(v.name)}: {robustness.md_cell(what)}{scored}"
@@ -866,6 +873,26 @@ def to_markdown(
             "model never knew, so its recovery alone overstates what came back."
         )
     return "\n".join(lines)
+
+
+def work_seconds(result: AttackResult) -> str:
+    """What the attack cost when it was made (the same when its models and runs are reused):
+    building the attacked models (from their cards) and scoring them (from the runs)."""
+    models = [result.model] + ([result.control.attacked] if result.control else [])
+    build = 0.0
+    for folder in (m for m in models if m is not None):
+        card = Path(folder) / ATTACK_CARD
+        if card.is_file():
+            build += float(json.loads(card.read_text(encoding="utf-8")).get("build_seconds") or 0)
+    runs = [result.after] + (
+        [result.control.before, result.control.after] if result.control else []
+    )
+    scoring = sum(r.seconds for r in runs)
+    return (
+        f"{build:.0f} s to build, {scoring:.0f} s to score"
+        if build
+        else f"{scoring:.0f} s to score"
+    )
 
 
 RECOVERY_NOTE = (

@@ -208,7 +208,8 @@ def audit(
     folder = Path(settings.output) / "audit" / method.replace("+", "_")
     relearn = []
     if "relearn" in settings.audit:
-        relearn = ["--relearn-lr", str(settings.relearn_lr), "--control", str(retain_model)]
+        relearn = ["--relearn-lr", str(settings.relearn_lr), "--control", str(retain_model),
+                   "--control-label", "retain model"]  # fmt: skip
     run_command(["audit", str(model), "--attacks", str(settings.audit), *relearn, "--target",
                  str(target_run), "--label", method, "--prompt-format", settings.prompt_format,
                  "--metadata", json.dumps(task_metadata(settings), sort_keys=True),
