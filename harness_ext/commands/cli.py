@@ -461,9 +461,11 @@ def cmd_eval(args: argparse.Namespace, extra: Sequence[str]) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from harness_ext.workflows.demo import DemoSettings, run_demo
 
-    settings = DemoSettings(
-        output=args.output, retain_rows=args.retain_rows, utility_rows=args.utility_rows
-    )
+    settings = DemoSettings(output=args.output)
+    if args.retain_rows is not None:
+        settings.retain_rows = args.retain_rows
+    if args.utility_rows is not None:
+        settings.utility_rows = args.utility_rows
     if args.methods:
         settings.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     if args.model:
@@ -517,14 +519,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", type=Path, default=Path("results/demo"))
     demo.add_argument("--model", help="base model (default: the packaged SmolLM2-135M-Instruct)")
     demo.add_argument("--methods", help="comma-separated (default ME+GD,IDK+AP,GA+GD,NPO+GD)")
-    demo.add_argument("--retain-rows", type=int, default=40, help="retain rows learned and scored")
+    demo.add_argument("--retain-rows", type=int, help="retain rows learned and scored (20)")
     demo.add_argument(
-        "--utility-rows", type=int, default=40, help="Real Authors / World Facts rows scored"
+        "--utility-rows", type=int, help="Real Authors / World Facts rows scored (20)"
     )
     demo.add_argument(
         "--audit",
         help="the attacks of the audit of every unlearned model (lm-unlearn audit; default "
-        "relearn,quantize,paraphrase)",
+        "relearn; also quantize, paraphrase)",
     )
     demo.add_argument("--no-audit", action="store_true", help="skip the audit")
     demo.add_argument(

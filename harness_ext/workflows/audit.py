@@ -538,8 +538,12 @@ def role(variant: Variant, name: str) -> dict[str, Any]:
 
 def score_before(settings: AuditSettings, spec: ModelSpec, variant: Variant) -> Scores:
     """The unlearned model on the attacked run's rows (original questions). On the usual rows it
-    is an ordinary scoring run, the same as ``lm-unlearn score MODEL`` makes."""
+    is an ordinary scoring run, the same as ``lm-unlearn score MODEL`` makes; on fewer rows, the
+    ordinary run's per-row numbers over those rows when that run exists (no second scoring)."""
     usual = variant.before_metadata == settings.scoring.metadata
+    made = None if usual else usual_run(settings, settings.model, settings.base)
+    if made and (derived := scores_from_run(made, settings, variant.before_metadata)):
+        return derived
     label = None if usual else f"{spec.name} ({rows_scored(variant.before_metadata)})"
     return score(
         settings.model, settings, variant.before_metadata,
@@ -547,6 +551,58 @@ def score_before(settings: AuditSettings, spec: ModelSpec, variant: Variant) -> 
         labels=(label or settings.scoring.label, spec.base_name if label else None),
         base=settings.base,
     )  # fmt: skip
+
+
+def usual_run(
+    settings: AuditSettings, model: str, base: str | None = None, *, as_target: bool = False
+) -> Path | None:
+    """The model's ordinary scoring run in the runs folder (``lm-unlearn score`` with the audit's
+    task options and references), if one was made. A control (``as_target``) is also looked up
+    as scored without references, as a retain model usually is."""
+    from harness_ext.workflows.score import find_scored, settings_hash, settings_key
+
+    spec = resolve_model(model, base)
+    scoring = replace(settings.scoring, attack=None, label=None, base_label=None)
+    candidates = [scoring]
+    if as_target:
+        scoring = replace(scoring, pre_unlearning_reference=None)
+        candidates = [scoring, replace(scoring, retain_reference=None)]
+    prompt_format, _ = detect_prompt_format(spec, requested_prompt_format(scoring))
+    for candidate in candidates:
+        key = settings_key(spec, candidate, prompt_format)
+        if found := find_scored(Path(candidate.output), settings_hash(key)):
+            return found
+    return None
+
+
+def scores_from_run(run: Path, settings: AuditSettings, metadata: dict[str, Any]) -> Scores | None:
+    """A run's forget metrics on the rows ``metadata`` selects, aggregated from its per-row
+    numbers exactly as the task aggregates them (the same values a run of those rows alone
+    gives); None when the run lacks one of the rows or asked it in other words."""
+    from harness_ext.lm_eval_plugin.registry import AGGREGATIONS, metric_list
+    from tofu_tasks.task import TaskOptions, eval_docs
+
+    task = settings.scoring.task
+    rows = run_samples(_results_file(run), task)
+    options = TaskOptions.from_metadata({**metadata, "forget_split": settings.scoring.split})
+    docs = eval_docs(options)
+    wanted = {(d["set"], d["row"]): d for d in docs}
+    if any(
+        key not in rows or rows[key].get("doc", {}).get("question") != doc.get("question")
+        for key, doc in wanted.items()
+    ):
+        return None
+    subset = {key: rows[key] for key in wanted}
+    metrics = {}
+    for entry in metric_list():
+        name, aggregate = entry["metric"], AGGREGATIONS.get(entry["aggregation"])
+        values = [row[name] for row in subset.values() if name in row]
+        if name.startswith("forget_") and aggregate and values:
+            metrics[name] = aggregate(values)
+    manifest = json.loads((run / MANIFEST).read_text(encoding="utf-8"))
+    note = f"{rows_scored(metadata)}: aggregated from this run's per-row numbers"
+    return Scores(forget_metrics(metrics), run.name, manifest.get("settings_sha256"), note,
+                  rows=subset)  # fmt: skip
 
 
 def rows_scored(metadata: dict[str, Any]) -> str:
@@ -813,11 +869,14 @@ def run_control(settings: AuditSettings, variant: Variant) -> Control | None:
     if settings.control_label:
         spec.name = settings.control_label
     rows = rows_scored(variant.before_metadata)
-    before = score(
-        settings.control, settings, variant.before_metadata,
-        attack={"name": "none", "role": "control"},
-        labels=(f"{spec.name} ({rows})", spec.base_name), is_target=True,
-    )  # fmt: skip
+    made = usual_run(settings, settings.control, as_target=True)
+    before = made and scores_from_run(made, settings, variant.before_metadata)
+    if not before:
+        before = score(
+            settings.control, settings, variant.before_metadata,
+            attack={"name": "none", "role": "control"},
+            labels=(f"{spec.name} ({rows})", spec.base_name), is_target=True,
+        )  # fmt: skip
     model = attacked_model(settings, spec, variant)
     attack = {"name": variant.attack, "variant": variant.name, "role": "control",
               "title": variant.shown, "settings": variant.settings,
