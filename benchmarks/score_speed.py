@@ -30,6 +30,15 @@ the speed-up baseline / path. ``--batch-size`` is the baseline's batch and the p
                                      [--paths hf,hf-unlearn-no-lookup,hf-unlearn] [--repeats 1]
                                      [--no-check]
 
+``--demo [TARGET]`` times instead the scoring the demo does: its fine-tuned target (default: the
+newest ``$LM_UNLEARN_CACHE/demo/target-*``, made by ``make demo``) on the demo's rows and task
+options (holdout included), through lm-eval's ``hf`` with every metric (per-token numbers through
+one request per scored token), ``hf`` without the per-token metrics (``token_scores: off``) and
+``hf-unlearn``; it checks that every generation is identical and reports the largest per-row
+difference of every metric, and prints each path's profile per phase (tokens fed to the model,
+tokens/s, linear-layer FLOP/s as a share of this machine's float32 matmul peak, measured in the
+same run).
+
 ``--model`` / ``--models``: ``tiny`` (a random tiny Llama built in a temp dir, as the tests do),
 ``smollm2`` (default: the packaged SmolLM2-135M-Instruct) or a path to a Hugging Face model
 directory. Set ``TOFU_DATA_DIR`` (and ``HF_HUB_OFFLINE=1`` without network).
@@ -377,6 +386,133 @@ def print_table(rows: list[dict[str, Any]], paths: Sequence[str]) -> None:
     print("speed-up = baseline seconds / path seconds, measured in the same run")
 
 
+# ---------------------------------------------------------------------------- the demo's scoring
+# (label, backend, task options added to the demo's): every metric, fewer metrics, the project's
+DEMO_PATHS = (
+    ("hf", "hf", {}),
+    ("hf, token_scores off", "hf", {"token_scores": "off"}),
+    ("hf-unlearn", "hf-unlearn", {}),
+)
+PER_ROW_TOLERANCE = 1e-6
+
+
+def demo_target(given: str | None) -> Path:
+    """The demo's fine-tuned target: the path given, else the newest one ``make demo`` made."""
+    if given:
+        return Path(given)
+    from harness_ext.assets import cache_dir
+
+    found = sorted((cache_dir() / "demo").glob("target-*"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SystemExit("no demo target under $LM_UNLEARN_CACHE/demo: run `make demo` first")
+    return found[-1]
+
+
+def demo_metadata() -> dict[str, Any]:
+    from harness_ext.workflows.demo import DemoSettings, task_metadata
+
+    settings = DemoSettings()
+    return {**task_metadata(settings), "prompt_format": settings.prompt_format}
+
+
+def run_demo_path(model_dir: Path, backend: str, options: dict[str, Any], batch_size: int):
+    """One scoring of the demo's rows; (per-row samples by (set, row), metrics, profile)."""
+    from phase_profile import profiled
+
+    from harness_ext.lm_eval_plugin.results import task_metrics
+    from harness_ext.lm_eval_plugin.run import run_tasks
+
+    with profiled() as profile:
+        results = run_tasks(
+            {"pretrained": str(model_dir), "dtype": "float32"},
+            [TASK],
+            backend=backend,
+            metadata={**demo_metadata(), **options},
+            apply_chat_template=False,
+            batch_size=batch_size,
+            device="cpu",
+            log_samples=True,
+        )
+    samples = {(s["doc"]["set"], s["doc"]["row"]): s for s in results["samples"][TASK]}
+    return samples, task_metrics(results, TASK), profile
+
+
+def _numbers(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(path, leaf) of every number or string inside a per-row value."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _numbers(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        yield prefix, value
+
+
+def compare_rows(first: dict, second: dict, metrics: list[str]) -> tuple[int, dict[str, float]]:
+    """(rows whose generations differ, largest |difference| per metric over rows where both
+    give a number); strings other than N/A reasons (generations) must be equal."""
+    differing, largest = 0, {}
+    for key in sorted(set(first) & set(second)):
+        a, b = first[key], second[key]
+        if a["model_utility"].get("generation") != b["model_utility"].get("generation"):
+            differing += 1
+        for metric in metrics:
+            left, right = dict(_numbers(a.get(metric))), dict(_numbers(b.get(metric)))
+            for path, x in left.items():
+                y = right.get(path)
+                if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+                    name = f"{metric}.{path}" if path else metric
+                    largest[name] = max(largest.get(name, 0.0), abs(float(x) - float(y)))
+    return differing, largest
+
+
+def demo_benchmark(target: str | None, batch_size: int) -> int:
+    from phase_profile import matmul_peak, print_profile
+
+    model_dir = demo_target(target)
+    print(f"the demo's target: {model_dir}\ntask options: {demo_metadata()}")
+    run_tasks_warm_up(model_dir, batch_size)
+    outcomes = {}
+    for label, backend, options in DEMO_PATHS:
+        started = time.perf_counter()
+        samples, metrics, profile = run_demo_path(model_dir, backend, options, batch_size)
+        outcomes[label] = (samples, metrics, profile, time.perf_counter() - started)
+    peak = matmul_peak()
+    for label, (_, _, profile, _) in outcomes.items():
+        print_profile(label, profile, peak)
+    ours = outcomes["hf-unlearn"]
+    agree = True
+    for label in ("hf", "hf, token_scores off"):
+        samples = outcomes[label][0]
+        metrics = sorted({k for s in samples.values() for k in s if k in ours[0][next(iter(ours[0]))]
+                          and k not in ("doc", "doc_id", "arguments", "resps", "filtered_resps",
+                                        "target", "filter", "metrics", "doc_hash", "prompt_hash",
+                                        "target_hash")})  # fmt: skip
+        differing, largest = compare_rows(ours[0], samples, metrics)
+        worst = sorted(largest.items(), key=lambda item: -item[1])
+        print(f"\nhf-unlearn against {label}: {len(samples)} rows, generations differing: "
+              f"{differing}; largest per-row differences:")  # fmt: skip
+        for name, value in worst[:8]:
+            flag = "" if value <= PER_ROW_TOLERANCE else f"  (> {PER_ROW_TOLERANCE:g})"
+            print(f"  {name:<55} {value:.2e}{flag}")
+        agree &= differing == 0
+    print("\n| path | seconds | speed-up of hf-unlearn |")
+    print("|---|---:|---:|")
+    for label, (_, _, _, seconds) in outcomes.items():
+        print(f"| {label} | {seconds:.1f} | {seconds / ours[3]:.2f}x |")
+    return 0 if agree else 1
+
+
+def run_tasks_warm_up(model_dir: Path, batch_size: int) -> None:
+    """Imports, first kernels and the file cache, on one row per set, for every backend."""
+    from harness_ext.lm_eval_plugin.run import run_tasks
+
+    for backend in ("hf", "hf-unlearn"):
+        run_tasks(
+            {"pretrained": str(model_dir), "dtype": "float32"}, [TASK], backend=backend,
+            metadata={"max_rows_per_set": 1, "prompt_format": "plain"},
+            apply_chat_template=False, batch_size=batch_size, device="cpu", log_samples=False,
+        )  # fmt: skip
+
+
 def quiet_libraries() -> None:
     import transformers
 
@@ -395,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated: tiny, smollm2 or a model directory",
     )
     parser.add_argument("--rows-per-set", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, help="8; with --demo, the demo's 16")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs; the best is shown")
     parser.add_argument("--no-check", action="store_true", help="exit 0 even on disagreement")
     parser.add_argument(
@@ -403,7 +539,21 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(PROJECT_PATHS),
         help=f"comma-separated project paths to time, of: {', '.join(PROJECT_PATHS)}",
     )
+    parser.add_argument(
+        "--demo",
+        nargs="?",
+        const="",
+        metavar="TARGET",
+        help="time the demo's scoring instead (its target, rows and task options; hf, hf with "
+        "token_scores off, hf-unlearn), with the profile per phase",
+    )
     args = parser.parse_args(argv)
+    if args.demo is not None:
+        quiet_libraries()
+        from harness_ext.workflows.demo import DemoSettings
+
+        return demo_benchmark(args.demo or None, args.batch_size or DemoSettings.score_batch_size)
+    args.batch_size = args.batch_size or 8
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     unknown = [p for p in paths if p not in PROJECT_PATHS]
     if unknown or not paths:

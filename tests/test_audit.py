@@ -457,7 +457,8 @@ def test_the_leaderboard_keeps_attacked_runs_apart_in_a_robustness_table(audited
 
 def test_a_target_run_gives_its_scores_on_the_rows_wanted(audited):
     """--target as a scoring run: its own metrics when it scored exactly the rows wanted,
-    per-row means when they are a part of its rows, nothing when it lacks some."""
+    aggregated over the rows wanted when they are a part of its rows, nothing when it lacks
+    some."""
     from harness_ext.workflows.audit import AuditSettings, target_from_run
     from harness_ext.workflows.score import ScoreSettings
 
@@ -472,8 +473,9 @@ def test_a_target_run_gives_its_scores_on_the_rows_wanted(audited):
     part = target_from_run(target_run, settings, two_rows)
     samples = {row: s for (row, _), s in _forget_samples(target_run).items()}
     expected = (samples[4]["forget_prob"] + samples[5]["forget_prob"]) / 2
-    assert part.note == "per-row means" and part.metrics["forget_prob"] == pytest.approx(expected)
-    assert part.metrics["forget_quality"].startswith("N/A (an aggregate over all rows")
+    assert part.metrics["forget_prob"] == pytest.approx(expected)
+    assert part.note.endswith("aggregated from this run's per-row numbers")
+    assert set(part.rows) == {("forget", 4), ("forget", 5)}
     elsewhere = target_from_run(target_run, settings, dict(FAST))  # rows 0-3: not in the run
     assert elsewhere.metrics == {} and "did not score" in elsewhere.note
 
@@ -506,3 +508,46 @@ def test_relearning_a_lora_adapter_saves_an_adapter_on_the_unlearned_model(model
     assert Path(config["base_model_name_or_path"]).resolve() == models["unlearned"].resolve()
     assert (folder / "attack_card.json").is_file()
     assert resolve_model(str(folder)).peft == str(folder)  # scored as an adapter on its base
+
+
+def test_before_scores_come_from_the_models_ordinary_run_as_a_run_of_those_rows_gives_them(
+    audited, models, tiny_model_dir
+):
+    """The audit reads the unlearned model's "before" from its ordinary scoring run when one
+    exists: aggregated from that run's per-row numbers, a part of its rows gives what a run of
+    that part alone gives (means, and forget quality against a retain reference)."""
+    from dataclasses import replace
+
+    from harness_ext.workflows.audit import AuditSettings, scores_from_run, usual_run
+    from harness_ext.workflows.score import ScoreSettings, score_model
+
+    runs = audited["root"] / "ordinary-runs"
+    scoring = ScoreSettings(prompt_format="plain", metadata=dict(FAST), batch_size="8",
+                            device="cpu", output=runs)  # fmt: skip
+    # the untrained tiny model never saw the forget rows: a retain reference
+    reference = score_model(str(tiny_model_dir), replace(scoring, output=runs / "reference"))
+    scoring = replace(scoring, retain_reference=str(reference.run_dir))
+    settings = AuditSettings(model=str(models["unlearned"]), scoring=scoring)
+    assert usual_run(settings, settings.model) is None
+    ordinary = score_model(settings.model, scoring).run_dir
+    assert usual_run(settings, settings.model) == ordinary
+    for part in ({"sets": ["forget"]}, {"sets": ["forget"], "forget_rows": "1:3"}):
+        metadata = {**FAST, **part}
+        alone = score_model(settings.model, replace(scoring, metadata=metadata, label="part"))
+        derived = scores_from_run(ordinary, settings, metadata)
+        scored = forget_metrics(
+            json.loads(next(alone.run_dir.rglob("results_*.json")).read_text())["results"][
+                "tofu_forget01_unlearn"
+            ]
+        )
+        scored = {k.split(",")[0]: v for k, v in scored.items()}
+        assert set(derived.metrics) <= set(scored)
+        assert isinstance(derived.metrics["forget_quality"], float)
+        for name, value in derived.metrics.items():
+            if isinstance(value, float):
+                assert value == pytest.approx(scored[name], rel=1e-6, abs=1e-9), name
+            else:
+                assert value == scored[name], name
+        assert len(derived.rows) == (4 if "forget_rows" not in part else 2)
+    # rows the ordinary run did not score: no numbers made up
+    assert scores_from_run(ordinary, settings, {**FAST, "forget_rows": "30:40"}) is None

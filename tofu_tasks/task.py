@@ -599,7 +599,7 @@ class TofuUnlearnTask(ConfigurableTask):
         forget = [d for d in docs if d["set"] == FORGET.name]
         self._retain_auc, self._reference_nlls = None, {}
         if self.retain_reference is None:
-            if forget:
+            if forget and self.options.wants_truth_ratio:  # without ratios no FQ is asked
                 logger.warning(
                     "%s: forget_quality will NOT be computed. %s", self.task_name, FQ_HOW_TO
                 )

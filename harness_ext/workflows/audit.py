@@ -576,7 +576,7 @@ def usual_run(
 
 
 def scores_from_run(run: Path, settings: AuditSettings, metadata: dict[str, Any]) -> Scores | None:
-    """A run's forget metrics on the rows ``metadata`` selects, aggregated from its per-row
+    """A run's (its folder's, or its results file's) forget metrics on the rows ``metadata`` selects, aggregated from its per-row
     numbers exactly as the task aggregates them (the same values a run of those rows alone
     gives); None when the run lacks one of the rows or asked it in other words."""
     from harness_ext.lm_eval_plugin.registry import AGGREGATIONS, metric_list
@@ -599,10 +599,12 @@ def scores_from_run(run: Path, settings: AuditSettings, metadata: dict[str, Any]
         values = [row[name] for row in subset.values() if name in row]
         if name.startswith("forget_") and aggregate and values:
             metrics[name] = aggregate(values)
-    manifest = json.loads((run / MANIFEST).read_text(encoding="utf-8"))
+    manifest_file = run / MANIFEST
+    digest = None
+    if manifest_file.is_file():
+        digest = json.loads(manifest_file.read_text(encoding="utf-8")).get("settings_sha256")
     note = f"{rows_scored(metadata)}: aggregated from this run's per-row numbers"
-    return Scores(forget_metrics(metrics), run.name, manifest.get("settings_sha256"), note,
-                  rows=subset)  # fmt: skip
+    return Scores(forget_metrics(metrics), run.name, digest, note, rows=subset)
 
 
 def rows_scored(metadata: dict[str, Any]) -> str:
@@ -683,8 +685,7 @@ def _portable(attack: dict[str, Any], settings: AuditSettings) -> dict[str, Any]
 # ---------------------------------------------------------------------- a target run's scores
 def target_from_run(path: Path, settings: AuditSettings, metadata: dict[str, Any]) -> Scores:
     """The target's forget metrics from its scoring run: the run's own when it scored exactly
-    these forget rows, else per-row means over the rows wanted (the aggregates, forget quality
-    and forget efficacy, then read N/A)."""
+    these forget rows, else aggregated from its per-row numbers over the rows wanted."""
     from harness_ext.lm_eval_plugin.results import task_metrics
 
     task = settings.scoring.task
@@ -694,14 +695,15 @@ def target_from_run(path: Path, settings: AuditSettings, metadata: dict[str, Any
         raise AuditError(f"--target {path}: its results have no {task} scores")
     wanted = _forget_keys(settings, metadata)
     samples = _forget_samples(results_file, task)
-    rows = run_samples(results_file, task)
     if set(wanted) == set(samples):
+        rows = run_samples(results_file, task)
         return Scores(forget_metrics(task_metrics(results, task)), str(path), rows=rows)
-    if not set(wanted) <= set(samples):
+    derived = scores_from_run(path, settings, metadata)
+    if derived is None:
         note = "the target run did not score these forget rows and questions"
         return Scores({}, str(path), note=note)
-    means = _row_means([samples[k] for k in wanted])
-    return Scores(means, str(path), note="per-row means", rows=rows)
+    derived.run = str(path)
+    return derived
 
 
 def _results_file(path: Path) -> Path:
@@ -750,20 +752,6 @@ def _forget_samples(results_file: Path, task: str) -> dict[tuple[int, str], dict
         if doc.get("set") == "forget":
             samples[(doc["row"], doc["question"])] = sample
     return samples
-
-
-def _row_means(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    from harness_ext.metrics.aggregate import mean_or_reason
-
-    names = [k for k in samples[0] if k.startswith("forget_")]
-    means = {}
-    for name in names:
-        values = [s.get(name) for s in samples]
-        if all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in values):
-            means[name] = mean_or_reason(values)
-        else:
-            means[name] = "N/A (an aggregate over all rows: the target run scored other rows)"
-    return forget_metrics(means)
 
 
 # ---------------------------------------------------------------------- the audit

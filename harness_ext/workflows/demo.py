@@ -40,7 +40,7 @@ HOLDOUT_ROWS = range(360, 400)  # retain_perturbed rows beyond any the demo fine
 # ROUGE-L falls from 0.42 to 0.19 between two evaluations, and it refuses on Real Authors too.
 # GA+GD at 1e-4 needs 11-14 steps; at 3e-4 GA+GD and NPO+GD overshoot in one or two steps,
 # taking the retain set and Real Authors down with it.
-METHOD_LR = {"ME+GD": 3e-4, "GA+GD": 2e-4, "NPO+GD": 2e-4, "IDK+AP": 5e-5}
+METHOD_LR = {"ME+GD": 4e-4, "GA+GD": 2e-4, "NPO+GD": 2e-4, "IDK+AP": 5e-5}
 # Measured on the project's 2-core machine with the default settings (make demo, nothing else
 # running): from nothing, and when the committed scores are reused (models trained only).
 MINUTES_FROM_NOTHING = 54.0
@@ -54,7 +54,9 @@ class DemoSettings:
     model: str | None = None  # default: the packaged SmolLM2-135M-Instruct
     output: Path = DEFAULT_OUTPUT
     cache: Path | None = None  # default: $LM_UNLEARN_CACHE/demo
-    methods: tuple[str, ...] = ("ME+GD", "IDK+AP", "GA+GD", "NPO+GD")
+    # the paper's two methods and the classic baseline; NPO+GD is a --methods away (each method
+    # adds about 4 minutes: its unlearning run, its scoring and its audit)
+    methods: tuple[str, ...] = ("ME+GD", "IDK+AP", "GA+GD")
     # 20 retain, Real Authors and World Facts rows (forget01 has 40): the run from nothing fits in
     # 20 minutes on 2 cores (with 40 each it took 53, with every attack of the audit)
     retain_rows: int = 20  # retain rows the models learn, and the retain rows scored
@@ -71,7 +73,10 @@ class DemoSettings:
     score_batch_size: int = 16
     match_forgetting: bool = True  # stop each method at the retain model's forget ROUGE-L
     eval_every: int = 2  # optimiser steps between evaluations: each costs about two steps
-    eval_rows: int | None = 16  # forget rows scored at every evaluation (None: all)
+    eval_rows: int | None = 12  # forget rows scored at every evaluation (None: all)
+    # prompt + generation tokens (TOFU: 200). forget01's longest question and answer take 100:
+    # only an unlearned model's rambling is cut, which is most of its scoring time
+    generation_max_length: int = 128
     metadata: dict[str, Any] = field(default_factory=dict)  # more task options
     # relearning, with the retain model as its control: the attack that asks whether the
     # knowledge is gone; 8/4-bit weights and paraphrased questions are a --audit away
@@ -194,7 +199,8 @@ def task_metadata(settings: DemoSettings) -> dict[str, Any]:
         limits["forget"] = settings.forget_rows
     # membership inference: retain rows no demo model was fine-tuned on are the non-members
     holdout = f"retain_perturbed[{HOLDOUT_ROWS.start}:{HOLDOUT_ROWS.stop}]"
-    return {"max_rows_per_set": limits, "holdout": holdout, **settings.metadata}
+    return {"max_rows_per_set": limits, "holdout": holdout,
+            "generation_max_length": settings.generation_max_length, **settings.metadata}  # fmt: skip
 
 
 def audit(
@@ -231,7 +237,8 @@ def matched_forgetting(settings: DemoSettings, retain_run: Path) -> list[str]:
     # ROUGE-L needs the generations only: no other set, no perturbed answers (a third the
     # time), and generations cut at 128 tokens with the prompt (forget01's longest question and
     # answer take 100), so that an unlearned model's rambling does not set the pace
-    only_forget = {"sets": ["forget"], "truth_ratio": False, "generation_max_length": 128,
+    only_forget = {"sets": ["forget"], "truth_ratio": False,
+                   "generation_max_length": settings.generation_max_length,
                    **settings.metadata}  # fmt: skip
     # no warm-up: with it the first steps barely move the model and their evaluations are wasted
     return ["--eval-every", str(settings.eval_every), *rows,
