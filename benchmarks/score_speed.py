@@ -452,7 +452,8 @@ def compare_rows(first: dict, second: dict, metrics: list[str]) -> tuple[int, di
     differing, largest = 0, {}
     for key in sorted(set(first) & set(second)):
         a, b = first[key], second[key]
-        if a["model_utility"].get("generation") != b["model_utility"].get("generation"):
+        generations = [(row.get("model_utility") or {}).get("generation") for row in (a, b)]
+        if generations[0] != generations[1]:  # holdout rows generate nothing: None on both
             differing += 1
         for metric in metrics:
             left, right = dict(_numbers(a.get(metric))), dict(_numbers(b.get(metric)))

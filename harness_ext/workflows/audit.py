@@ -585,8 +585,8 @@ def scores_from_run(run: Path, settings: AuditSettings, metadata: dict[str, Any]
     task = settings.scoring.task
     rows = run_samples(_results_file(run), task)
     options = TaskOptions.from_metadata({**metadata, "forget_split": settings.scoring.split})
-    docs = eval_docs(options)
-    wanted = {(d["set"], d["row"]): d for d in docs}
+    # forget metrics are aggregated over the forget rows alone: the other sets need not be there
+    wanted = {(d["set"], d["row"]): d for d in eval_docs(options) if d["set"] == "forget"}
     if any(
         key not in rows or rows[key].get("doc", {}).get("question") != doc.get("question")
         for key, doc in wanted.items()
