@@ -470,7 +470,8 @@ def demo_benchmark(target: str | None, batch_size: int) -> int:
 
     model_dir = demo_target(target)
     print(f"the demo's target: {model_dir}\ntask options: {demo_metadata()}")
-    run_tasks_warm_up(model_dir, batch_size)
+    for backend in ("hf", "hf-unlearn"):  # imports, first kernels, the file cache
+        run_project(model_dir, 1, batch_size, backend)
     outcomes = {}
     for label, backend, options in DEMO_PATHS:
         started = time.perf_counter()
@@ -483,10 +484,7 @@ def demo_benchmark(target: str | None, batch_size: int) -> int:
     agree = True
     for label in ("hf", "hf, token_scores off"):
         samples = outcomes[label][0]
-        metrics = sorted({k for s in samples.values() for k in s if k in ours[0][next(iter(ours[0]))]
-                          and k not in ("doc", "doc_id", "arguments", "resps", "filtered_resps",
-                                        "target", "filter", "metrics", "doc_hash", "prompt_hash",
-                                        "target_hash")})  # fmt: skip
+        metrics = sorted({name for sample in samples.values() for name in sample["metrics"]})
         differing, largest = compare_rows(ours[0], samples, metrics)
         worst = sorted(largest.items(), key=lambda item: -item[1])
         print(f"\nhf-unlearn against {label}: {len(samples)} rows, generations differing: "
@@ -500,18 +498,6 @@ def demo_benchmark(target: str | None, batch_size: int) -> int:
     for label, (_, _, _, seconds) in outcomes.items():
         print(f"| {label} | {seconds:.1f} | {seconds / ours[3]:.2f}x |")
     return 0 if agree else 1
-
-
-def run_tasks_warm_up(model_dir: Path, batch_size: int) -> None:
-    """Imports, first kernels and the file cache, on one row per set, for every backend."""
-    from harness_ext.lm_eval_plugin.run import run_tasks
-
-    for backend in ("hf", "hf-unlearn"):
-        run_tasks(
-            {"pretrained": str(model_dir), "dtype": "float32"}, [TASK], backend=backend,
-            metadata={"max_rows_per_set": 1, "prompt_format": "plain"},
-            apply_chat_template=False, batch_size=batch_size, device="cpu", log_samples=False,
-        )  # fmt: skip
 
 
 def quiet_libraries() -> None:

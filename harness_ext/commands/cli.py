@@ -518,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--output", type=Path, default=Path("results/demo"))
     demo.add_argument("--model", help="base model (default: the packaged SmolLM2-135M-Instruct)")
-    demo.add_argument("--methods", help="comma-separated (default ME+GD,IDK+AP,GA+GD,NPO+GD)")
+    demo.add_argument("--methods", help="comma-separated (default ME+GD,IDK+AP,GA+GD)")
     demo.add_argument("--retain-rows", type=int, help="retain rows learned and scored (20)")
     demo.add_argument(
         "--utility-rows", type=int, help="Real Authors / World Facts rows scored (20)"

@@ -575,11 +575,22 @@ def usual_run(
     return None
 
 
-def scores_from_run(run: Path, settings: AuditSettings, metadata: dict[str, Any]) -> Scores | None:
-    """A run's (its folder's, or its results file's) forget metrics on the rows ``metadata`` selects, aggregated from its per-row
-    numbers exactly as the task aggregates them (the same values a run of those rows alone
-    gives); None when the run lacks one of the rows or asked it in other words."""
+def task_aggregations(wanted) -> dict[str, Any]:
+    """The task's aggregation function of each metric named in ``wanted`` that has one."""
     from harness_ext.lm_eval_plugin.registry import AGGREGATIONS, metric_list
+
+    return {
+        entry["metric"]: AGGREGATIONS[entry["aggregation"]]
+        for entry in metric_list()
+        if wanted(entry["metric"]) and entry["aggregation"] in AGGREGATIONS
+    }
+
+
+def scores_from_run(run: Path, settings: AuditSettings, metadata: dict[str, Any]) -> Scores | None:
+    """A run's (its folder's, or its results file's) forget metrics on the rows ``metadata``
+    selects, aggregated from its per-row numbers exactly as the task aggregates them (the same
+    values a run of those rows alone gives); None when the run lacks one of the rows or asked it
+    in other words."""
     from tofu_tasks.task import TaskOptions, eval_docs
 
     task = settings.scoring.task
@@ -594,10 +605,8 @@ def scores_from_run(run: Path, settings: AuditSettings, metadata: dict[str, Any]
         return None
     subset = {key: rows[key] for key in wanted}
     metrics = {}
-    for entry in metric_list():
-        name, aggregate = entry["metric"], AGGREGATIONS.get(entry["aggregation"])
-        values = [row[name] for row in subset.values() if name in row]
-        if name.startswith("forget_") and aggregate and values:
+    for name, aggregate in task_aggregations(lambda name: name.startswith("forget_")).items():
+        if values := [row[name] for row in subset.values() if name in row]:
             metrics[name] = aggregate(values)
     manifest_file = run / MANIFEST
     digest = None
@@ -837,15 +846,10 @@ def run_attack(settings: AuditSettings, spec: ModelSpec, variant: Variant) -> At
 
 def gap_noise(before: Scores, target: Scores) -> dict[str, float]:
     """Per forget metric: the noise of target − before over the rows both scored."""
-    from harness_ext.lm_eval_plugin.registry import AGGREGATIONS, metric_list
     from harness_ext.metrics import noise
 
     wanted = set(before.metrics) & set(target.metrics)
-    aggregations = {
-        entry["metric"]: AGGREGATIONS[entry["aggregation"]]
-        for entry in metric_list()
-        if entry["metric"] in wanted and entry["aggregation"] in AGGREGATIONS
-    }
+    aggregations = task_aggregations(wanted.__contains__)
     return noise.gap_noise(before.rows, target.rows, aggregations)
 
 
