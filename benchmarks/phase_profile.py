@@ -8,7 +8,7 @@
   floating-point operations of every ``nn.Linear`` (2 · rows · in · out, from a global forward
   hook): the matrix products that dominate a transformer's cost;
 
-and ``matmul_peak()`` measures what this machine reaches on float32 matrix products of the
+and ``matmul_peak()`` measures what this machine reaches on matrix products (float32, or the dtype given) of the
 model's sizes with the same threads, so that each phase's achieved FLOP/s reads as a share of
 the peak: a phase near the peak can only get faster by computing fewer tokens.
 """
@@ -103,14 +103,16 @@ def profiled():
             setattr(cls, attr, original)
 
 
-def matmul_peak(hidden: int = 576, inner: int = 1536, rows: int = 512, repeats: int = 20) -> float:
-    """Float32 FLOP/s of ``rows × hidden @ hidden × inner`` products on this machine (the best
-    of a few shapes around the model's), with torch's current threads."""
+def matmul_peak(
+    hidden: int = 576, inner: int = 1536, rows: int = 512, repeats: int = 20, dtype: str = "float32"
+) -> float:
+    """FLOP/s of ``rows × hidden @ hidden × inner`` products in ``dtype`` on this machine (the
+    best of a few shapes around the model's), with torch's current threads."""
     import torch
 
-    best = 0.0
+    best, kind = 0.0, getattr(torch, dtype)
     for n, k, m in ((rows, hidden, inner), (rows, inner, hidden), (rows * 4, hidden, hidden)):
-        a, b = torch.randn(n, k), torch.randn(k, m)
+        a, b = torch.randn(n, k, dtype=kind), torch.randn(k, m, dtype=kind)
         for _ in range(3):
             a @ b  # warm-up
         started = time.perf_counter()
@@ -121,8 +123,8 @@ def matmul_peak(hidden: int = 576, inner: int = 1536, rows: int = 512, repeats: 
     return best
 
 
-def print_profile(title: str, profile: Profile, peak: float) -> None:
-    print(f"\n{title}: {profile.total:.1f} s in all; float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+def print_profile(title: str, profile: Profile, peak: float, dtype: str = "float32") -> None:
+    print(f"\n{title}: {profile.total:.1f} s in all; {dtype} matmul peak {peak / 1e9:.1f} GFLOP/s")
     print("| phase | seconds | tokens fed | tokens/s | linear GFLOP | GFLOP/s | share of peak |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in profile.rows(peak):
