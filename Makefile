@@ -32,7 +32,7 @@ FLOORS_LOCK := $(FLOORS)/requirements-lowest.txt
 OLD_READER := .venv-transformers-4.45
 OLD_READER_CHECK := .cache/old-readers
 
-.PHONY: venv lock test test-floors demo leaderboard lint check-old-readers clean
+.PHONY: venv lock test test-floors demo leaderboard lint docs check-old-readers clean
 
 venv: $(STAMP)
 
@@ -101,3 +101,7 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(FLOORS) $(OLD_READER) .cache .pytest_cache
+
+# docs/commands.md from the command-line parser itself (a test checks it is current)
+docs: $(STAMP)
+	$(BIN)/python -m harness_ext.commands.reference > docs/commands.md

@@ -268,9 +268,12 @@ def check_same_run(output: Path, settings: dict[str, Any], resuming: bool) -> No
 def load_tokenizer(options: TrainOptions):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        options.model, trust_remote_code=options.trust_remote_code
-    )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            options.model, trust_remote_code=options.trust_remote_code
+        )
+    except OSError as err:  # transformers' message does not name what it was loading
+        raise OSError(f"cannot load the tokenizer of {options.model}: {err}") from err
     if options.pad_token == "eos":
         tokenizer.pad_token = tokenizer.eos_token
     elif options.pad_token:
@@ -436,7 +439,8 @@ def evaluation_settings(options: TrainOptions, prompt_format: str) -> dict[str, 
 def dry_run(options: TrainOptions) -> dict[str, Any]:
     """The resolved run, without loading the model or touching the output folder."""
     resolve_method(options.method)
-    tokenizer = load_tokenizer(options)
+    # the tokenizer only decides the prompt format (chat template or not): read it only then
+    tokenizer = None if options.prompt_format else load_tokenizer(options)
     data = load_unlearn_data(options.forget, options.retain, options.data_dir, options.targets)
     return resolved_run(options, data, choose_prompt_format(options, tokenizer))
 
