@@ -335,8 +335,8 @@ def test_forget_only_evaluations_and_the_choice_reach_the_leaderboard(
     retain model's value, and a scoring run of the output carries the choice into the
     leaderboard (checkpoint column, matched-forgetting sentence)."""
     from harness_ext.commands.cli import main
-    from harness_ext.workflows.leaderboard import fmt
     from harness_ext.workflows.score import MANIFEST, completed_runs
+    from harness_ext.workflows.table_cells import cell as fmt
 
     docs = [d for d in scored_docs() if d["set"] == "forget"]
     reference = write_reference(tmp_path / "retain.json", docs, lambda d: d["answer"])

@@ -39,6 +39,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from unlearn_methods.distributed import from_main_process
 from unlearn_methods.selection import SelectionError, SelectionRule, matching_rule, parse_rule
 
 LOG_PREFIX = "eval_"  # TensorBoard and W&B show eval_<metric> as eval/<metric>
@@ -316,17 +317,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _from_rank0(value: Any) -> Any:
-    """Rank 0's value on every rank (the other ranks wait here while rank 0 evaluates)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return value
-    shared = [value]
-    dist.broadcast_object_list(shared, src=0)
-    return shared[0]
-
-
 def warn_loudly(message: str) -> None:
     line = "!" * 78
     print(f"\n{line}\nWARNING: {message}\n{line}\n", file=sys.stderr, flush=True)
@@ -363,7 +353,7 @@ class EvaluateDuringTraining(TrainerCallback):
         self.trainer = trainer
         if resume_from and trainer.is_world_process_zero():
             self._restore(Path(resume_from))
-        self.stopped_at = _from_rank0(self.stopped_at)
+        self.stopped_at = from_main_process(self.stopped_at)
 
     def reload_stopped_run(self, trainer, checkpoint: str | os.PathLike) -> None:
         """The interrupted run had stopped at its target, in the checkpoint it resumes from:
@@ -382,7 +372,7 @@ class EvaluateDuringTraining(TrainerCallback):
             model = self.trainer.model  # the model itself, not its DDP wrapper
             record = self.evaluate(model, self.trainer.processing_class, state)
             stop = self._select(record, model)
-        if _from_rank0(stop):
+        if from_main_process(stop):
             control.should_training_stop = True
             self.stopped_at = state.global_step
 

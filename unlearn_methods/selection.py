@@ -56,15 +56,10 @@ class SelectionError(ValueError):
     """A selection rule that cannot be applied."""
 
 
-def known_metrics() -> list[str]:
-    """Every metric the TOFU tasks report, in the tasks' order."""
-    from harness_ext.lm_eval_plugin.registry import metric_list
-
-    return [entry["metric"] for entry in metric_list()]
-
-
 def check_metric(name: str) -> None:
     """An unknown name is refused, listing the known ones."""
+    from harness_ext.lm_eval_plugin.registry import known_metrics
+
     known = known_metrics()
     if name not in known:
         raise SelectionError(

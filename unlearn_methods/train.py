@@ -28,6 +28,7 @@ from unlearn_methods.data import (
     check_tokenizer,
     load_unlearn_data,
 )
+from unlearn_methods.distributed import from_main_process
 from unlearn_methods.methods import resolve_method
 
 RUN_CARD = "run_card.json"
@@ -231,17 +232,6 @@ def output_lock(output: Path):
             output.rmdir()
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
-
-
-def from_main_process(value: Any) -> Any:
-    """Rank 0's value on every rank (the value itself when one process runs)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return value
-    shared = [value]
-    dist.broadcast_object_list(shared, src=0)
-    return shared[0]
 
 
 def check_same_run(output: Path, settings: dict[str, Any], resuming: bool) -> None:

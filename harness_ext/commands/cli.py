@@ -24,9 +24,9 @@ from harness_ext.lm_eval_plugin import DEFAULT_BACKEND
 
 
 def _format_value(value: Any) -> str:
-    if not isinstance(value, float):
-        return str(value)
-    return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.3e}"
+    from harness_ext.metrics.glossary import format_value
+
+    return format_value("", value) if isinstance(value, float) else str(value)
 
 
 def print_metric_table(metrics: dict[str, Any], title: str | None = None) -> None:

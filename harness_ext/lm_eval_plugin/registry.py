@@ -73,6 +73,11 @@ def metric_list(scenario: str = "tofu") -> list[dict]:
     ]  # fmt: skip
 
 
+def known_metrics(scenario: str = "tofu") -> list[str]:
+    """The names of every metric a task of the scenario reports, in the task's order."""
+    return [entry["metric"] for entry in metric_list(scenario)]
+
+
 class _PerSetCountFilter(logging.Filter):
     """Drop lm-eval's warning that metrics saw different numbers of documents, for our tasks only.
 

@@ -58,6 +58,7 @@ from harness_ext.workflows.score import (
     slug,
     tokenizer_source,
 )
+from harness_ext.workflows.table_cells import md_text
 
 ATTACKS = ("relearn", "quantize", "paraphrase")
 AUDIT_SETS = ("forget", "holdout")  # the sets the audit scores unless --metadata names others
@@ -913,10 +914,7 @@ def to_markdown(
         scored = f"; scored on {v.scored}" if v.scored else ""
         took = f" ({work_seconds(result)})"
         control = f"; control: the same on {result.control.name}" if result.control else ""
-        lines.append(
-            f"- {robustness.md_cell(v.name)}: {robustness.md_cell(what)}{scored}"
-            f"{robustness.md_cell(control)}{took}"
-        )
+        lines.append(f"- {md_text(v.name)}: {md_text(what)}{scored}{md_text(control)}{took}")
     lines += ["", *RECOVERY_NOTE]
     if any(r.variant.attack in KNOWLEDGE_ATTACKS for r in results) and not settings.control:
         lines.append(

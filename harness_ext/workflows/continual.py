@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness_ext.workflows.table_cells import cell
 from tofu_tasks.eval_sets import ROWS_PER_AUTHOR
 
 FORGET10_ROWS = 400
@@ -160,18 +161,16 @@ def write_outputs(output: Path, table: list[dict[str, Any]]) -> None:
     write_text_atomic(Path(output) / "continual.html", to_html(frame))
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.4f}"
-    text = "" if value is None else str(value)
-    return "N/A" if text.startswith("N/A") else text
+def frame_cell(value: Any) -> str:
+    """A table cell of the continual frame: pandas marks a value a request lacks as NaN."""
+    return "" if isinstance(value, float) and math.isnan(value) else cell(value)
 
 
 def to_markdown(frame) -> str:
     header = "| " + " | ".join(frame.columns) + " |"
     lines = [header, "|---" * len(frame.columns) + "|"]
     for _, row in frame.iterrows():
-        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+        lines.append("| " + " | ".join(frame_cell(v) for v in row) + " |")
     return "\n".join(lines)
 
 
@@ -205,7 +204,7 @@ def plot_svg(frame) -> str:
 
 def to_html(frame) -> str:
     rows = "".join(
-        "<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
+        "<tr>" + "".join(f"<td>{frame_cell(v)}</td>" for v in row) + "</tr>"
         for _, row in frame.iterrows()
     )
     head = "".join(f"<th>{c}</th>" for c in frame.columns)

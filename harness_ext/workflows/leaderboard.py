@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness_ext.metrics.glossary import definition, format_value, label
+from harness_ext.metrics.glossary import definition, label
 from harness_ext.metrics.ideals import parse_ranking
 from harness_ext.workflows import ranking, robustness
 from harness_ext.workflows.score import MANIFEST
+from harness_ext.workflows.table_cells import cell, csv_text, md_text
 from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS, FORGET, NEIGHBOR
 
 # The set and metric names come from their one definition (tofu_tasks.eval_sets).
@@ -331,20 +332,20 @@ def difference(record: dict[str, Any], main: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def known_metrics() -> set[str]:
-    """Every metric the tasks report."""
-    from harness_ext.lm_eval_plugin.registry import metric_list
+def rankable_metrics() -> set[str]:
+    """Every metric the tasks report, and the real-world utility the leaderboard adds."""
+    from harness_ext.lm_eval_plugin.registry import known_metrics
 
-    return {entry["metric"] for entry in metric_list()} | {"model_utility_with_general"}
+    return {*known_metrics(), *known_metrics("realworld"), "model_utility_with_general"}
 
 
 def check_rank_metric(rank_by: str | None) -> None:
     if rank_by is None:
         return
     metric, _ = parse_ranking(rank_by)
-    if metric not in known_metrics():
+    if metric not in rankable_metrics():
         raise ValueError(
-            f"unknown metric {metric!r} for --rank-by; known: {', '.join(sorted(known_metrics()))} "
+            f"unknown metric {metric!r} for --rank-by; known: {', '.join(sorted(rankable_metrics()))} "
             f"(closest:METRIC ranks by closeness to the retain model's value)"
         )
 
@@ -395,10 +396,6 @@ def group_and_rank(records: list[RunRecord], rank_by: str | None = None) -> dict
 
 
 # ---------------------------------------------------------------------- formatting
-def fmt(value: Any, metric: str = "") -> str:
-    return format_value(metric, value)
-
-
 def _link(record: RunRecord, output: Path) -> str:
     """A relative link to the run's results file: "./" first and every path segment
     percent-encoded, so that no run or folder name can make it a scheme (``javascript:``), an
@@ -407,26 +404,6 @@ def _link(record: RunRecord, output: Path) -> str:
 
     relative = Path(os.path.relpath(record.results_file, output)).as_posix()
     return "./" + "/".join(quote(part, safe="") for part in relative.split("/"))
-
-
-# enough to keep a cell one cell of plain text: no code, emphasis, links, HTML or cell breaks
-MARKDOWN_SPECIAL = "\\`*_[]<>|"
-
-
-def md_text(text: str) -> str:
-    """Text shown as itself in a Markdown table cell (no links, emphasis, HTML or cell breaks)."""
-    text = html.escape(str(text), quote=False)
-    return "".join("\\" + c if c in MARKDOWN_SPECIAL else c for c in text).replace("\n", " ")
-
-
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_text(value: Any) -> Any:
-    """A cell a spreadsheet shows as text: a leading =, +, -, @ would start a formula."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
 
 
 SIGNS = {"<=": "≤", ">=": "≥"}
@@ -443,13 +420,13 @@ def checkpoint_cell(record: RunRecord) -> str:
     chosen = selection_of(record)
     if chosen is None:
         return ""
-    value, step = fmt(chosen.get("value")), chosen.get("step")
+    value, step = cell(chosen.get("value")), chosen.get("step")
     if chosen.get("target") is None:  # best:METRIC, closest:METRIC
         if chosen.get("ideal") == "retain" and chosen.get("ideal_value") is not None:
-            return f"step {step}: {value}, closest to {fmt(chosen['ideal_value'])}"
+            return f"step {step}: {value}, closest to {cell(chosen['ideal_value'])}"
         return f"step {step}: best {value}"
     operator = SIGNS.get(chosen.get("operator", ""), chosen.get("operator", ""))
-    target = f"{operator} {fmt(chosen.get('target'))}"
+    target = f"{operator} {cell(chosen.get('target'))}"
     if chosen.get("reached"):
         return f"step {step}: {value} {target}"
     return f"not reached ({target}): {value} at step {step}"
@@ -472,7 +449,7 @@ def selection_sentence(records: list[RunRecord], ranked_by: str | None = None) -
     if target is None:
         closest = chosen[0].get("ideal") == "retain" and chosen[0].get("ideal_value") is not None
         if closest:
-            value = fmt(chosen[0]["ideal_value"], metric)
+            value = cell(chosen[0]["ideal_value"], metric)
             return (
                 f"Each unlearned run kept its checkpoint with {metric} closest to {value}, the "
                 f"retain model's value (checkpoint column)."
@@ -482,7 +459,7 @@ def selection_sentence(records: list[RunRecord], ranked_by: str | None = None) -
     whose = f", the retain model's own value ({reference})" if reference else ""
     sentence = (
         f"Compared at matched forgetting: each unlearned run stopped at the first checkpoint "
-        f"with {metric} {SIGNS.get(operator, operator)} {fmt(target)}{whose}; the checkpoint "
+        f"with {metric} {SIGNS.get(operator, operator)} {cell(target)}{whose}; the checkpoint "
         f"column gives the step."
     )
     if missed:
@@ -614,7 +591,7 @@ def to_markdown(tables: dict[str, Table], output: Path, title: str) -> str:
         ]
         lines.append("|---" * (len(columns) + 3 + selected) + "|")
         for r in main:
-            cells = [checkpoint_cell(r)] * selected + [fmt(r.metrics.get(c), c) for c in columns]
+            cells = [checkpoint_cell(r)] * selected + [cell(r.metrics.get(c), c) for c in columns]
             lines.append(
                 f"| {_rank_cell(r)} | [{md_text(_name_cell(r))}]({_link(r, output)}) | "
                 f"{md_text(r.prompt_format)} | " + " | ".join(md_text(c) for c in cells) + " |"
@@ -850,7 +827,7 @@ def _bar_panel(axis, metric: str, records: list[RunRecord], labels: list[str]) -
     if target is not None:
         axis.axvline(target, color="#c44e52", linestyle="--", linewidth=1)
     for position, value in zip(positions, values, strict=True):
-        text = "N/A" if value is None else fmt(value, metric)
+        text = "N/A" if value is None else cell(value, metric)
         if value is not None and value < 0:
             axis.text(value, position, f"{text} ", va="center", ha="right", fontsize=7)
         else:
@@ -912,7 +889,7 @@ def _html_table(records: list[RunRecord], columns: list[str], output: Path) -> s
         for c in columns:
             number = r.number(c)
             value = "" if number is None else repr(number)
-            cells.append(f"<td data-value='{value}'>{html.escape(fmt(r.metrics.get(c), c))}</td>")
+            cells.append(f"<td data-value='{value}'>{html.escape(cell(r.metrics.get(c), c))}</td>")
         link = html.escape(_link(r, output), quote=True)
         css = " class='apart'" if r.note else (" class='reference'" if r.role else "")
         rank = "" if r.note else _rank_cell(r)

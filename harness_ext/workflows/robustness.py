@@ -17,12 +17,12 @@ scores before and after the same attack.
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from harness_ext.metrics.glossary import label
 from harness_ext.metrics.robustness import LEADING_FORGET_METRICS, comparison, number
+from harness_ext.workflows.table_cells import cell, csv_text, md_text
 
 COLUMNS = ("model", "attack", "metric", "before", "after", "gain", "target", "recovery",
            "gap_noise", "control_before", "control_after", "control_gain", "difference")  # fmt: skip
@@ -88,24 +88,6 @@ def _attacked_run(row: dict[str, Any]) -> tuple[str, str, str]:
 
 
 # ---------------------------------------------------------------------- formatting
-def cell(value: Any) -> str:
-    """A value as the tables show it: 4 decimals, "N/A" for a reason, blank for nothing."""
-    if value is None:
-        return ""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if math.isnan(value):
-            return "NaN"
-        return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.2e}"
-    text = str(value)
-    return "N/A" if text.startswith("N/A") else text
-
-
-def md_cell(text: str) -> str:
-    """Text shown as itself in a Markdown table cell (no links, emphasis, HTML or cell breaks)."""
-    text = html.escape(str(text), quote=False).replace("\n", " ")
-    return "".join("\\" + c if c in "\\`*_[]<>|" else c for c in text)
-
-
 def measured(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
     """(rows with a number before or after the attack, names of the metrics without any)."""
     kept = [
@@ -121,9 +103,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     kept, missing = measured(rows)
     lines = ["| " + " | ".join(COLUMNS) + " |", "|---" * len(COLUMNS) + "|"]
     for row in kept:
-        lines.append("| " + " | ".join(md_cell(cell(row.get(c))) for c in COLUMNS) + " |")
+        lines.append("| " + " | ".join(md_text(cell(row.get(c))) for c in COLUMNS) + " |")
     if missing:
-        lines += ["", "N/A in every run (left out): " + ", ".join(md_cell(m) for m in missing)]
+        lines += ["", "N/A in every run (left out): " + ", ".join(md_text(m) for m in missing)]
     return "\n".join(lines)
 
 
@@ -169,9 +151,9 @@ def signed(value: Any) -> str:
 
 def summary_markdown(rows: list[dict[str, Any]], link: Callable[[dict], str]) -> str:
     header, lines = summary(rows)
-    text = ["| " + " | ".join(md_cell(h) for h in header) + " |", "|---" * len(header) + "|"]
+    text = ["| " + " | ".join(md_text(h) for h in header) + " |", "|---" * len(header) + "|"]
     for first, cells in lines:
-        shown = [md_cell(c) for c in cells]
+        shown = [md_text(c) for c in cells]
         shown[0] = f"[{shown[0]}]({link(first)})"
         text.append("| " + " | ".join(shown) + " |")
     return "\n".join(text)
@@ -189,16 +171,6 @@ def summary_html(rows: list[dict[str, Any]], link: Callable[[dict], str]) -> str
         "<div class='wrap'><table class='sortable'><thead><tr>"
         f"{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
     )
-
-
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_text(value: Any) -> Any:
-    """A cell a spreadsheet shows as text: a leading =, +, -, @ would start a formula."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
 
 
 def csv(rows: list[dict[str, Any]]) -> str:
