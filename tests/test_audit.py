@@ -186,7 +186,8 @@ def test_the_noise_of_a_gap_comes_from_resampling_the_rows():
 
 
 def test_relearning_splits_name_their_rows():
-    from harness_ext.workflows.audit import AuditError, relearn_rows, row_slices
+    from harness_ext.row_slices import row_slices
+    from harness_ext.workflows.audit import AuditError, relearn_rows
 
     trained, scored = relearn_rows(None, 40)  # forget01: two authors of 20 rows
     assert row_slices(trained) == [(0, 10), (20, 30)]

@@ -18,6 +18,7 @@ PACKAGES = ("harness_ext", "tofu_tasks", "unlearn_methods")
 # Lower numbers are lower layers; a module may import its own layer and the ones below.
 LAYERS = [
     ("support and definitions", ("harness_ext", "harness_ext.provenance", "harness_ext.assets",
+     "harness_ext.row_slices",
      "harness_ext.model_files", "tofu_tasks", "tofu_tasks.eval_sets", "tofu_tasks.data",
      "tofu_tasks.prompts", "tofu_tasks.options", "tofu_tasks.scored_tokens",
      "tofu_tasks.realworld")),

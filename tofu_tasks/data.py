@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness_ext.row_slices import RowSliceError, row_numbers, slice_range, split_named_slice
 from tofu_tasks.eval_sets import EVAL_SETS, FORGET_SPLITS, RowSelection
 
 TOFU_HUB_REPO = "locuslab/TOFU"
@@ -263,28 +264,13 @@ def forget_row_numbers(text: str, available: int) -> list[int]:
     >>> forget_row_numbers("1:3,5:6", 10)
     [1, 2, 5]
     """
-    rows: list[int] = []
-    for part in str(text).split(","):
-        bounds = part.split(":")
-        try:
-            start, stop = (int(b) if b.strip() else None for b in bounds)
-        except ValueError:
-            bounds = []
-        if len(bounds) != 2:
-            raise TofuDataError(
-                f"forget_rows must look like 'start:stop' (e.g. '360:400'), or several separated "
-                f"by commas ('10:20,30:40'), got {text!r}"
-            )
-        start = 0 if start is None else start
-        stop = available if stop is None else stop
-        if not 0 <= start < stop <= available:
-            raise TofuDataError(
-                f"forget_rows {text!r} is outside the forget split's {available} rows"
-            )
-        rows += range(start, stop)
-    if len(set(rows)) != len(rows):
-        raise TofuDataError(f"forget_rows {text!r} names some rows twice")
-    return rows
+    try:
+        return row_numbers(text, available)
+    except RowSliceError as err:
+        raise TofuDataError(
+            f"forget_rows must be 'start:stop' (e.g. '360:400') or several separated by commas "
+            f"('10:20,30:40'), within the forget split's {available} rows and none twice: {err}"
+        ) from err
 
 
 def row_limits(value: Any, names: Sequence[str] | None = None) -> dict[str, int | None]:
@@ -426,7 +412,6 @@ class Holdout:
     reason: str | None = None  # set when there are no rows
 
 
-_SLICE = re.compile(r"^(?P<name>[\w.-]+)\[(?P<start>\d*):(?P<stop>\d*)\]$")
 _OFF = ("none", "false", "off", "")
 
 
@@ -441,16 +426,14 @@ def _default_holdout(forget_split: str, data_dir: str | os.PathLike | None) -> s
 
 
 def _holdout_records(spec: str, data_dir: str | os.PathLike | None) -> list[dict[str, Any]]:
-    sliced = _SLICE.match(spec)
-    if sliced:
-        records = read_split(sliced["name"], data_dir)
-        start = int(sliced["start"] or 0)
-        stop = int(sliced["stop"] or len(records))
-        if not 0 <= start < stop <= len(records):
-            raise TofuDataError(
-                f"holdout {spec!r} is outside {sliced['name']}'s {len(records)} rows"
-            )
-        return [{**r, "_row": i} for i, r in enumerate(records[start:stop], start=start)]
+    name, rows = split_named_slice(spec) if "[" in spec else (spec, None)
+    if rows is not None:
+        records = read_split(name, data_dir)
+        try:
+            chosen = slice_range(rows, len(records))
+        except RowSliceError as err:
+            raise TofuDataError(f"holdout {spec!r}: {err} of {name}") from err
+        return [{**records[i], "_row": i} for i in chosen]
     path = Path(spec).expanduser()
     if path.suffix in (".json", ".jsonl") and path.is_file():
         records = parse_jsonl(path)

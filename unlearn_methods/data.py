@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from harness_ext.row_slices import RowSliceError, parse_slice, split_named_slice
 from tofu_tasks import data as tofu_data
 from tofu_tasks.prompts import PromptFormat
 from unlearn_methods.functional import IGNORE_INDEX
@@ -58,21 +59,14 @@ def parse_rows_spec(spec: str) -> list[tuple[str, int | None, int | None]]:
     for item in (p.strip() for p in spec.split(",")):
         if not item:
             continue
-        name, bracket, rest = item.partition("[")
-        start = stop = None
-        if bracket:
-            inside = rest.removesuffix("]")
-            bounds = inside.split(":")
-            if (
-                not rest.endswith("]")
-                or len(bounds) != 2
-                or not all(b.strip().lstrip("-").isdigit() or not b.strip() for b in bounds)
-            ):
-                raise UnlearnDataError(
-                    f"{item!r}: write rows as split[start:stop], e.g. forget10[0:40]"
-                )
-            start, stop = (int(b) if b.strip() else None for b in bounds)
-        parts.append((name.strip(), start, stop))
+        try:
+            name, rows = split_named_slice(item)
+            start, stop = parse_slice(rows) if rows is not None else (None, None)
+        except RowSliceError as err:
+            raise UnlearnDataError(
+                f"{item!r}: write rows as split[start:stop], e.g. forget10[0:40]"
+            ) from err
+        parts.append((name, start, stop))
     if not parts:
         raise UnlearnDataError(f"{spec!r} names no TOFU split")
     return parts

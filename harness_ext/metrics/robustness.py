@@ -19,7 +19,7 @@ rows. It is run the same way on a control, the retain model: ``gain`` is after â
 unlearned model, ``control_gain`` the same on the control, and ``difference`` their difference,
 what the attack brought back beyond what it teaches any model.
 
->>> recovery(before=0.2, after=0.6, target=1.0)
+>>> recovery(before=0.25, after=0.5, target=0.75)
 0.5
 >>> recovery(before=0.2, after=0.2, target=0.2) is None   # no gap to close
 True

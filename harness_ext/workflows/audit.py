@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from harness_ext.metrics.robustness import forget_metrics
+from harness_ext.row_slices import RowSliceError, row_slices, slice_range
 from harness_ext.workflows import robustness
 from harness_ext.workflows.score import (
     MANIFEST,
@@ -239,14 +240,12 @@ def relearn_rows(
 
 
 def _explicit_rows(text: str, total: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    parts = str(text).split(":")
     try:
-        start, stop = (int(p) if p.strip() else None for p in parts)
-    except ValueError:
+        rows = slice_range(text, total)
+        start, stop = rows.start, rows.stop
+    except RowSliceError:
         start = stop = -1
-    start = 0 if start is None else start
-    stop = total if stop is None else stop
-    if len(parts) != 2 or not 0 <= start < stop <= total or (start, stop) == (0, total):
+    if not 0 <= start < stop <= total or (start, stop) == (0, total):
         raise AuditError(
             f"--relearn-rows must be 'start:stop' within the {total} forget rows, leaving rows to "
             f"score (e.g. ':{total // 2}'), got {text!r}"
@@ -257,21 +256,6 @@ def _explicit_rows(text: str, total: int) -> tuple[tuple[int, int], tuple[int, i
             f"after relearning, must form one slice"
         )
     return (start, stop), ((stop, total) if start == 0 else (0, start))
-
-
-def row_slices(rows: list[int]) -> list[tuple[int, int]]:
-    """Consecutive runs of row numbers as (start, stop) slices.
-
-    >>> row_slices([0, 1, 2, 10, 11])
-    [(0, 3), (10, 12)]
-    """
-    slices: list[tuple[int, int]] = []
-    for row in rows:
-        if slices and slices[-1][1] == row:
-            slices[-1] = (slices[-1][0], row + 1)
-        else:
-            slices.append((row, row + 1))
-    return slices
 
 
 def require_bitsandbytes() -> None:
