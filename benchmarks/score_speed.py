@@ -39,7 +39,8 @@ difference of every metric, and prints each path's profile per phase (tokens fed
 tokens/s, linear-layer FLOP/s as a share of this machine's float32 matmul peak, measured in the
 same run). ``--dtype float64`` runs the models in float64: float32 sums taken in another order
 (other batch shapes) move a truth ratio by up to ~1e-5, float64 ones by far less, so there every
-per-row number must agree within 1e-6 (exit 1 otherwise); ``--demo-paths hf`` skips the
+per-row number must agree within 1e-6 (exit 1 otherwise); ``--rows N`` scores only the first N
+rows of every set and of the holdout (float64 on CPU is slow), ``--demo-paths hf`` skips the
 ``token_scores: off`` path.
 
 ``--model`` / ``--models``: ``tiny`` (a random tiny Llama built in a temp dir, as the tests do),
@@ -411,15 +412,28 @@ def demo_target(given: str | None) -> Path:
     return found[-1]
 
 
-def demo_metadata() -> dict[str, Any]:
-    from harness_ext.workflows.demo import DemoSettings, task_metadata
+def demo_metadata(rows: int | None = None) -> dict[str, Any]:
+    """The demo's task options; ``rows``: that many rows of every set and of the holdout (the
+    first ones), for a shorter check."""
+    from harness_ext.workflows.demo import HOLDOUT_ROWS, DemoSettings, task_metadata
 
     settings = DemoSettings()
-    return {**task_metadata(settings), "prompt_format": settings.prompt_format}
+    options = {**task_metadata(settings), "prompt_format": settings.prompt_format}
+    if rows:
+        options["max_rows_per_set"] = dict.fromkeys(
+            ("forget", "retain", "real_authors", "world_facts"), rows
+        )
+        options["holdout"] = f"retain_perturbed[{HOLDOUT_ROWS.start}:{HOLDOUT_ROWS.start + rows}]"
+    return options
 
 
 def run_demo_path(
-    model_dir: Path, backend: str, options: dict[str, Any], batch_size: int, dtype: str
+    model_dir: Path,
+    backend: str,
+    options: dict[str, Any],
+    batch_size: int,
+    dtype: str,
+    rows: int | None = None,
 ):
     """One scoring of the demo's rows; (per-row samples by (set, row), metrics, profile)."""
     from phase_profile import profiled
@@ -432,7 +446,7 @@ def run_demo_path(
             {"pretrained": str(model_dir), "dtype": dtype},
             [TASK],
             backend=backend,
-            metadata={**demo_metadata(), **options},
+            metadata={**demo_metadata(rows), **options},
             apply_chat_template=False,
             batch_size=batch_size,
             device="cpu",
@@ -470,20 +484,24 @@ def compare_rows(first: dict, second: dict, metrics: list[str]) -> tuple[int, di
     return differing, largest
 
 
-def demo_benchmark(target: str | None, batch_size: int, dtype: str, names: list[str]) -> int:
+def demo_benchmark(
+    target: str | None, batch_size: int, dtype: str, names: list[str], rows: int | None = None
+) -> int:
     """Time the demo's scoring through each of ``names`` (of DEMO_PATHS) and hf-unlearn, in
     ``dtype``; 1 when a generation differs, or (float64) a per-row number by more than 1e-6."""
     from phase_profile import matmul_peak, print_profile
 
     model_dir = demo_target(target)
-    print(f"the demo's target: {model_dir} ({dtype})\ntask options: {demo_metadata()}")
+    print(f"the demo's target: {model_dir} ({dtype})\ntask options: {demo_metadata(rows)}")
     for backend in ("hf", "hf-unlearn"):  # imports, first kernels, the file cache
         run_project(model_dir, 1, batch_size, backend, {"dtype": dtype})
     outcomes = {}
     for name in [*names, "hf-unlearn"]:
         label, backend, options = DEMO_PATHS[name]
         started = time.perf_counter()
-        samples, metrics, profile = run_demo_path(model_dir, backend, options, batch_size, dtype)
+        samples, metrics, profile = run_demo_path(
+            model_dir, backend, options, batch_size, dtype, rows
+        )
         outcomes[label] = (samples, metrics, profile, time.perf_counter() - started)
     peak = matmul_peak(dtype=dtype)
     for label, (_, _, profile, _) in outcomes.items():
@@ -554,6 +572,12 @@ def main(argv: list[str] | None = None) -> int:
         "numbers, per row within 1e-6, apart from float32 rounding)",
     )
     parser.add_argument(
+        "--rows",
+        type=int,
+        help="with --demo: score only the first N rows of every set and of the holdout (a "
+        "shorter check, e.g. with --dtype float64)",
+    )
+    parser.add_argument(
         "--demo-paths",
         default="hf,hf-no-token-scores",
         help="with --demo: comma-separated paths timed before hf-unlearn, of: hf, "
@@ -569,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         from harness_ext.workflows.demo import DemoSettings
 
         batch_size = args.batch_size or DemoSettings.score_batch_size
-        return demo_benchmark(args.demo or None, batch_size, args.dtype, names)
+        return demo_benchmark(args.demo or None, batch_size, args.dtype, names, args.rows)
     args.batch_size = args.batch_size or 8
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     unknown = [p for p in paths if p not in PROJECT_PATHS]
