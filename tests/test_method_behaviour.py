@@ -22,9 +22,9 @@ import torch
 
 from tofu_tasks.prompts import get_prompt_format
 from unlearn_methods import FORGET_TERMS, REGULARIZERS
-from unlearn_methods import functional as F
-from unlearn_methods.context import LossContext, TermSettings
 from unlearn_methods.data import PromptEncoder, UnlearnCollator, UnlearnDataset, load_unlearn_data
+from unlearn_methods.losses import functional as F
+from unlearn_methods.losses.context import LossContext, TermSettings
 from unlearn_methods.losses.rmu import steering_direction
 
 SETS = ("forget", "retain", "forget_idk", "retain_idk")

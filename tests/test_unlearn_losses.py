@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from unlearn_methods import functional as F
-from unlearn_methods.context import LossContext, TermSettings
+from unlearn_methods.losses import functional as F
+from unlearn_methods.losses.context import LossContext, TermSettings
+from unlearn_methods.losses.registry import FORGET_TERMS, REGULARIZERS, UnknownMethodError
 from unlearn_methods.methods import resolve_method
-from unlearn_methods.registry import FORGET_TERMS, REGULARIZERS, UnknownMethodError
 
 LN3 = math.log(3)
 

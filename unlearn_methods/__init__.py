@@ -4,14 +4,14 @@ A method is FORGET+REG (``"ME+GD"``, ``"IDK+AP"``, ``"NPO+KL"``, ``"GA"``...): a
 optional regulariser, each a small module in ``unlearn_methods/losses`` registered by name.
 """
 
-from unlearn_methods.methods import Method, resolve_method
-from unlearn_methods.registry import (
+from unlearn_methods.losses.registry import (
     FORGET_TERMS,
     REGULARIZERS,
     UnknownMethodError,
     forget_term,
     regularizer,
 )
+from unlearn_methods.methods import Method, resolve_method
 
 __all__ = [
     "FORGET_TERMS",

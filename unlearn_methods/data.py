@@ -28,7 +28,7 @@ import torch
 from harness_ext.row_slices import RowSliceError, parse_slice, split_named_slice
 from tofu_tasks import data as tofu_data
 from tofu_tasks.prompts import PromptFormat
-from unlearn_methods.functional import IGNORE_INDEX
+from unlearn_methods.losses.functional import IGNORE_INDEX
 
 PAIRINGS = ("random", "fixed")
 

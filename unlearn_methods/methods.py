@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import unlearn_methods.losses  # noqa: F401  (each module registers its term)
-from unlearn_methods.registry import (
+from unlearn_methods.losses.registry import (
     EXAMPLE_SETS,
     FORGET_TERMS,
     PAPER_METHODS,

@@ -20,7 +20,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from unlearn_methods.config import UnlearnConfig
-from unlearn_methods.context import LossContext, TermSettings
+from unlearn_methods.losses.context import LossContext, TermSettings
 from unlearn_methods.methods import Method, resolve_method
 
 

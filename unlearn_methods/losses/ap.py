@@ -3,8 +3,8 @@
 Prefers the true retain answer over a refusal on the same retain question; no reference model.
 """
 
-from unlearn_methods import functional as F
-from unlearn_methods.registry import regularizer
+from unlearn_methods.losses import functional as F
+from unlearn_methods.losses.registry import regularizer
 
 
 @regularizer(

@@ -1,7 +1,7 @@
 """DPO: prefer the refusal over the forget answer, relative to the model before unlearning."""
 
-from unlearn_methods import functional as F
-from unlearn_methods.registry import forget_term
+from unlearn_methods.losses import functional as F
+from unlearn_methods.losses.registry import forget_term
 
 
 @forget_term(

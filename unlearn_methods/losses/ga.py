@@ -1,6 +1,6 @@
 """GA: gradient ascent on the forget answers, −CE_θ(y_f | x_f)."""
 
-from unlearn_methods.registry import forget_term
+from unlearn_methods.losses.registry import forget_term
 
 
 @forget_term("GA", needs=("forget",), description="gradient ascent on the forget answers")

@@ -1,6 +1,6 @@
 """GD: gradient descent on the retain answers, CE_θ(y_r | x_r)."""
 
-from unlearn_methods.registry import regularizer
+from unlearn_methods.losses.registry import regularizer
 
 
 @regularizer("GD", needs=("retain",), description="keep fitting the retain answers")

@@ -1,6 +1,6 @@
 """IDK: fine-tune the forget questions towards a refusal, CE_θ(idk | x_f)."""
 
-from unlearn_methods.registry import forget_term
+from unlearn_methods.losses.registry import forget_term
 
 
 @forget_term("IDK", needs=("forget_idk",), description="answer forget questions with a refusal")

@@ -5,8 +5,8 @@ Paper form: mean over the positions that predict the retain answer's tokens.
 in the model's dtype, as the public code computes it.
 """
 
-from unlearn_methods import functional as F
-from unlearn_methods.registry import regularizer
+from unlearn_methods.losses import functional as F
+from unlearn_methods.losses.registry import regularizer
 
 
 @regularizer(

@@ -9,8 +9,8 @@ its ME+GD runs used no question mask).
 
 import torch
 
-from unlearn_methods import functional as F
-from unlearn_methods.registry import forget_term
+from unlearn_methods.losses import functional as F
+from unlearn_methods.losses.registry import forget_term
 
 
 @forget_term("ME", needs=("forget",), description="maximise predictive entropy on forget samples")

@@ -7,7 +7,7 @@ mean ‖h_θ(x_f) − c·u‖² + α · mean ‖h_θ(x_r) − h_ref(x_r)‖² ov
 
 import torch
 
-from unlearn_methods.registry import forget_term
+from unlearn_methods.losses.registry import forget_term
 
 _DIRECTIONS: dict[tuple[int, str, str], torch.Tensor] = {}
 

@@ -1,7 +1,7 @@
 """SimNPO: reference-free, length-normalised NPO with margin γ."""
 
-from unlearn_methods import functional as F
-from unlearn_methods.registry import forget_term
+from unlearn_methods.losses import functional as F
+from unlearn_methods.losses.registry import forget_term
 
 
 @forget_term("SimNPO", needs=("forget",), description="reference-free length-normalised NPO")

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from unlearn_methods import functional as F
+from unlearn_methods.losses import functional as F
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The registry of loss terms: a term is a function of a
-:class:`~unlearn_methods.context.LossContext` that declares which example sets it reads
+:class:`~unlearn_methods.losses.context.LossContext` that declares which example sets it reads
 ("forget", "retain", "forget_idk", "retain_idk") and which of them the reference model must
 score. Adding a method is one small module in ``unlearn_methods/losses`` that registers its term
 with :func:`forget_term` or :func:`regularizer`; :mod:`unlearn_methods.methods` resolves names.
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     import torch
 
-    from unlearn_methods.context import LossContext
+    from unlearn_methods.losses.context import LossContext
 
 EXAMPLE_SETS = ("forget", "retain", "forget_idk", "retain_idk")
 TermKind = Literal["forget", "regularizer"]
