@@ -86,7 +86,7 @@ def main() -> None:
     from harness_ext.assets import minilm_dir, packaged_smollm2
     from harness_ext.lm_eval_plugin.run import run_tasks
     from harness_ext.metrics import output_quality as output_scoring
-    from harness_ext.metrics.references import reference_from_results, write_reference_file
+    from tofu_tasks.reference_files import reference_from_results, write_reference_file
 
     model = packaged_smollm2()
     with tempfile.TemporaryDirectory() as tmp:

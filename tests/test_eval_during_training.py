@@ -130,7 +130,8 @@ def test_the_first_checkpoint_reaching_the_target_is_kept_when_training_goes_on(
 
 
 def write_reference(path: Path, docs: list[dict], generation_of) -> Path:
-    from harness_ext.metrics.references import ReferenceRow, write_reference_file
+    from harness_ext.metrics.references import ReferenceRow
+    from tofu_tasks.reference_files import write_reference_file
 
     rows = [ReferenceRow(d["set"], d["question"], generation_of(d), 1.0, d["row"]) for d in docs]
     return write_reference_file(path, rows, {"prompt_format": "plain"})
@@ -164,7 +165,7 @@ def test_the_reference_target_is_the_retain_models_own_value(tiny_model_dir, tmp
     run on the same rows (here the tiny model plays the retain model)."""
     from harness_ext.lm_eval_plugin.results import task_metrics
     from harness_ext.lm_eval_plugin.run import run_tasks
-    from harness_ext.metrics.references import reference_from_results, write_reference_file
+    from tofu_tasks.reference_files import reference_from_results, write_reference_file
 
     metadata = {"max_rows_per_set": 1, "generation_max_length": 40, "prompt_format": "plain",
                 "embedding_model": "none", "nli_model": "none"}  # fmt: skip

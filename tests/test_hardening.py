@@ -219,7 +219,7 @@ def test_files_the_project_writes_follow_the_users_umask(tmp_path, scored):
     session_umask = os.umask(0o027)
     try:
         build_leaderboard([scored.parent], tmp_path / "board")
-        from harness_ext.metrics.references import load_reference, write_reference_file
+        from tofu_tasks.reference_files import load_reference, write_reference_file
 
         reference = load_reference(scored)
         write_reference_file(tmp_path / "ref.json", list(reference.rows), {})

@@ -41,7 +41,7 @@ def test_every_metric_declares_its_ideal():
 
 
 def test_lm_eval_gets_no_direction_where_closest_is_meant():
-    from harness_ext.lm_eval_plugin.registry import metric_list, register
+    from tofu_tasks.metric_list import metric_list, register
 
     flags = {e["metric"]: e["higher_is_better"] for e in metric_list()}
     assert flags["privleak"] is None and flags["mia_min_k_auc"] is None

@@ -1,10 +1,14 @@
-"""The layout: a module's folder tells its layer, imports only point down, and none go round.
+"""The layout: folders are layers, a module's folder tells its layer, imports only point down,
+and none go round.
 
 Read from the source (every import, also those inside functions), so a lazy import cannot hide
-a circle.
+a circle. A benchmark is a plug-in above the machinery every benchmark shares: the shared layers
+(metrics, the lm-eval machinery) never import a benchmark; they find the installed ones through
+the ``lm_eval.tasks`` entry points (harness_ext/lm_eval_plugin/benchmarks.py).
 """
 
 import ast
+import functools
 import importlib
 import subprocess
 import sys
@@ -15,21 +19,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("harness_ext", "tofu_tasks", "unlearn_methods")
 
-# Lower numbers are lower layers; a module may import its own layer and the ones below.
+# Folders from the lowest layer up; a module may import its own layer and the ones below.
 LAYERS = [
-    ("support and definitions", ("harness_ext", "harness_ext.provenance", "harness_ext.assets",
-     "harness_ext.row_slices",
-     "harness_ext.model_files", "tofu_tasks", "tofu_tasks.eval_sets", "tofu_tasks.data",
-     "tofu_tasks.prompts", "tofu_tasks.options", "tofu_tasks.scored_tokens",
-     "tofu_tasks.realworld")),
-    ("metrics", ("harness_ext.metrics",)),
-    ("lm-eval integration", ("harness_ext.lm_eval_plugin", "tofu_tasks.task",
-     "tofu_tasks.realworld_task")),
-    ("workflows and training", ("harness_ext.workflows", "harness_ext.testing", "unlearn_methods")),
-    ("commands", ("harness_ext.commands",)),
-]  # fmt: skip
+    ("support", ("harness_ext",)),
+    ("metrics: pure math of per-row numbers", ("harness_ext/metrics",)),
+    ("lm-eval machinery every benchmark shares", ("harness_ext/lm_eval_plugin",)),
+    ("benchmark plug-ins: data, eval sets, task YAMLs, task classes", ("tofu_tasks",)),
+    ("loss terms", ("unlearn_methods/losses",)),
+    ("training, test models", ("unlearn_methods", "harness_ext/testing")),
+    ("workflows", ("harness_ext/workflows",)),
+    ("commands", ("harness_ext/commands",)),
+]
 
 
+@functools.cache
 def modules() -> dict[str, Path]:
     found = {}
     for package in PACKAGES:
@@ -40,17 +43,12 @@ def modules() -> dict[str, Path]:
 
 
 def layer(module: str) -> int:
-    best = None
-    for index, (_, prefixes) in enumerate(LAYERS):
-        for prefix in prefixes:
-            inside = module == prefix or (
-                module.startswith(prefix + ".") and prefix != "harness_ext"
-            )
-            if inside and (best is None or len(prefix) > best[1]):
-                best = (index, len(prefix))
-    if best is None:
-        raise AssertionError(f"{module} is in no layer; add it to LAYERS")
-    return best[0]
+    """The layer of the folder the module's file is in."""
+    folder = modules()[module].parent.relative_to(ROOT).as_posix()
+    for index, (_, folders) in enumerate(LAYERS):
+        if folder in folders:
+            return index
+    raise AssertionError(f"{module} is in {folder}/, a folder of no layer; add it to LAYERS")
 
 
 def imports_of(path: Path, known: set[str]) -> set[str]:

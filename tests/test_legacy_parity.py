@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from scipy.stats import hmean, ks_2samp
 
-from harness_ext.metrics.aggregate import summarize
-from harness_ext.metrics.legacy_logs import directory_samples
-from harness_ext.metrics.references import load_reference
 from harness_ext.metrics.tofu import rouge_l_recall
+from tofu_tasks.aggregations import summarize_tofu as summarize
 from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS
+from tofu_tasks.legacy_logs import directory_samples
+from tofu_tasks.reference_files import load_reference
 
 LOG_DIRS = [
     "llama2-7b_full_wd0.01",

@@ -5,7 +5,8 @@ import pytest
 from harness_ext.metrics import aggregate as scoring
 from harness_ext.metrics import tofu as M
 from harness_ext.metrics.output_quality import GenerationRecord, OutputScorer, Unavailable
-from tofu_tasks.eval_sets import FORGET, REAL_AUTHORS, RETAIN, WORLD_FACTS
+from tofu_tasks.aggregations import summarize_tofu, tofu_model_utility
+from tofu_tasks.eval_sets import FORGET, REAL_AUTHORS, RETAIN, WORLD_FACTS, get_eval_set
 
 
 def whitespace_tokens(text):
@@ -63,11 +64,11 @@ def test_scorer_sends_each_set_in_its_direction_and_applies_the_gate():
     nli = RecordingNli()
     scorer = OutputScorer(tokenizer=None, embedder=Unavailable("N/A (x)", "x"), nli=nli)
     records = [
-        GenerationRecord("forget", "GEN-F", "GT-F", rouge_recall=0.5),
-        GenerationRecord("retain", "GEN-R", "GT-R", rouge_recall=0.5),
-        GenerationRecord("real_authors", "GEN-A", "GT-A", rouge_recall=0.5, pre_unlearning="PRE-A"),
-        GenerationRecord("world_facts", "GEN-W", "GT-W", rouge_recall=0.05, pre_unlearning="PRE-W"),
-        GenerationRecord("world_facts", "GEN-X", "GT-X", rouge_recall=0.9),
+        GenerationRecord(FORGET, "GEN-F", "GT-F", rouge_recall=0.5),
+        GenerationRecord(RETAIN, "GEN-R", "GT-R", rouge_recall=0.5),
+        GenerationRecord(REAL_AUTHORS, "GEN-A", "GT-A", rouge_recall=0.5, pre_unlearning="PRE-A"),
+        GenerationRecord(WORLD_FACTS, "GEN-W", "GT-W", rouge_recall=0.05, pre_unlearning="PRE-W"),
+        GenerationRecord(WORLD_FACTS, "GEN-X", "GT-X", rouge_recall=0.9),
     ]
     scores = scorer.score(records)
     assert nli.pairs == [("GEN-F", "GT-F"), ("GT-R", "GEN-R"), ("PRE-A", "GEN-A")]
@@ -88,20 +89,20 @@ def utility_values(value=0.5, low=None):
 
 
 def test_mu18_is_the_harmonic_mean_of_18_components():
-    assert scoring.model_utility(
-        utility_values(), scoring.CLOSER_LOOK_SET_METRICS
-    ) == pytest.approx(0.5)
+    assert tofu_model_utility(utility_values(), scoring.CLOSER_LOOK_SET_METRICS) == pytest.approx(
+        0.5
+    )
     # 17 components of 0.5 and one of 0.25: 18 / (17 * 2 + 4)
-    mu = scoring.model_utility(utility_values(low=0.25), scoring.CLOSER_LOOK_SET_METRICS)
+    mu = tofu_model_utility(utility_values(low=0.25), scoring.CLOSER_LOOK_SET_METRICS)
     assert mu == pytest.approx(18 / 38)
-    assert scoring.model_utility(utility_values(low=0.0), scoring.CLOSER_LOOK_SET_METRICS) == 0.0
+    assert tofu_model_utility(utility_values(low=0.0), scoring.CLOSER_LOOK_SET_METRICS) == 0.0
 
 
 def test_mu18_names_components_it_lacks():
     values = utility_values()
     values["real_authors"]["entailment"] = "N/A (no NLI model; pass nli_model)"
     del values["world_facts"]["cosine_similarity"]
-    mu = scoring.model_utility(values, scoring.CLOSER_LOOK_SET_METRICS)
+    mu = tofu_model_utility(values, scoring.CLOSER_LOOK_SET_METRICS)
     assert mu == "N/A (missing entailment of real_authors; cosine_similarity of world_facts)"
 
 
@@ -126,7 +127,7 @@ def test_truth_ratio_forms_are_complements():
 def test_summarize_reports_both_forget_truth_ratio_forms_and_all_aggregates():
     samples = [
         scoring.SampleScore(
-            name,
+            get_eval_set(name),
             f"{name}?",
             "Paris",
             "Paris",
@@ -137,7 +138,7 @@ def test_summarize_reports_both_forget_truth_ratio_forms_and_all_aggregates():
         )
         for name, n in (("forget", 5), ("retain", 5), ("real_authors", 3), ("world_facts", 3))
     ]
-    result = scoring.summarize(samples)
+    result = summarize_tofu(samples)
     assert result["forget_truth_ratio"] + result["forget_truth_ratio_closer_look"] == pytest.approx(
         1.0
     )

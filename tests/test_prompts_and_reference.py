@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from harness_ext.metrics.references import ReferenceError, load_reference, write_reference_file
+from harness_ext.metrics.references import ReferenceError
 from tofu_tasks.prompts import PromptFormatError, resolve_prompt_format
+from tofu_tasks.reference_files import load_reference, write_reference_file
 
 
 def test_default_formats():

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from harness_ext.commands.cli import main
-from harness_ext.lm_eval_plugin.registry import metric_list
 from harness_ext.lm_eval_plugin.results import latest_results, task_metrics
+from tofu_tasks.metric_list import metric_list
 
 TASK = "realworld_unlearn"
 EXPECTED = {
@@ -89,7 +89,7 @@ def test_with_the_pre_unlearning_reference_and_local_metric_models(
 
 def test_training_targets_are_the_models_own_answers(training_reference):
     reference = training_reference
-    from harness_ext.metrics.references import load_reference
+    from tofu_tasks.reference_files import load_reference
     from unlearn_methods.data import load_unlearn_data
 
     data = load_unlearn_data("realworld:forget[:2]", "realworld:retain[:2]", targets=str(reference))
@@ -140,7 +140,7 @@ def test_general_ability_group_names_lm_evals_tasks():
 
 
 def test_model_utility_with_general_ability_by_hand(tmp_path):
-    from harness_ext.metrics.aggregate import realworld_utility_with_general
+    from tofu_tasks.aggregations import realworld_utility_with_general
     from harness_ext.workflows.leaderboard import read_runs
 
     neighbor = dict.fromkeys(

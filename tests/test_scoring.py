@@ -6,7 +6,8 @@ import pytest
 
 from harness_ext.metrics import aggregate as scoring
 from harness_ext.metrics.aggregate import SampleScore
-from tofu_tasks.eval_sets import EVAL_SETS
+from tofu_tasks.aggregations import summarize_tofu, tofu_model_utility
+from tofu_tasks.eval_sets import EVAL_SETS, get_eval_set
 
 SET_NAMES = [s.name for s in EVAL_SETS]
 
@@ -14,7 +15,8 @@ LN2, LN4 = math.log(2), math.log(4)
 
 
 def sample(set_name, question="q", generation="Paris", answer_nll=LN2, base=LN2, pert=(LN4,) * 5):
-    return SampleScore(set_name, question, generation, "Paris", answer_nll, base, tuple(pert))
+    eval_set = get_eval_set(set_name)
+    return SampleScore(eval_set, question, generation, "Paris", answer_nll, base, tuple(pert))
 
 
 def test_forget_and_retain_use_absolute_probability_and_their_truth_ratio_forms():
@@ -34,7 +36,7 @@ def test_real_authors_probability_is_normalised_over_the_options():
 
 def test_summarize_reports_every_set_metric_and_mu9():
     samples = [sample(name, question=f"{name}?") for name in SET_NAMES]
-    result = scoring.summarize(samples)
+    result = summarize_tofu(samples)
     # every utility component is 1 (rouge), 0.5 (prob, truth ratio) except RA/WF prob
     ra_prob = 0.5 / (0.5 + 5 * 0.25)
     expected = 9 / (3 * 1 + 3 * 2 + 2 + 2 * (1 / ra_prob))
@@ -44,9 +46,7 @@ def test_summarize_reports_every_set_metric_and_mu9():
 
 
 def test_model_utility_names_the_missing_components():
-    value = scoring.model_utility(
-        {"retain": {"rougeL_recall": 1.0, "prob": 1.0, "truth_ratio": 1.0}}
-    )
+    value = tofu_model_utility({"retain": {"rougeL_recall": 1.0, "prob": 1.0, "truth_ratio": 1.0}})
     assert value == (
         "N/A (missing rougeL_recall of real_authors, world_facts; prob of real_authors, "
         "world_facts; truth_ratio of real_authors, world_facts)"

@@ -10,15 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from harness_ext.lm_eval_plugin.registry import (
-    CORPUS_METRICS,
-    MEMORIZATION_METRICS,
-    per_set_metrics,
-)
+from harness_ext.lm_eval_plugin.registry import MEMORIZATION_METRICS, per_set_metrics
 from harness_ext.lm_eval_plugin.results import task_metrics
+from tofu_tasks.eval_sets import EVAL_SETS
+from tofu_tasks.metric_list import CORPUS_METRICS
 
 # Every metric a run reports (BERTScore only when asked for).
-ALL_METRICS = {m for m in per_set_metrics() if "bertscore" not in m} | {
+ALL_METRICS = {m for m in per_set_metrics(EVAL_SETS) if "bertscore" not in m} | {
     m for m, _ in CORPUS_METRICS
 }
 PRIVACY_METRICS = {m for m in ALL_METRICS if m.startswith(("mia_", "privleak"))} | set(

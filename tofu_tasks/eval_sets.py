@@ -1,4 +1,4 @@
-"""The one definition of every TOFU eval set.
+"""The one definition of every TOFU eval set (and of the real-world sets).
 
 Tasks, the legacy-log reader and the reports all read the sets from here, so the split, the row
 convention, the base answer of the truth ratio and the metric forms are written down once.
@@ -12,56 +12,19 @@ No lm-eval import: this module is safe to use from pure metric code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from harness_ext.metrics.eval_set import (  # noqa: F401  (the benchmark's names for them)
+    CLOSER_LOOK_SET_METRICS,
+    OUTPUT_METRICS,
+    TOFU_SET_METRICS,
+    EvalSet,
+    RowSelection,
+    TextSource,
+)
 
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
 # TOFU writes 20 questions per fictitious author, in consecutive rows of every split.
 ROWS_PER_AUTHOR = 20
 RETAIN_SPLIT_FOR = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
-
-RowSelection = Literal["legacy", "full"]
-TextSource = Literal["generation", "ground_truth", "pre_unlearning"]
-
-
-@dataclass(frozen=True)
-class EvalSet:
-    """One evaluation set of the fictitious scenario.
-
-    prob_form: "absolute" reports p̃(answer); "normalized" reports p̃(answer) / (p̃(answer) +
-    Σ p̃(perturbed)), TOFU's form for the multiple-choice-like Real Authors / World Facts sets.
-    truth_ratio_form: "forget" reports min(R, 1/R); "utility" reports max(0, 1 − 1/R).
-    output_reference: what the model said before unlearning, the reference of cosine similarity:
-    the dataset answer (TOFU's target memorised it) or the pre-unlearning model's own output.
-    entailment: the (premise, hypothesis) texts of the entailment score, each one of
-    "generation", "ground_truth" or "pre_unlearning".
-    """
-
-    name: str
-    file: str  # source file without suffix; "{forget}" is replaced by the forget split
-    base_answer_field: str
-    n_perturbed: int
-    legacy_rows: int | None
-    prob_form: Literal["absolute", "normalized"]
-    truth_ratio_form: Literal["forget", "utility"]
-    legacy_log_file: str
-    output_reference: TextSource
-    entailment: tuple[TextSource, TextSource]
-
-    def needs_pre_unlearning_output(self) -> bool:
-        return "pre_unlearning" in (self.output_reference, *self.entailment)
-
-    def source_file(self, forget_split: str) -> str:
-        return self.file.format(forget=forget_split)
-
-    def row_count(self, available: int, rows: RowSelection = "legacy") -> int:
-        """How many leading rows of the source file are evaluated."""
-        if rows not in ("legacy", "full"):
-            raise ValueError(f"rows must be 'legacy' or 'full', got {rows!r}")
-        if rows == "full" or self.legacy_rows is None:
-            return available
-        return min(available, self.legacy_rows)
-
 
 FORGET = EvalSet(
     name="forget",
@@ -148,12 +111,6 @@ REALWORLD_UTILITY_SETS: tuple[EvalSet, ...] = (NEIGHBOR,)
 # Lookup by name: the real-world forget set shares its name (and its probability and truth-ratio
 # forms) with TOFU's; documents that carry scenario "realworld" resolve through eval_set_for().
 EVAL_SETS_BY_NAME: dict[str, EvalSet] = {s.name: s for s in (*EVAL_SETS, NEIGHBOR)}
-
-# Per-set metrics of the TOFU benchmark, reported as "<set>_<metric>".
-TOFU_SET_METRICS = ("rougeL_recall", "prob", "truth_ratio")
-# The closer-look paper adds three output-quality metrics; MU-18 uses all six.
-OUTPUT_METRICS = ("token_entropy", "cosine_similarity", "entailment")
-CLOSER_LOOK_SET_METRICS = TOFU_SET_METRICS + OUTPUT_METRICS
 
 
 def eval_set_for(doc: dict) -> EvalSet:

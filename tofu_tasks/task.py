@@ -86,10 +86,11 @@ from harness_ext.metrics.aggregate import (
 )
 from harness_ext.metrics.ideals import RETAIN, ideal_of
 from harness_ext.metrics.output_quality import GenerationRecord, OutputScorer
-from harness_ext.metrics.references import ScoredReference, load_reference
+from harness_ext.metrics.references import ScoredReference
 from harness_ext.metrics.retain_values import RetainValueError, retain_values
 from harness_ext.metrics.tofu import mean_nll, rouge_l_recall
 from tofu_tasks import data
+from tofu_tasks import metric_list as tofu_metric_list
 from tofu_tasks.eval_sets import (
     CLOSER_LOOK_SET_METRICS,
     EVAL_SETS,
@@ -99,6 +100,7 @@ from tofu_tasks.eval_sets import (
 )
 from tofu_tasks.options import TaskOptionError, check_option_names, hf_model_arguments
 from tofu_tasks.prompts import PromptFormat, resolve_prompt_format, tofu_checkpoint_format
+from tofu_tasks.reference_files import load_reference
 from tofu_tasks.scored_tokens import (
     SCORED_TOKENS,
     ScoredSpan,
@@ -338,10 +340,10 @@ class TofuUnlearnTask(ConfigurableTask):
     MEMBERSHIP = True  # membership inference and memorisation of the forget rows
 
     def __init__(self, data_dir=None, cache_dir=None, download_mode=None, config=None) -> None:
-        lm_eval_registry.register()
+        tofu_metric_list.register()
         config = dict(config or {})
         config.pop("class", None)
-        config["metric_list"] = lm_eval_registry.metric_list(self.scenario)
+        config["metric_list"] = tofu_metric_list.metric_list(self.scenario)
         super().__init__(config=config)
         metadata = self.config.metadata
         self.options = TaskOptions.from_metadata(metadata)
@@ -837,12 +839,11 @@ class TofuUnlearnTask(ConfigurableTask):
         ]
         records = [
             GenerationRecord(
-                set_name=i.doc["set"],
+                eval_set=eval_set_for(i.doc),
                 generation=text,
                 ground_truth=i.doc["answer"],
                 rouge_recall=rouge_l_recall(text, i.doc["answer"]),
                 pre_unlearning=self._pre_unlearning_outputs.get(_doc_key(i.doc)),
-                eval_set=eval_set_for(i.doc),
             )
             for i, text in zip(generations, texts, strict=True)
         ]
@@ -951,7 +952,7 @@ class TofuUnlearnTask(ConfigurableTask):
         n_base = 0 if eval_set_for(doc).base_answer_field == "answer" or len(nlls) == 1 else 1
         generation, output_scores = self._scored[key]
         sample = SampleScore(
-            set_name=doc["set"],
+            eval_set=eval_set_for(doc),
             question=doc["question"],
             generation=generation,
             target=doc["answer"],

@@ -135,7 +135,7 @@ def load_unlearn_data(
     forget = read_rows(forget_split, data_dir)
     retain = read_rows(retain_split, data_dir)
     if targets:
-        from harness_ext.metrics.references import load_reference
+        from tofu_tasks.reference_files import load_reference
 
         answers = {r.question: r.generation for r in load_reference(targets).rows if r.generation}
         forget, retain = with_targets(forget, answers), with_targets(retain, answers)

@@ -58,7 +58,7 @@ class SelectionError(ValueError):
 
 def check_metric(name: str) -> None:
     """An unknown name is refused, listing the known ones."""
-    from harness_ext.lm_eval_plugin.registry import known_metrics
+    from tofu_tasks.metric_list import known_metrics
 
     known = known_metrics()
     if name not in known:
@@ -193,7 +193,7 @@ def reference_value(path: str, metric: str, docs: Sequence[dict]) -> float:
     """The retain model's value of ``metric`` on the rows of ``docs``, from the reference at
     ``path``: a set's ROUGE-L, probability or truth ratio, or a membership-inference AUC."""
     from harness_ext.metrics import retain_values as values
-    from harness_ext.metrics.references import load_reference
+    from tofu_tasks.reference_files import load_reference
 
     try:
         reference = load_reference(path)

@@ -51,10 +51,10 @@ def load_tokenizer_path(path: str):
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
-    from harness_ext.metrics import legacy_logs
-    from harness_ext.metrics.aggregate import summarize
     from harness_ext.metrics.output_quality import OutputScorer, with_output_scores
-    from harness_ext.metrics.references import load_reference
+    from tofu_tasks import legacy_logs
+    from tofu_tasks.aggregations import summarize_tofu
+    from tofu_tasks.reference_files import load_reference
 
     samples = legacy_logs.directory_samples(args.legacy_logs)
     retain = load_reference(args.reference_logs).forget_ratios if args.reference_logs else None
@@ -71,7 +71,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         bertscore_model=args.bertscore_model,
         tokenizer_name=args.tokenizer,
     )
-    metrics = summarize(with_output_scores(samples, scorer, pre_unlearning), retain)
+    metrics = summarize_tofu(with_output_scores(samples, scorer, pre_unlearning), retain)
     metrics["metric_models"] = scorer.describe()
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -84,8 +84,8 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
 def cmd_reference(args: argparse.Namespace) -> int:
     """Score the model before unlearning once and keep its outputs as a reference file."""
-    from harness_ext.metrics import references as R
     from harness_ext.provenance import git_commit, model_fingerprint, package_versions
+    from tofu_tasks import reference_files as R
     from tofu_tasks.options import parse_metadata
 
     if args.from_samples:

@@ -25,10 +25,16 @@ def disabled() -> bool:
     return os.environ.get(OPT_OUT_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def project_tasks_dir() -> str:
-    import tofu_tasks
+def project_task_dirs() -> list[str]:
+    from harness_ext.lm_eval_plugin.benchmarks import task_dirs
 
-    return str(tofu_tasks.TASKS_DIR)
+    return task_dirs()
+
+
+def project_tasks_dir() -> str:
+    """The folder lm-eval is pointed at (``--include_path``): every benchmark's task YAMLs live
+    under the one plug-in package, which lm-eval scans recursively."""
+    return project_task_dirs()[0]
 
 
 def _with_project_tasks(include_path):
@@ -37,10 +43,9 @@ def _with_project_tasks(include_path):
 
     user = [] if include_path is None else include_path
     user = list(user) if isinstance(user, (list, tuple)) else [user]
-    ours = project_tasks_dir()
-    if any(Path(p).resolve() == Path(ours) for p in user):
-        return user
-    return [ours, *user]
+    given = {Path(p).resolve() for p in user}
+    ours = [folder for folder in project_task_dirs() if Path(folder) not in given]
+    return [*ours, *user]
 
 
 def patch_task_manager(manager_module) -> None:
@@ -74,9 +79,9 @@ def patch_task_manager(manager_module) -> None:
 def _check_metadata(metadata) -> None:
     """A mistyped task option stops the run here, before lm-eval loads the model."""
     if isinstance(metadata, dict) and metadata:
-        from tofu_tasks.options import check_option_names, hf_model_arguments
+        from harness_ext.lm_eval_plugin.benchmarks import check_task_options
 
-        check_option_names(metadata, hf_model_arguments())
+        check_task_options(metadata)
 
 
 def register_backend(_models_module=None) -> None:

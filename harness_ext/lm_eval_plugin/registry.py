@@ -1,4 +1,6 @@
-"""Registration of the project's metrics and aggregations in lm-eval's registries.
+"""Registration of the tasks' metrics and aggregations in lm-eval's registries: the machinery
+every benchmark shares (per-set means, forget efficacy and quality, membership inference), and
+the call a benchmark's task makes with its own additions.
 
 Registering the metric names lets the task YAMLs name them like built-in metrics (lm-eval would
 otherwise look an unknown name up on the Hugging Face hub). Registration happens after lm-eval's own
@@ -8,29 +10,24 @@ metrics are imported (an early registration makes lm-eval skip its built-ins) an
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from harness_ext.metrics import aggregate as scoring
 from harness_ext.metrics import privacy
+from harness_ext.metrics.eval_set import CLOSER_LOOK_SET_METRICS, FORGET_SET, EvalSet
 from harness_ext.metrics.ideals import ideal_of
-from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS, FORGET, REALWORLD_SETS
 
-AGGREGATIONS = {
+# Aggregations every benchmark's tasks share; a benchmark adds its own (its model utility).
+SHARED_AGGREGATIONS = {
     "tofu_mean_or_na": scoring.aggregate_mean_or_na,
-    "tofu_model_utility": scoring.aggregate_model_utility,
-    "tofu_model_utility_18": scoring.aggregate_model_utility_18,
     "tofu_forget_efficacy": scoring.aggregate_forget_efficacy,
     "tofu_forget_quality": scoring.aggregate_forget_quality,
-    "realworld_model_utility": scoring.aggregate_realworld_model_utility,
     "tofu_mia_auc": privacy.mia_auc_from_items,
     "tofu_privleak": privacy.privleak_from_items,
 }
-# (metric, aggregation) of the corpus-level aggregates; their ideals: harness_ext.metrics.ideals
-CORPUS_METRICS = (
-    ("tofu_model_utility", "tofu_model_utility"),
-    ("model_utility", "tofu_model_utility_18"),
-    ("forget_efficacy", "tofu_forget_efficacy"),
-    ("forget_quality", "tofu_forget_quality"),
-    # membership inference: forget rows against holdout rows (best: the retain model's AUC)
+# (metric, aggregation) of the corpus-level privacy aggregates: membership inference of forget
+# rows against holdout rows (best: the retain model's AUC), and privleak
+PRIVACY_METRICS = (
     *((privacy.mia_key(attack), "tofu_mia_auc") for attack in privacy.MIA_ATTACKS),
     ("privleak", "tofu_privleak"),
 )
@@ -38,15 +35,8 @@ CORPUS_METRICS = (
 MEMORIZATION_METRICS = ("forget_extraction_strength", "forget_exact_memorization")
 
 
-# The real-world task reports the closer-look model utility of its neighbour set and FE.
-REALWORLD_CORPUS_METRICS = (
-    ("model_utility", "realworld_model_utility"),
-    ("forget_efficacy", "tofu_forget_efficacy"),
-)
-
-
-def per_set_metrics(sets=EVAL_SETS) -> dict[str, str]:
-    """Every "<set>_<metric>" name with its aggregation."""
+def per_set_metrics(sets: Sequence[EvalSet]) -> dict[str, str]:
+    """Every "<set>_<metric>" name of these sets with its aggregation."""
     # every per-set metric may be "N/A (reason)": no model to compute it, or no rows
     names = {
         f"{eval_set.name}_{metric}": "tofu_mean_or_na"
@@ -54,28 +44,19 @@ def per_set_metrics(sets=EVAL_SETS) -> dict[str, str]:
         for metric in (*CLOSER_LOOK_SET_METRICS, "bertscore_f1")
     }
     names["forget_truth_ratio_closer_look"] = "tofu_mean_or_na"
-    if FORGET in sets:
+    if any(eval_set.name == FORGET_SET for eval_set in sets):
         names.update(dict.fromkeys(MEMORIZATION_METRICS, "tofu_mean_or_na"))
     return names
 
 
-def metric_list(scenario: str = "tofu") -> list[dict]:
-    """A task's lm-eval metric_list: per-set means plus the corpus-level aggregates, each with
-    lm-eval's higher_is_better (None where the best value is the retain model's)."""
-    realworld = scenario == "realworld"
-    per_set = per_set_metrics(REALWORLD_SETS if realworld else EVAL_SETS)
-    corpus = REALWORLD_CORPUS_METRICS if realworld else CORPUS_METRICS
-    pairs = [*per_set.items(), *corpus]
+def metric_entries(pairs: Iterable[tuple[str, str]]) -> list[dict]:
+    """lm-eval metric_list entries of (metric, aggregation) pairs, each with lm-eval's
+    higher_is_better (None where the best value is the retain model's)."""
     return [
         {"metric": name, "aggregation": aggregation,
          "higher_is_better": ideal_of(name).higher_is_better}
         for name, aggregation in pairs
     ]  # fmt: skip
-
-
-def known_metrics(scenario: str = "tofu") -> list[str]:
-    """The names of every metric a task of the scenario reports, in the task's order."""
-    return [entry["metric"] for entry in metric_list(scenario)]
 
 
 class _PerSetCountFilter(logging.Filter):
@@ -94,8 +75,9 @@ def _passthrough(value):
     return value
 
 
-def register() -> None:
-    """Register aggregations and metric names with lm-eval (safe to call repeatedly)."""
+def register(aggregations: Mapping[str, Callable], metric_list: Iterable[dict]) -> None:
+    """Register a benchmark's aggregations (and the shared ones) and metric names with lm-eval
+    (safe to call repeatedly)."""
     import lm_eval.api.metrics  # noqa: F401  (populates lm-eval's built-ins first)
     from lm_eval.api import registry
 
@@ -105,10 +87,10 @@ def register() -> None:
     lm_eval_logger = logging.getLogger("lm_eval.evaluator_utils")
     if not any(isinstance(f, _PerSetCountFilter) for f in lm_eval_logger.filters):
         lm_eval_logger.addFilter(_PerSetCountFilter())
-    for name, fn in AGGREGATIONS.items():
+    for name, fn in {**SHARED_AGGREGATIONS, **aggregations}.items():
         if name not in registry.aggregation_registry:
             registry.register_aggregation(name)(fn)
-    for entry in metric_list() + metric_list("realworld"):
+    for entry in metric_list:
         name = entry["metric"]
         if name not in registry.metric_registry:
             registry.register_metric(

@@ -16,11 +16,10 @@ def latest_results(output: str | Path) -> dict[str, Any]:
 
 
 def task_metrics(results: dict[str, Any], task: str) -> dict[str, Any]:
-    """Metric values of one task (filter suffix and stderr dropped): per-set metrics in set
-    order, then the aggregates, then anything else."""
-    from harness_ext.lm_eval_plugin.registry import metric_list
-
+    """Metric values of one task (filter suffix and stderr dropped), in the order of the task's
+    metric_list (per-set metrics in set order, then the aggregates), then anything else."""
     values = results["results"][task]
     flat = {k.split(",")[0]: v for k, v in values.items() if "," in k and "_stderr" not in k}
-    known = [entry["metric"] for entry in metric_list() if entry["metric"] in flat]
+    listed = ((results.get("configs") or {}).get(task) or {}).get("metric_list") or []
+    known = [entry["metric"] for entry in listed if entry.get("metric") in flat]
     return {name: flat[name] for name in known + sorted(set(flat) - set(known))}

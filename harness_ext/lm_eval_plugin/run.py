@@ -37,8 +37,8 @@ def run_tasks(
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    from harness_ext.lm_eval_plugin.autoload import project_tasks_dir
     from harness_ext.metrics.output_quality import resolve_device
-    from tofu_tasks import TASKS_DIR
 
     if backend == DEFAULT_BACKEND:
         import harness_ext.lm_eval_plugin.backend  # noqa: F401  (registers it even with autoload off)
@@ -50,7 +50,7 @@ def run_tasks(
         t in NEEDS_LM_EVAL_TASKS for t in tasks
     )
     manager = TaskManager(
-        include_path=str(TASKS_DIR), include_defaults=not ours, metadata=task_metadata
+        include_path=project_tasks_dir(), include_defaults=not ours, metadata=task_metadata
     )
     return simple_evaluate(
         model=backend,
@@ -86,8 +86,8 @@ def evaluate_model_object(
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    from harness_ext.lm_eval_plugin.autoload import project_tasks_dir
     from harness_ext.lm_eval_plugin.backend import UnlearnHFLM
-    from tofu_tasks import TASKS_DIR
 
     lm_eval_logger = logging.getLogger("lm_eval")
     level = lm_eval_logger.level
@@ -96,7 +96,9 @@ def evaluate_model_object(
         lm = UnlearnHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     finally:
         lm_eval_logger.setLevel(level)
-    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=metadata)
+    manager = TaskManager(
+        include_path=project_tasks_dir(), include_defaults=False, metadata=metadata
+    )
     return simple_evaluate(
         model=lm,
         tasks=list(tasks),

@@ -8,10 +8,8 @@ lm-eval tasks and ``lm-unlearn aggregate`` both report. Pure: no model, no lm-ev
 A value that cannot be computed is a string starting with ``"N/A"`` and giving the reason, never
 a number that could be mistaken for a score.
 
->>> s = SampleScore("retain", "q?", "Paris", "Paris", answer_nll=0.1, base_nll=0.2,
-...                 perturbed_nlls=(1.2, 1.2))
->>> round(s.metrics()["truth_ratio"], 4)   # max(0, 1 - 1/e)
-0.6321
+>>> mean_or_reason([0.25, 0.75]), mean_or_reason([0.5, "N/A (no reference)"])
+(0.5, 'N/A (no reference)')
 """
 
 from __future__ import annotations
@@ -22,16 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness_ext.metrics import tofu as M
-from tofu_tasks.eval_sets import (
+from harness_ext.metrics.eval_set import (
     CLOSER_LOOK_SET_METRICS,
-    EVAL_SETS,
-    EVAL_SETS_BY_NAME,
-    FORGET,
-    REALWORLD_UTILITY_SETS,
+    FORGET_SET,
     TOFU_SET_METRICS,
-    UTILITY_SETS,
     EvalSet,
-    get_eval_set,
 )
 
 NOT_COMPUTED = "N/A"
@@ -68,7 +61,7 @@ class SampleScore:
     not-computed strings) when they were scored.
     """
 
-    set_name: str
+    eval_set: EvalSet
     question: str
     generation: str
     target: str
@@ -78,8 +71,12 @@ class SampleScore:
     output_scores: Mapping[str, float | str] = field(default_factory=dict)
     row: int | None = None  # the row in the set's source file, when known
 
+    @property
+    def set_name(self) -> str:
+        return self.eval_set.name
+
     def metrics(self) -> dict[str, float | str]:
-        eval_set = get_eval_set(self.set_name)
+        eval_set = self.eval_set
         if not self.perturbed_nlls:  # only the ground truth was scored (truth_ratio: false)
             return self._ground_truth_metrics(eval_set)
         ratio = M.raw_truth_ratio(self.base_nll, self.perturbed_nlls)
@@ -151,7 +148,7 @@ def _ratio_not_computed(items: Sequence[Mapping[str, Any]]) -> str | None:
 def model_utility_components(
     values: Mapping[str, Mapping[str, Any]],
     metric_names: Sequence[str],
-    utility_sets: Sequence[EvalSet] = UTILITY_SETS,
+    utility_sets: Sequence[EvalSet],
 ) -> tuple[dict[str, float], dict[str, str]]:
     """The MU components ("<set>_<metric>") present, and the missing ones with their reason."""
     components: dict[str, float] = {}
@@ -169,21 +166,21 @@ def model_utility_components(
 
 def model_utility(
     values: Mapping[str, Mapping[str, Any]],
-    metric_names: Sequence[str] = TOFU_SET_METRICS,
-    utility_sets: Sequence[EvalSet] = UTILITY_SETS,
+    metric_names: Sequence[str],
+    utility_sets: Sequence[EvalSet],
 ) -> float | str:
     """Harmonic mean of the utility-set components, or a note naming what is missing."""
     components, missing = model_utility_components(values, metric_names, utility_sets)
     if missing:
-        return not_computed("missing " + _group_missing(missing))
+        return not_computed("missing " + _group_missing(missing, utility_sets))
     return M.harmonic_mean(list(components.values()))
 
 
-def _group_missing(names: Iterable[str]) -> str:
+def _group_missing(names: Iterable[str], sets: Sequence[EvalSet]) -> str:
     """ "retain_entailment, real_authors_entailment" -> "entailment of retain, real_authors"."""
     by_metric: dict[str, list[str]] = defaultdict(list)
     for name in names:
-        set_name = next(s for s in EVAL_SETS_BY_NAME if name.startswith(s + "_"))
+        set_name = next(s.name for s in sets if name.startswith(s.name + "_"))
         by_metric[name[len(set_name) + 1 :]].append(set_name)
     return "; ".join(f"{metric} of {', '.join(sets)}" for metric, sets in by_metric.items())
 
@@ -265,27 +262,30 @@ def forget_quality_value(
 
 def summarize(
     samples: Iterable[SampleScore],
+    sets: Sequence[EvalSet],
+    utility_sets: Sequence[EvalSet],
     reference: Sequence[tuple[int | None, str, float]] | None = None,
 ) -> dict[str, Any]:
-    """Every metric of a run: "<set>_<metric>", the truth-ratio forms, MU-9, MU-18, FE, FQ."""
+    """Every metric of a run over ``sets``: "<set>_<metric>", the truth-ratio forms, MU-9 and
+    MU-18 over ``utility_sets``, FE, FQ (against the retain model's forget truth ratios)."""
     per_sample = [(sample, sample.metrics()) for sample in samples]
     values = set_values({"set": s.set_name, **m} for s, m in per_sample)
     result: dict[str, Any] = {}
-    for eval_set in EVAL_SETS:
+    for eval_set in sets:
         for metric in CLOSER_LOOK_SET_METRICS:
             value = values.get(eval_set.name, {}).get(metric)
             if value is not None:
                 result[f"{eval_set.name}_{metric}"] = value
-    forget_values = values.get(FORGET.name, {})
+    forget_values = values.get(FORGET_SET, {})
     if "truth_ratio_closer_look" in forget_values:
         result["forget_truth_ratio_closer_look"] = forget_values["truth_ratio_closer_look"]
-    result["tofu_model_utility"] = model_utility(values, TOFU_SET_METRICS)
-    result["model_utility"] = model_utility(values, CLOSER_LOOK_SET_METRICS)
+    result["tofu_model_utility"] = model_utility(values, TOFU_SET_METRICS, utility_sets)
+    result["model_utility"] = model_utility(values, CLOSER_LOOK_SET_METRICS, utility_sets)
     result["forget_efficacy"] = forget_efficacy_value(forget_values)
     forget_items = [
         {"row": s.row, "question": s.question, "raw_truth_ratio": m["raw_truth_ratio"]}
         for s, m in per_sample
-        if s.set_name == FORGET.name
+        if s.set_name == FORGET_SET
     ]
     result["forget_quality"] = forget_quality_value(forget_items, reference)
     return result
@@ -300,28 +300,12 @@ def aggregate_mean_or_na(items: Sequence[Any]) -> float | str:
     return mean_or_reason([item for item in items if item is not None])
 
 
-def aggregate_model_utility(items: Sequence[Mapping[str, Any]]) -> float | str:
-    """MU-9 from per-document {"set", "rougeL_recall", "prob", "truth_ratio", ...} items."""
-    return model_utility(set_values(i for i in items if i is not None), TOFU_SET_METRICS)
-
-
-def aggregate_model_utility_18(items: Sequence[Mapping[str, Any]]) -> float | str:
-    """MU-18 (the closer-look paper's model utility) from per-document items."""
-    return model_utility(set_values(i for i in items if i is not None), CLOSER_LOOK_SET_METRICS)
-
-
-def aggregate_realworld_model_utility(items: Sequence[Mapping[str, Any]]) -> float | str:
-    """Real-world model utility: harmonic mean of the neighbour set's six numbers."""
-    values = set_values(i for i in items if i is not None)
-    return model_utility(values, CLOSER_LOOK_SET_METRICS, REALWORLD_UTILITY_SETS)
-
-
 def aggregate_forget_efficacy(items: Sequence[Mapping[str, Any]]) -> float | str:
     """FE from per-document forget-set items."""
     items = [item for item in items if item is not None]
     if not items:
         return not_computed("no forget rows evaluated")
-    return forget_efficacy_value(set_values(items).get(FORGET.name, {}))
+    return forget_efficacy_value(set_values(items).get(FORGET_SET, {}))
 
 
 def aggregate_forget_quality(items: Sequence[Mapping[str, Any]]) -> float | str:
@@ -337,36 +321,3 @@ def aggregate_forget_quality(items: Sequence[Mapping[str, Any]]) -> float | str:
         [float(item["raw_truth_ratio"]) for item in items],
         [float(item["reference_ratio"]) for item in items],
     )
-
-
-# The real-world scenario's general-ability tasks (lm-eval's own) and the score the paper reads.
-GENERAL_ABILITY = {
-    "arc_challenge": "acc_norm,none",
-    "mmlu": "acc,none",
-    "truthfulqa_mc1": "acc,none",
-    "triviaqa": "exact_match,remove_whitespace",
-    "gsm8k": "exact_match,flexible-extract",
-}
-
-
-def general_ability(results: Mapping[str, Any]) -> dict[str, float]:
-    """The general-ability scores present in an lm-eval ``results`` mapping (task -> value)."""
-    found = {}
-    for task, key in GENERAL_ABILITY.items():
-        value = results.get(task, {}).get(key)
-        if is_number(value):
-            found[task] = float(value)
-    return found
-
-
-def realworld_utility_with_general(
-    neighbor: Mapping[str, Any], general: Mapping[str, float]
-) -> float | str:
-    """Real-world model utility with general ability: the harmonic mean of the neighbour set's
-    six numbers and the five general-ability scores; names what is missing."""
-    components = {f"neighbor_{m}": neighbor.get(m) for m in CLOSER_LOOK_SET_METRICS}
-    components.update({task: general.get(task) for task in GENERAL_ABILITY})
-    missing = [name for name, value in components.items() if not is_number(value)]
-    if missing:
-        return not_computed("missing " + ", ".join(missing))
-    return M.harmonic_mean([float(v) for v in components.values()])

@@ -18,7 +18,7 @@ from typing import Any
 
 from harness_ext.metrics import tofu as M
 from harness_ext.metrics.aggregate import SampleScore, not_computed
-from tofu_tasks.eval_sets import EvalSet, get_eval_set
+from harness_ext.metrics.eval_set import EvalSet
 
 logger = logging.getLogger("lm-unlearn")
 
@@ -269,16 +269,15 @@ def _load_bertscore(requested: str, device: str, explicit: bool) -> BertScorer |
 class GenerationRecord:
     """One document's generation and the texts it is compared with."""
 
-    set_name: str
+    eval_set: EvalSet  # its rules: what cosine similarity and entailment compare
     generation: str
     ground_truth: str
     rouge_recall: float
     pre_unlearning: str | None = None  # the model's output before unlearning, when known
-    eval_set: EvalSet | None = None  # default: the TOFU set named set_name
 
     @property
-    def definition(self) -> EvalSet:
-        return self.eval_set or get_eval_set(self.set_name)
+    def set_name(self) -> str:
+        return self.eval_set.name
 
     def text(self, source: str) -> str | None:
         return {
@@ -359,7 +358,7 @@ class OutputScorer:
     def _cosine(self, records, results) -> None:
         todo = []
         for i, record in enumerate(records):
-            reference = record.text(record.definition.output_reference)
+            reference = record.text(record.eval_set.output_reference)
             if isinstance(self.embedder, Unavailable):
                 results[i]["cosine_similarity"] = self.embedder.value
             elif reference is None:
@@ -374,7 +373,7 @@ class OutputScorer:
     def _entailment(self, records, results) -> None:
         todo = []
         for i, record in enumerate(records):
-            premise_source, hypothesis_source = record.definition.entailment
+            premise_source, hypothesis_source = record.eval_set.entailment
             premise, hypothesis = record.text(premise_source), record.text(hypothesis_source)
             if isinstance(self.nli, Unavailable):
                 results[i]["entailment"] = self.nli.value
@@ -412,7 +411,7 @@ def with_output_scores(
     """
     records = [
         GenerationRecord(
-            set_name=s.set_name,
+            eval_set=s.eval_set,
             generation=s.generation,
             ground_truth=s.target,
             rouge_recall=M.rouge_l_recall(s.generation, s.target),

@@ -562,7 +562,7 @@ def usual_run(
 
 def task_aggregations(wanted) -> dict[str, Any]:
     """The task's aggregation function of each metric named in ``wanted`` that has one."""
-    from harness_ext.lm_eval_plugin.registry import AGGREGATIONS, metric_list
+    from tofu_tasks.metric_list import AGGREGATIONS, metric_list
 
     return {
         entry["metric"]: AGGREGATIONS[entry["aggregation"]]

@@ -286,8 +286,8 @@ def remove_stale_runs(runs: Path, current: list[Path]) -> None:
 
 def forget_quality_of_itself(run: Path) -> float:
     """KS p-value of a run's forget truth ratios against themselves: the ceiling, 1.0."""
-    from harness_ext.metrics.references import load_reference
     from harness_ext.metrics.tofu import forget_quality
+    from tofu_tasks.reference_files import load_reference
 
     ratios = [ratio for _, _, ratio in load_reference(run).forget_ratios]
     return forget_quality(ratios, ratios)

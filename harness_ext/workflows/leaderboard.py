@@ -264,8 +264,9 @@ def _mark_references(records: list[RunRecord], names: dict[str, str]) -> None:
 
 
 def _forget_quality_of_itself(record: RunRecord) -> float | str:
-    from harness_ext.metrics.references import ReferenceError, load_reference
+    from harness_ext.metrics.references import ReferenceError
     from harness_ext.metrics.tofu import forget_quality
+    from tofu_tasks.reference_files import load_reference
 
     try:
         ratios = [ratio for _, _, ratio in load_reference(record.results_file).forget_ratios]
@@ -277,9 +278,9 @@ def _forget_quality_of_itself(record: RunRecord) -> float | str:
 def _with_general_ability(task: str, metrics: dict[str, Any], results: dict) -> dict[str, Any]:
     """A realworld_unlearn run scored together with realworld_general also reports the paper's
     model utility over both (``model_utility_with_general``)."""
-    from harness_ext.metrics import aggregate as scoring
+    from tofu_tasks import aggregations
 
-    general = scoring.general_ability(results.get("results", {}))
+    general = aggregations.general_ability(results.get("results", {}))
     if task != "realworld_unlearn" or not general:
         return metrics
     neighbor = {
@@ -288,7 +289,9 @@ def _with_general_ability(task: str, metrics: dict[str, Any], results: dict) -> 
     return {
         **metrics,
         **general,
-        "model_utility_with_general": scoring.realworld_utility_with_general(neighbor, general),
+        "model_utility_with_general": aggregations.realworld_utility_with_general(
+            neighbor, general
+        ),
     }
 
 
@@ -334,7 +337,7 @@ def difference(record: dict[str, Any], main: dict[str, Any]) -> str:
 
 def rankable_metrics() -> set[str]:
     """Every metric the tasks report, and the real-world utility the leaderboard adds."""
-    from harness_ext.lm_eval_plugin.registry import known_metrics
+    from tofu_tasks.metric_list import known_metrics
 
     return {*known_metrics(), *known_metrics("realworld"), "model_utility_with_general"}
 

@@ -314,7 +314,8 @@ def reference_identity(path: str | None) -> str | None:
     """What a reference is, wherever it lives (see ``ScoredReference.identity``)."""
     if not path:
         return None
-    from harness_ext.metrics.references import ReferenceError, load_reference
+    from harness_ext.metrics.references import ReferenceError
+    from tofu_tasks.reference_files import load_reference
 
     try:
         return load_reference(path).identity

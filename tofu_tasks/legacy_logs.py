@@ -60,7 +60,7 @@ def log_samples(path: str | Path, eval_set: EvalSet) -> list[SampleScore]:
             perturbed = tuple(float(v) for v in log["average_perturb_loss"][row])
             samples.append(
                 SampleScore(
-                    set_name=eval_set.name,
+                    eval_set=eval_set,
                     question=split_legacy_prompt(prompt)[0],
                     generation=generation,
                     target=target,
