@@ -114,8 +114,8 @@ def test_the_projects_plain_format_scores_the_first_answer_token(kit, tmp_path):
     token is scored: one token more than OU's template on every answer of this tokenizer."""
     from transformers import AutoTokenizer
 
+    from harness_ext.lm_eval_plugin.scored_tokens import eos_text, tofu_span
     from tofu_tasks.prompts import get_prompt_format, template_format
-    from tofu_tasks.scored_tokens import eos_text, tofu_span
 
     rows, _ = kit
     tokenizer = AutoTokenizer.from_pretrained(KIT / "tiny-tofu-llama")

@@ -129,7 +129,7 @@ def _read_rows() -> list[dict]:
 def _probes_per_row() -> dict:
     from transformers import AutoTokenizer
 
-    from tofu_tasks.scored_tokens import eos_text, tofu_span, token_probes
+    from harness_ext.lm_eval_plugin.scored_tokens import eos_text, tofu_span, token_probes
 
     tokenizer = AutoTokenizer.from_pretrained(KIT / "tiny-tofu-llama")
     eos = eos_text(tokenizer)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from harness_ext.lm_eval_plugin.scored_tokens import eos_text, tofu_span
 from tofu_tasks.data import read_split
 from tofu_tasks.eval_sets import EVAL_SETS, FORGET
 from tofu_tasks.prompts import get_prompt_format
-from tofu_tasks.scored_tokens import eos_text, tofu_span
 
 VOCAB = Path(
     os.environ.get("LM_UNLEARN_VOCAB_DIR") or Path(__file__).parents[1] / ".venv" / "vocab"

@@ -77,6 +77,14 @@ from lm_eval.api.task import ConfigurableTask
 
 from harness_ext.lm_eval_plugin import registry as lm_eval_registry
 from harness_ext.lm_eval_plugin.current_model import gives_token_scores
+from harness_ext.lm_eval_plugin.scored_tokens import (
+    SCORED_TOKENS,
+    ScoredSpan,
+    eos_text,
+    scored_text,
+    tofu_span,
+    token_probes,
+)
 from harness_ext.metrics import privacy
 from harness_ext.metrics.aggregate import (
     FORGET_EFFICACY_METRICS,
@@ -101,14 +109,6 @@ from tofu_tasks.eval_sets import (
 from tofu_tasks.options import TaskOptionError, check_option_names, hf_model_arguments
 from tofu_tasks.prompts import PromptFormat, resolve_prompt_format, tofu_checkpoint_format
 from tofu_tasks.reference_files import load_reference
-from tofu_tasks.scored_tokens import (
-    SCORED_TOKENS,
-    ScoredSpan,
-    eos_text,
-    scored_text,
-    tofu_span,
-    token_probes,
-)
 
 logger = logging.getLogger("lm-unlearn")
 
@@ -695,7 +695,7 @@ class TofuUnlearnTask(ConfigurableTask):
     def construct_requests(self, doc: dict, ctx: str, **kwargs) -> list[Instance]:
         """One greedy generation, one log-likelihood per answer, (when the prompt ends in
         whitespace) one per distinct prompt boundary, subtracted so that exactly TOFU's tokens
-        count (see :mod:`tofu_tasks.scored_tokens`), and, on forget and holdout rows when the
+        count (see :mod:`harness_ext.lm_eval_plugin.scored_tokens`), and, on forget and holdout rows when the
         backend gives no per-token numbers, one per scored token of the ground truth."""
         apply_chat_template = kwargs.pop("apply_chat_template", False)
         kwargs.pop("chat_template", None)
