@@ -140,7 +140,7 @@ def test_general_ability_group_names_lm_evals_tasks():
 
 
 def test_model_utility_with_general_ability_by_hand(tmp_path):
-    from harness_ext.workflows.leaderboard import read_runs
+    from harness_ext.workflows.leaderboard_runs import read_runs
     from tofu_tasks.aggregations import realworld_utility_with_general
 
     neighbor = dict.fromkeys(

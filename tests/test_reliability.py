@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from harness_ext.commands.cli import main
 from harness_ext.lm_eval_plugin.results import latest_results, task_metrics
-from harness_ext.workflows.leaderboard import read_runs
+from harness_ext.workflows.leaderboard_runs import read_runs
 from harness_ext.workflows.score import MANIFEST, completed_runs
 
 TASK = "tofu_forget01_unlearn"

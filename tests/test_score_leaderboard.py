@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from harness_ext.commands.cli import main
-from harness_ext.workflows.leaderboard import build_leaderboard, read_runs
+from harness_ext.workflows.leaderboard import build_leaderboard
+from harness_ext.workflows.leaderboard_runs import read_runs
 from harness_ext.workflows.score import MANIFEST, ScoreError, completed_runs, resolve_model
 
 TASK = "tofu_forget01_unlearn"

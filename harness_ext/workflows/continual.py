@@ -180,7 +180,7 @@ def _numeric(frame, column: str) -> list[float] | None:
 
 
 def plot_svg(frame) -> str:
-    from harness_ext.workflows.leaderboard import figure_svg, pyplot
+    from harness_ext.workflows.leaderboard_plots import figure_svg, pyplot
 
     plt = pyplot()
 

@@ -5,6 +5,7 @@ escaped for Markdown, and text a spreadsheet would run as a formula quoted for C
 from __future__ import annotations
 
 import html
+import json
 from typing import Any
 
 from harness_ext.metrics.glossary import format_value
@@ -31,3 +32,11 @@ def csv_text(value: Any) -> Any:
     if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         return "'" + value
     return value
+
+
+def short_text(value: Any) -> str:
+    """A value short enough for a sentence: a sha256 as its first 10 digits, long text cut."""
+    text = json.dumps(value, sort_keys=True, default=str) if not isinstance(value, str) else value
+    if isinstance(value, str) and len(value) == 64:
+        return value[:10]  # a sha256
+    return text if len(text) <= 80 else text[:77] + "..."
