@@ -144,7 +144,9 @@ def test_hub_failure_explains_the_fallback(monkeypatch):
 def test_the_sets_option_scores_only_the_sets_named():
     """Task option sets: the other sets have no documents (and the holdout is not even read);
     names that are no set are refused before any model loads."""
-    from tofu_tasks.task import TaskOptions, TaskSetupError, eval_docs
+    from harness_ext.lm_eval_plugin.requests import TaskSetupError
+    from tofu_tasks.documents import eval_docs
+    from tofu_tasks.options import TaskOptions
 
     def sets_of(**options):
         metadata = {"forget_split": "forget01", "max_rows_per_set": 3,

@@ -246,7 +246,7 @@ def test_the_retain_reference_gives_privleak_and_the_reference_attack(
 
 
 def test_a_reference_without_membership_scores_is_refused(tiny_model_dir, tmp_path):
-    from tofu_tasks.task import TaskSetupError
+    from harness_ext.lm_eval_plugin.requests import TaskSetupError
 
     save_run(tiny_model_dir, tmp_path / "old", holdout="none")
     with pytest.raises(TaskSetupError, match="carries no membership-inference scores"):

@@ -160,7 +160,7 @@ def test_simple_evaluate_with_auto_batch_size(tiny_model_dir):
 def test_token_counts_match_lm_evals_own_split(tiny_model_dir):
     from lm_eval.models.huggingface import HFLM
 
-    from tofu_tasks.task import continuation_token_counts
+    from harness_ext.lm_eval_plugin.requests import continuation_token_counts
 
     lm = HFLM(pretrained=str(tiny_model_dir), batch_size=1, device="cpu")
     pairs = [

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness_ext.lm_eval_plugin.requests import TaskSetupError
 from tofu_tasks import data
+from tofu_tasks.documents import interleave_sets
 from tofu_tasks.eval_sets import REALWORLD_SETS
 from tofu_tasks.realworld import read_realworld
-from tofu_tasks.task import TaskSetupError, TofuUnlearnTask, interleave_sets
+from tofu_tasks.task import TofuUnlearnTask
 
 
 def realworld_docs(

@@ -7,51 +7,8 @@ output-quality scores that need auxiliary models (cosine similarity, entailment)
 all documents in one batch once the model's responses are in; model utility, forget efficacy and
 forget quality are corpus-level aggregations over all documents of the run.
 
-Options come from the task metadata, i.e. ``--metadata '{...}'`` (or ``--model_args``):
-
-============================  =======================================================
-``rows``                      ``legacy`` (TOFU's first-300 rule, default) or ``full``
-``max_rows_per_set``          keep at most N rows of each set, or {"set": N, ...} (quick runs)
-``forget_rows``               "start:stop": score only these forget rows (continual requests)
-``data_dir``                  local TOFU directory (else ``TOFU_DATA_DIR``, else the hub)
-``prompt_format``             ``plain`` (default), ``llama2``, ``phi``; ``chat`` comes with
-                              ``--apply_chat_template``
-``retain_reference``          the retain model's run, reference file or legacy log
-                              (forget quality)
-``pre_unlearning_reference``  the model's outputs before unlearning (``lm-unlearn reference``):
-                              cosine similarity and entailment on Real Authors / World Facts
-``embedding_model``           sentence-embedding model for cosine similarity
-                              (default sentence-transformers/paraphrase-MiniLM-L6-v2)
-``nli_model``                 NLI classifier for entailment
-                              (default sileod/deberta-v3-base-tasksource-nli)
-``aux_device``                device of the two models above (default: cuda if available)
-``bertscore``                 ``true`` adds ``<set>_bertscore_f1``; ``bertscore_model`` picks it
-``generation_max_length``     prompt + generation token budget (TOFU: 200)
-``scored_tokens``             ``tofu`` (default): ``tokenize(prompt + answer)`` after the
-                              prompt's positions, plus EOS, as TOFU scores; ``answer-only``:
-                              the answer's tokens as lm-eval splits them, no EOS (earlier runs)
-``prompt_template``           {"prompt": "...{question}...", "answer": "...{answer}..."}:
-                              another harness's exact strings
-``tokenizer``                 tokenizer for token counts when ``pretrained`` is not a path/id
-``sets``                      score only these sets, e.g. ``["forget", "holdout"]`` (default:
-                              all); the others read "N/A (no rows)"
-``truth_ratio``               ``false``: score only the ground-truth answer (no paraphrased or
-                              perturbed answers): truth ratio, forget quality and the
-                              Real Authors / World Facts probability read N/A; about a third
-                              of the log-likelihood work (evaluations during training)
-``token_scores``              ``auto`` (default): per-token log-probs from the backend when it
-                              gives them (``hf-unlearn``), else one log-likelihood request per
-                              answer token of the forget and holdout rows (``hf``, ``vllm``);
-                              ``requests``: always those requests; ``off``: none (Min-K%,
-                              extraction strength and exact memorisation read N/A)
-``forget_question``           ``paraphrased``: ask the forget rows in TOFU's rephrased words
-``retain_question``           ``paraphrased``: the same for the retain rows
-``holdout``                   rows the model never saw, for membership inference: TOFU's
-                              holdout split of the forget split's size (default, from the
-                              hub or a local directory that has it), ``holdout05``, a row
-                              slice of a local file (``"retain_perturbed[360:400]"``), a
-                              JSON Lines file, or ``none``
-============================  =======================================================
+Options come from the task metadata, i.e. ``--metadata '{...}'`` (or ``--model_args``); the
+table of them is :mod:`tofu_tasks.options`.
 
 Membership inference and memorisation (:mod:`harness_ext.metrics.privacy`): each forget and
 holdout row gets LOSS, ZLib, Min-K% and Min-K%++ scores (and the reference attack against the
@@ -69,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from lm_eval.api.instance import Instance
@@ -77,13 +34,27 @@ from lm_eval.api.task import ConfigurableTask
 
 from harness_ext.lm_eval_plugin import registry as lm_eval_registry
 from harness_ext.lm_eval_plugin.current_model import gives_token_scores
+from harness_ext.lm_eval_plugin.requests import (
+    DocKey,
+    DocPlan,
+    ProbeResult,
+    TaskSetupError,
+    continuation_token_counts,
+    doc_key,
+    load_model_tokenizer,
+)
 from harness_ext.lm_eval_plugin.scored_tokens import (
-    SCORED_TOKENS,
-    ScoredSpan,
     eos_text,
     scored_text,
     tofu_span,
     token_probes,
+)
+from harness_ext.lm_eval_plugin.token_scores import (
+    NO_DISTRIBUTION,
+    NO_TOKENS,
+    NO_TOKENS_BEFORE_EOS,
+    TokenScores,
+    memorization,
 )
 from harness_ext.metrics import privacy
 from harness_ext.metrics.aggregate import (
@@ -99,6 +70,7 @@ from harness_ext.metrics.retain_values import RetainValueError, retain_values
 from harness_ext.metrics.tofu import mean_nll, rouge_l_recall
 from tofu_tasks import data
 from tofu_tasks import metric_list as tofu_metric_list
+from tofu_tasks.documents import holdout_for
 from tofu_tasks.eval_sets import (
     CLOSER_LOOK_SET_METRICS,
     EVAL_SETS,
@@ -106,7 +78,7 @@ from tofu_tasks.eval_sets import (
     TOFU_SET_METRICS,
     eval_set_for,
 )
-from tofu_tasks.options import TaskOptionError, check_option_names, hf_model_arguments
+from tofu_tasks.options import TaskOptions
 from tofu_tasks.prompts import PromptFormat, resolve_prompt_format, tofu_checkpoint_format
 from tofu_tasks.reference_files import load_reference
 
@@ -126,211 +98,7 @@ FQ_HOW_TO = (
 
 
 NO_ROWS = not_computed("no rows")
-TOKEN_SCORES = ("auto", "requests", "off")
 LOG_HALF = math.log(0.5)
-
-
-class TaskSetupError(ValueError):
-    """The task cannot run with the options it was given."""
-
-
-@dataclass(frozen=True)
-class TaskOptions:
-    forget_split: str
-    rows: str = "legacy"
-    max_rows_per_set: int | dict[str, int] | None = None
-    forget_rows: str | None = None
-    data_dir: str | None = None
-    prompt_format: str | None = None
-    retain_reference: str | None = None
-    pre_unlearning_reference: str | None = None
-    embedding_model: str | None = None
-    nli_model: str | None = None
-    aux_device: str | None = None
-    bertscore: bool = False
-    bertscore_model: str | None = None
-    generation_max_length: int = 200
-    scored_tokens: str = "tofu"
-    prompt_template: dict[str, str] | str | None = None
-    holdout: str | bool | None = None
-    forget_question: str = "original"  # "paraphrased": TOFU's rephrased forget questions
-    retain_question: str = "original"  # "paraphrased": TOFU's rephrased retain questions
-    sets: list[str] | str | None = None  # score only these sets (default: all of them)
-    truth_ratio: bool | str = True  # false: no paraphrased / perturbed answers (quick runs)
-    token_scores: str = "auto"  # per-token numbers: the backend's, or "requests", or "off"
-
-    @classmethod
-    def from_metadata(cls, metadata: dict[str, Any]) -> TaskOptions:
-        if "forget_split" not in metadata:
-            raise TaskSetupError("task metadata lacks 'forget_split' (set by the task YAML)")
-        try:
-            check_option_names(metadata, hf_model_arguments())
-        except TaskOptionError as err:
-            raise TaskSetupError(str(err)) from err
-        known = {name for name in cls.__dataclass_fields__ if metadata.get(name) is not None}
-        options = cls(**{name: metadata[name] for name in known})
-        if int(options.generation_max_length) <= 0:
-            raise TaskSetupError("generation_max_length must be a positive number of tokens")
-        for flag in ("bertscore", "truth_ratio"):
-            if str(getattr(options, flag)).lower() not in ("true", "false", "1", "0"):
-                raise TaskSetupError(
-                    f"{flag} must be true or false, got {getattr(options, flag)!r}"
-                )
-        try:
-            data.scored_sets(options.sets)
-        except data.TofuDataError as err:
-            raise TaskSetupError(str(err)) from err
-        if options.token_scores not in TOKEN_SCORES:
-            raise TaskSetupError(
-                f"token_scores must be one of {', '.join(TOKEN_SCORES)}, got "
-                f"{options.token_scores!r}"
-            )
-        if options.scored_tokens not in SCORED_TOKENS:
-            raise TaskSetupError(
-                f"scored_tokens must be one of {', '.join(SCORED_TOKENS)}, got "
-                f"{options.scored_tokens!r}"
-            )
-        return options
-
-    @property
-    def wants_bertscore(self) -> bool:
-        return str(self.bertscore).lower() in ("true", "1")
-
-    @property
-    def wants_truth_ratio(self) -> bool:
-        return str(self.truth_ratio).lower() in ("true", "1")
-
-
-def interleave_sets(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Documents in turn from each set (forget, retain, real authors, world facts, forget, ...),
-    so that lm-eval's ``--limit N`` keeps rows of every set rather than the first set only."""
-    by_set: dict[str, list[dict[str, Any]]] = {}
-    for doc in docs:
-        by_set.setdefault(doc["set"], []).append(doc)
-    queues = list(by_set.values())
-    longest = max((len(q) for q in queues), default=0)
-    return [q[i] for i in range(longest) for q in queues if i < len(q)]
-
-
-def holdout_for(options: TaskOptions) -> data.Holdout:
-    """The run's holdout rows (non-members for membership inference), checked against the
-    whole forget split."""
-    if data.HOLDOUT_SET not in data.scored_sets(options.sets):
-        return data.Holdout((), None, "no holdout rows (the task option sets leaves it out)")
-    forget = data.read_split(FORGET.source_file(options.forget_split), options.data_dir)
-    return data.holdout_rows(
-        options.holdout,
-        options.forget_split,
-        options.data_dir,
-        limit=data.row_limits(options.max_rows_per_set).get(data.HOLDOUT_SET),
-        forget_questions=(r["question"] for r in forget),
-    )
-
-
-def eval_docs(options: TaskOptions) -> list[dict[str, Any]]:
-    """The checked documents of one run of the task, sets interleaved."""
-    docs = data.build_eval_docs(
-        options.forget_split,
-        options.rows,
-        options.max_rows_per_set,
-        options.data_dir,
-        forget_rows=options.forget_rows,
-        forget_question=options.forget_question,
-        retain_question=options.retain_question,
-    )
-    scored = data.scored_sets(options.sets)
-    docs = [doc for doc in docs if doc["set"] in scored]
-    return interleave_sets(docs + list(holdout_for(options).docs))
-
-
-def load_tofu_eval_dataset(**metadata: Any):
-    """``custom_dataset`` of the tasks: the checked documents of all four eval sets."""
-    import datasets
-
-    return {"test": datasets.Dataset.from_list(eval_docs(TaskOptions.from_metadata(metadata)))}
-
-
-def load_tokenizer(metadata: dict[str, Any]):
-    """The evaluated model's tokenizer, loaded as lm-eval's hf backend loads it."""
-    from transformers import AutoTokenizer
-
-    name = metadata.get("tokenizer") or metadata.get("pretrained")
-    if not isinstance(name, str) or not name:
-        raise TaskSetupError(
-            "the TOFU tasks count answer tokens with the model's tokenizer but cannot find it: "
-            "pass pretrained=<id or path> in --model_args, or tokenizer=<id or path> in "
-            "--metadata when the model object is built by hand"
-        )
-    kwargs: dict[str, Any] = {"trust_remote_code": bool(metadata.get("trust_remote_code", False))}
-    if metadata.get("revision"):
-        kwargs["revision"] = metadata["revision"]
-    if metadata.get("gguf_file") and not metadata.get("tokenizer"):
-        kwargs["gguf_file"] = metadata["gguf_file"]
-    try:
-        return AutoTokenizer.from_pretrained(name, **kwargs)
-    except Exception as err:
-        raise TaskSetupError(f"cannot load the tokenizer of {name!r}: {err}") from err
-
-
-def continuation_token_counts(tokenizer, pairs: list[tuple[str, str]]) -> list[int]:
-    """Tokens of each continuation given its context, counted as lm-eval's hf backend does.
-
-    Trailing whitespace of the context moves to the continuation, then
-    count = len(tok(context + continuation)) − len(tok(context)).
-    """
-    moved = []
-    for context, continuation in pairs:
-        n_spaces = len(context) - len(context.rstrip())
-        if n_spaces:
-            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-        moved.append((context, context + continuation))
-
-    def encode(texts: list[str]) -> list[int]:
-        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-
-    context_lengths = encode([c for c, _ in moved])
-    whole_lengths = encode([w for _, w in moved])
-    return [w - c for w, c in zip(whole_lengths, context_lengths, strict=True)]
-
-
-DocKey = tuple[str, int]
-
-
-def _doc_key(doc: dict) -> DocKey:
-    return doc["set"], doc["row"]
-
-
-@dataclass
-class DocPlan:
-    """How one document's log-likelihood results are read back.
-
-    counts: scored tokens per answer (ground truth first); boundary_of: per answer, the index
-    of the pair whose log-likelihood is subtracted (None: nothing); zlib_text: the text of the
-    ground truth's scored tokens without EOS (the ZLib attack's); probes: the per-token
-    requests, in token order.
-    """
-
-    counts: list[int]
-    boundary_of: list[int | None]
-    zlib_text: str
-    probes: list[ProbeResult] | None = None
-    span: ScoredSpan | None = None
-
-    def probe_indexes(self) -> set[int]:
-        """The pairs (probes and their boundaries) that only serve per-token numbers."""
-        pairs = ((p.index, p.boundary) for p in self.probes or ())
-        return {i for pair in pairs for i in pair if i is not None}
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """Where a per-token probe's result lies among a document's pairs: its index, the index of
-    the boundary subtracted from it (None: nothing), whether it is exact, tokens covered."""
-
-    index: int
-    boundary: int | None
-    exact: bool
-    size: int
 
 
 class TofuUnlearnTask(ConfigurableTask):
@@ -413,7 +181,7 @@ class TofuUnlearnTask(ConfigurableTask):
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.config.metadata)
+            self._tokenizer = load_model_tokenizer(self.config.metadata)
         return self._tokenizer
 
     # ------------------------------------------------------------------ prompts
@@ -556,7 +324,7 @@ class TofuUnlearnTask(ConfigurableTask):
         prompts = [i.arguments[0] for i in generations]
         lengths = [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
         self._budgets = {
-            _doc_key(i.doc): max(1, limit - n) for i, n in zip(generations, lengths, strict=True)
+            doc_key(i.doc): max(1, limit - n) for i, n in zip(generations, lengths, strict=True)
         }
         uniform = max(self._budgets.values(), default=1)
         for instance in generations:
@@ -614,7 +382,7 @@ class TofuUnlearnTask(ConfigurableTask):
             [(d["row"], d["question"]) for d in forget], reference.forget_ratios, reference.source
         )
         self._reference_ratios = {
-            _doc_key(d): ratio for d, ratio in zip(forget, ratios, strict=True)
+            doc_key(d): ratio for d, ratio in zip(forget, ratios, strict=True)
         }
         try:
             values = retain_values(reference, run_docs)
@@ -690,7 +458,7 @@ class TofuUnlearnTask(ConfigurableTask):
                 f"the pre-unlearning reference {self.pre_unlearning.source} ({set_name})",
             )
             for doc, output in zip(rows, outputs, strict=True):
-                self._pre_unlearning_outputs[_doc_key(doc)] = output
+                self._pre_unlearning_outputs[doc_key(doc)] = output
 
     def construct_requests(self, doc: dict, ctx: str, **kwargs) -> list[Instance]:
         """One greedy generation, one log-likelihood per answer, (when the prompt ends in
@@ -704,7 +472,7 @@ class TofuUnlearnTask(ConfigurableTask):
         pairs, plan = self._scored_pairs(ctx, answers)
         if self._probe_tokens and doc["set"] in (FORGET.name, data.HOLDOUT_SET):
             pairs += self._probe_pairs(ctx, answers[0], plan, len(pairs))
-        self._requests[_doc_key(doc)] = plan
+        self._requests[doc_key(doc)] = plan
         # holdout rows are only scored, never answered
         generation = [] if doc["set"] == data.HOLDOUT_SET else [(ctx, self._generation_kwargs())]
         instances = [
@@ -843,13 +611,13 @@ class TofuUnlearnTask(ConfigurableTask):
                 generation=text,
                 ground_truth=i.doc["answer"],
                 rouge_recall=rouge_l_recall(text, i.doc["answer"]),
-                pre_unlearning=self._pre_unlearning_outputs.get(_doc_key(i.doc)),
+                pre_unlearning=self._pre_unlearning_outputs.get(doc_key(i.doc)),
             )
             for i, text in zip(generations, texts, strict=True)
         ]
         scores = self._scorer.score(records)
         self._scored = {
-            _doc_key(i.doc): (text, score)
+            doc_key(i.doc): (text, score)
             for i, text, score in zip(generations, texts, scores, strict=True)
         }
         self.config.metadata["tofu"]["metric_models"] = self._scorer.describe()
@@ -869,7 +637,7 @@ class TofuUnlearnTask(ConfigurableTask):
         )
 
     def _cut_to_budget(self, doc: dict, generation: str) -> str:
-        budget = self._budgets.get(_doc_key(doc))
+        budget = self._budgets.get(doc_key(doc))
         if budget is not None:
             ids = self.tokenizer(generation, add_special_tokens=False)["input_ids"]
             if len(ids) > budget:
@@ -877,7 +645,7 @@ class TofuUnlearnTask(ConfigurableTask):
         return generation.strip()
 
     def process_results(self, doc: dict, results: list) -> dict[str, Any]:
-        key = _doc_key(doc)
+        key = doc_key(doc)
         holdout = doc["set"] == data.HOLDOUT_SET
         likelihoods = results if holdout else results[1:]
         plan = self._requests.get(key)
@@ -899,7 +667,7 @@ class TofuUnlearnTask(ConfigurableTask):
             return out
         out.update(self._set_metrics(doc, nlls, plan.counts))
         if doc["set"] == FORGET.name:
-            out.update(_memorization(tokens))
+            out.update(memorization(tokens))
         return out
 
     def _token_scores(self, plan: DocPlan, likelihoods: list) -> TokenScores | str:
@@ -948,7 +716,7 @@ class TofuUnlearnTask(ConfigurableTask):
         return TokenScores(logprobs, greedy, source="requests")
 
     def _set_metrics(self, doc: dict, nlls: list[float], counts: list[int]) -> dict[str, Any]:
-        key = _doc_key(doc)
+        key = doc_key(doc)
         n_base = 0 if eval_set_for(doc).base_answer_field == "answer" or len(nlls) == 1 else 1
         generation, output_scores = self._scored[key]
         sample = SampleScore(
@@ -1022,48 +790,13 @@ class TofuUnlearnTask(ConfigurableTask):
     def _reference_score(self, doc: dict, nll: float) -> float | str:
         if self.retain_reference is None:
             return not_computed("no retain reference; set retain_reference")
-        found = self._reference_nlls.get(_doc_key(doc))
+        found = self._reference_nlls.get(doc_key(doc))
         if found is None or found[0] != doc["question"]:
             return not_computed(
                 f"the retain reference has no answer NLL for {doc['set']} row {doc['row']}; "
                 f"score it with this version and the same holdout"
             )
         return nll - found[1]
-
-
-NO_TOKENS = not_computed(
-    "needs per-token log-probs: set token_scores auto or requests, or score with --model "
-    "hf-unlearn (lm-unlearn score's default)"
-)
-NO_DISTRIBUTION = not_computed(
-    "Min-K%++ needs the model's whole next-token distribution at every answer token, which "
-    "lm-eval's hf and vllm backends do not return; score with --model hf-unlearn"
-)
-NO_TOKENS_BEFORE_EOS = not_computed("the answer has no scored token before its EOS")
-
-
-@dataclass
-class TokenScores:
-    """Per-token numbers of an answer's scored tokens (EOS excluded): log-probs, whether each
-    is the argmax, and (from backends that return them) the mean and variance of the log-prob
-    under the model's next-token distribution; ``source``: the backend or per-token requests."""
-
-    logprobs: list[float]
-    greedy: list[bool]
-    expected: list[float] | None = None
-    variances: list[float] | None = None
-    source: str = "backend"
-
-
-def _memorization(tokens: TokenScores | str) -> dict[str, Any]:
-    if isinstance(tokens, str):
-        return dict.fromkeys(lm_eval_registry.MEMORIZATION_METRICS, tokens)
-    if not tokens.greedy:
-        return dict.fromkeys(lm_eval_registry.MEMORIZATION_METRICS, NO_TOKENS_BEFORE_EOS)
-    return {
-        "forget_extraction_strength": privacy.extraction_strength(tokens.greedy),
-        "forget_exact_memorization": privacy.exact_memorization(tokens.greedy),
-    }
 
 
 def _is_number(value: Any) -> bool:

@@ -140,7 +140,8 @@ def task_metadata(options: Any, prompt_format: str, forget_rows: str | None) -> 
 
 def scored_docs(task: str, metadata: dict[str, Any]) -> list[dict[str, Any]]:
     """The documents each evaluation scores."""
-    from tofu_tasks.task import TaskOptions, eval_docs
+    from tofu_tasks.documents import eval_docs
+    from tofu_tasks.options import TaskOptions
 
     split = task.removeprefix("tofu_").removesuffix("_unlearn")
     return eval_docs(TaskOptions.from_metadata({**metadata, "forget_split": split}))

@@ -576,7 +576,8 @@ def scores_from_run(run: Path, settings: AuditSettings, metadata: dict[str, Any]
     selects, aggregated from its per-row numbers exactly as the task aggregates them (the same
     values a run of those rows alone gives); None when the run lacks one of the rows or asked it
     in other words."""
-    from tofu_tasks.task import TaskOptions, eval_docs
+    from tofu_tasks.documents import eval_docs
+    from tofu_tasks.options import TaskOptions
 
     task = settings.scoring.task
     rows = run_samples(_results_file(run), task)
@@ -708,7 +709,8 @@ def _results_file(path: Path) -> Path:
 
 
 def _forget_keys(settings: AuditSettings, metadata: dict[str, Any]) -> list[tuple[int, str]]:
-    from tofu_tasks.task import TaskOptions, eval_docs
+    from tofu_tasks.documents import eval_docs
+    from tofu_tasks.options import TaskOptions
 
     options = TaskOptions.from_metadata({**metadata, "forget_split": settings.scoring.split})
     return [(d["row"], d["question"]) for d in eval_docs(options) if d["set"] == "forget"]

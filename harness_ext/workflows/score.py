@@ -330,7 +330,8 @@ LOCATION_OPTIONS = ("data_dir",)
 
 def eval_data_sha256(settings: ScoreSettings) -> str:
     """Hash of the documents the task will score (the same function the task uses)."""
-    from tofu_tasks.task import TaskOptions, eval_docs
+    from tofu_tasks.documents import eval_docs
+    from tofu_tasks.options import TaskOptions
 
     options = TaskOptions.from_metadata({**settings.metadata, "forget_split": settings.split})
     from tofu_tasks import data
