@@ -415,10 +415,10 @@ def demo_target(given: str | None) -> Path:
 def demo_metadata(rows: int | None = None) -> dict[str, Any]:
     """The demo's task options; ``rows``: that many rows of every set and of the holdout (the
     first ones), for a shorter check."""
-    from harness_ext.workflows.demo import HOLDOUT_ROWS, DemoSettings, task_metadata
+    from harness_ext.workflows.demo import HOLDOUT_ROWS, DemoSettings, demo_task_options
 
     settings = DemoSettings()
-    options = {**task_metadata(settings), "prompt_format": settings.prompt_format}
+    options = {**demo_task_options(settings), "prompt_format": settings.prompt_format}
     if rows:
         options["max_rows_per_set"] = dict.fromkeys(
             ("forget", "retain", "real_authors", "world_facts"), rows

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from harness_ext.commands.cli import main
-from harness_ext.metrics.robustness import comparison, forget_metrics, recovery
+from harness_ext.metrics.recovery import comparison, forget_metrics, recovery
 from harness_ext.workflows.score import MANIFEST, completed_runs
 
 ROWS = 8  # forget01 rows memorised, then unlearned

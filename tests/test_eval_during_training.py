@@ -100,7 +100,7 @@ def test_evaluating_leaves_training_unchanged(evaluated, tiny_model_dir, tmp_pat
 def test_scoring_restores_mode_gradients_and_random_state(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from unlearn_methods.evaluation import plan_evaluation, score_model
+    from unlearn_methods.evaluation import plan_evaluation, score_live_model
 
     options = TrainOptions(model=str(tiny_model_dir), output="unused", **SETTINGS, **EVAL)
     plan = plan_evaluation(options, "plain")
@@ -111,7 +111,7 @@ def test_scoring_restores_mode_gradients_and_random_state(tiny_model_dir):
         p.grad = torch.randn_like(p)
     grads = [p.grad.clone() for p in model.parameters()]
     state = torch.get_rng_state()
-    metrics = score_model(model, AutoTokenizer.from_pretrained(tiny_model_dir), plan)
+    metrics = score_live_model(model, AutoTokenizer.from_pretrained(tiny_model_dir), plan)
     assert isinstance(metrics["forget_prob"], float)
     assert model.training
     assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads, strict=True))

@@ -112,7 +112,9 @@ def eval_task(options: Any) -> tuple[str, str | None]:
     return f"tofu_{name}_unlearn", rows
 
 
-def task_metadata(options: Any, prompt_format: str, forget_rows: str | None) -> dict[str, Any]:
+def evaluation_task_options(
+    options: Any, prompt_format: str, forget_rows: str | None
+) -> dict[str, Any]:
     """Task options of the evaluations: the user's (``--eval-metadata``), the training's prompt
     format, data and tokenizer, no auxiliary models unless asked for, ``--eval-rows``."""
     from tofu_tasks.options import check_option_names, hf_model_arguments, parse_metadata
@@ -235,7 +237,7 @@ def plan_evaluation(options: Any, prompt_format: str) -> EvalPlan | None:
         )
     check_parallelism(options)
     task, forget_rows = eval_task(options)
-    metadata = task_metadata(options, prompt_format, forget_rows)
+    metadata = evaluation_task_options(options, prompt_format, forget_rows)
     try:
         rule = selection_rule(options, task, metadata)
     except SelectionError as err:
@@ -288,7 +290,7 @@ def _quiet_logs(quiet: bool) -> Iterator[None]:
             each.setLevel(level)
 
 
-def score_model(model, tokenizer, plan: EvalPlan, quiet: bool = False) -> dict[str, Any]:
+def score_live_model(model, tokenizer, plan: EvalPlan, quiet: bool = False) -> dict[str, Any]:
     """The task's metrics of ``model`` as it is now; its mode, gradients and the random state
     are left as they were."""
     import torch
@@ -387,7 +389,7 @@ class EvaluateDuringTraining(TrainerCallback):
     # -------------------------------------------------------------- evaluation and selection
     def evaluate(self, model, tokenizer, state) -> dict[str, Any]:
         started = time.perf_counter()
-        metrics = score_model(model, tokenizer, self.plan, quiet=bool(self.history))
+        metrics = score_live_model(model, tokenizer, self.plan, quiet=bool(self.history))
         record = {
             "step": state.global_step,
             "epoch": state.epoch,

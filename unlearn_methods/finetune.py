@@ -29,7 +29,7 @@ from unlearn_methods.train import (
     TrainOptions,
     choose_prompt_format,
     load_model,
-    load_tokenizer,
+    load_training_tokenizer,
     lora_config,
     use_bf16,
     world_size,
@@ -89,7 +89,7 @@ def finetune(options: FinetuneOptions) -> Path:
                           dtype=options.dtype, bf16=options.bf16, lora=options.lora,
                           lora_r=options.lora_r, lora_alpha=options.lora_alpha,
                           lora_dropout=options.lora_dropout)  # fmt: skip
-    tokenizer = load_tokenizer(shared)
+    tokenizer = load_training_tokenizer(shared)
     prompt_format = choose_prompt_format(shared, tokenizer)
     encoder = PromptEncoder(tokenizer, get_prompt_format(prompt_format), options.max_length)
     rows = load_rows(options.data, options.data_dir)

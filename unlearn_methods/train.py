@@ -255,7 +255,7 @@ def check_same_run(output: Path, settings: dict[str, Any], resuming: bool) -> No
 
 
 # ---------------------------------------------------------------------- building blocks
-def load_tokenizer(options: TrainOptions):
+def load_training_tokenizer(options: TrainOptions):
     from transformers import AutoTokenizer
 
     try:
@@ -430,7 +430,7 @@ def dry_run(options: TrainOptions) -> dict[str, Any]:
     """The resolved run, without loading the model or touching the output folder."""
     resolve_method(options.method)
     # the tokenizer only decides the prompt format (chat template or not): read it only then
-    tokenizer = None if options.prompt_format else load_tokenizer(options)
+    tokenizer = None if options.prompt_format else load_training_tokenizer(options)
     data = load_unlearn_data(options.forget, options.retain, options.data_dir, options.targets)
     return resolved_run(options, data, choose_prompt_format(options, tokenizer))
 
@@ -454,7 +454,7 @@ def build_run(options: TrainOptions, callbacks: list | None = None) -> PreparedR
 
     method = resolve_method(options.method)  # fail fast on an unknown name
     output = Path(options.output)
-    tokenizer = load_tokenizer(options)
+    tokenizer = load_training_tokenizer(options)
     prompt_format = choose_prompt_format(options, tokenizer)
     data = load_unlearn_data(options.forget, options.retain, options.data_dir, options.targets)
     encoder = PromptEncoder(tokenizer, get_prompt_format(prompt_format), options.max_length)

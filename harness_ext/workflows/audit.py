@@ -42,9 +42,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness_ext.metrics.robustness import forget_metrics
+from harness_ext.metrics.recovery import forget_metrics
 from harness_ext.row_slices import RowSliceError, row_slices, slice_range
-from harness_ext.workflows import robustness
+from harness_ext.workflows import robustness_table
 from harness_ext.workflows.score import (
     MANIFEST,
     PARTIAL_PREFIX,
@@ -880,7 +880,7 @@ def table(spec: ModelSpec, results: list[AttackResult]) -> list[dict[str, Any]]:
         pair = (control.before.metrics, control.after.metrics) if control else None
         if control:
             runs["control_runs"] = f"{control.before.run} → {control.after.run}"
-        rows += robustness.table_rows(
+        rows += robustness_table.table_rows(
             spec.label, result.variant.shown, result.before.metrics, result.after.metrics,
             target, result.noise, pair, variant=result.variant.name, **runs,
         )  # fmt: skip
@@ -893,7 +893,7 @@ def to_markdown(
     lines = [f"# lm-unlearn audit: {spec.label} · {settings.scoring.split}", "",
              f"Runs in `{settings.scoring.output}`; target (before unlearning): "
              f"{settings.target or 'not given (no recovery)'}.", "",
-             robustness.markdown(rows), "", "Attacks:", ""]  # fmt: skip
+             robustness_table.markdown(rows), "", "Attacks:", ""]  # fmt: skip
     for result in results:
         v = result.variant
         what = ", ".join(f"{k} {val}" for k, val in v.settings.items())
@@ -984,7 +984,7 @@ def write_report(
                              relative_stand_ins(paths, output))  # fmt: skip
     files = [
         write_text_atomic(output / "audit.md", markdown + "\n"),
-        write_text_atomic(output / "audit.csv", robustness.csv(rows)),
+        write_text_atomic(output / "audit.csv", robustness_table.csv(rows)),
         write_json_atomic(output / "audit.json", payload),
     ]
     return AuditReport(rows, markdown, files, results)

@@ -171,7 +171,7 @@ def score(
         settings_key,
     )
 
-    metadata = {**task_metadata(settings)}
+    metadata = {**demo_task_options(settings)}
     named = ["--label", label] if label else []
     args = ["score", str(model), *named, "--prompt-format", settings.prompt_format,
             "--metadata", json.dumps(metadata, sort_keys=True),
@@ -193,7 +193,7 @@ def score(
     return found
 
 
-def task_metadata(settings: DemoSettings) -> dict[str, Any]:
+def demo_task_options(settings: DemoSettings) -> dict[str, Any]:
     limits = {"retain": settings.retain_rows, "real_authors": settings.utility_rows,
               "world_facts": settings.utility_rows}  # fmt: skip
     if settings.forget_rows:
@@ -223,7 +223,7 @@ def audit(
                    "--control-label", "retain model"]  # fmt: skip
     run_command(["audit", str(model), "--attacks", str(settings.audit), *relearn, "--target",
                  str(target_run), "--label", method, "--prompt-format", settings.prompt_format,
-                 "--metadata", json.dumps(task_metadata(settings), sort_keys=True),
+                 "--metadata", json.dumps(demo_task_options(settings), sort_keys=True),
                  "--reference", str(retain_run), "--pre-unlearning-reference", str(target_run),
                  "--batch-size", str(settings.score_batch_size), "--runs", str(runs),
                  "--output", str(folder)])  # fmt: skip

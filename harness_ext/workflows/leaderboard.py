@@ -18,7 +18,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from harness_ext.workflows import robustness
+from harness_ext.workflows import robustness_table
 from harness_ext.workflows.leaderboard_html import to_html
 from harness_ext.workflows.leaderboard_plots import figure_svg, pyplot
 from harness_ext.workflows.leaderboard_ranking import check_rank_metric, group_and_rank
@@ -45,8 +45,10 @@ def build_leaderboard(
     unread: list[tuple[Path, str]] = []
     records = read_runs([Path(p) for p in runs], unread)
     # attacked runs (lm-unlearn audit) are not ranked: they fill the robustness table
-    attacked = [r for r in records if robustness.attack_of(r.manifest)]
-    tables = group_and_rank([r for r in records if not robustness.attack_of(r.manifest)], rank_by)
+    attacked = [r for r in records if robustness_table.attack_of(r.manifest)]
+    tables = group_and_rank(
+        [r for r in records if not robustness_table.attack_of(r.manifest)], rank_by
+    )
     output = Path(output)
     ordered = [r for table in tables.values() for r in table.main + table.apart]
     robust_md, robust_html, robust_csv = robustness_section(attacked, output)
@@ -85,18 +87,18 @@ ROBUSTNESS_NOTE = (
 
 def robustness_section(attacked: list[RunRecord], output: Path) -> tuple[str, str, str | None]:
     """(Markdown, HTML, CSV text or None) of the robustness table of the attacked runs."""
-    rows = robustness.rows_from_runs(attacked)
+    rows = robustness_table.rows_from_runs(attacked)
     if not rows:
         return "", "", None
     link = lambda row: results_link(row["record"], output)  # noqa: E731
     text = f"\n## Robustness (lm-unlearn audit)\n\n{ROBUSTNESS_NOTE}\n\n"
-    text += robustness.summary_markdown(rows, link)
+    text += robustness_table.summary_markdown(rows, link)
     text += f"\n\nEvery forget metric, before, after and target: `{ROBUSTNESS_CSV}`.\n"
-    figure = robustness.figure(rows, pyplot())
+    figure = robustness_table.figure(rows, pyplot())
     page = (
         f"<h2>Robustness (lm-unlearn audit)</h2><p class='note'>{html.escape(ROBUSTNESS_NOTE)}</p>"
-        + robustness.summary_html(rows, link)
+        + robustness_table.summary_html(rows, link)
         + (figure_svg(figure) if figure is not None else "")
     )
     table = [{**row, "run": row["record"].label, "results_file": link(row)} for row in rows]
-    return text, page, robustness.csv(table)
+    return text, page, robustness_table.csv(table)

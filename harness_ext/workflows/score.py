@@ -46,7 +46,7 @@ from harness_ext.provenance import (
 MANIFEST = "manifest.json"
 PARTIAL_PREFIX = ".partial-"
 MANIFEST_FORMAT = "lm-unlearn-score/1"
-PROMPT_FORMATS = ("chat", "plain", "llama2", "phi", "template")
+PROMPT_FORMAT_CHOICES = ("chat", "plain", "llama2", "phi", "template")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -284,8 +284,10 @@ def detect_prompt_format(spec: ModelSpec, requested: str | None) -> tuple[str, s
     """(format, why): the chat template when the tokenizer has one, else plain; or as requested."""
     from transformers import AutoTokenizer
 
-    if requested and requested not in PROMPT_FORMATS:
-        raise ScoreError(f"unknown prompt format {requested!r}; choose from {PROMPT_FORMATS}")
+    if requested and requested not in PROMPT_FORMAT_CHOICES:
+        raise ScoreError(
+            f"unknown prompt format {requested!r}; choose from {PROMPT_FORMAT_CHOICES}"
+        )
     if requested == "template":
         return requested, "prompt_template in --metadata"
     if requested and requested != "chat":
@@ -339,7 +341,9 @@ def eval_data_sha256(settings: ScoreSettings) -> str:
     return data.content_hash(eval_docs(options))
 
 
-def task_metadata(spec: ModelSpec, settings: ScoreSettings, prompt_format: str) -> dict[str, Any]:
+def run_task_options(
+    spec: ModelSpec, settings: ScoreSettings, prompt_format: str
+) -> dict[str, Any]:
     metadata = dict(settings.metadata)
     if prompt_format != "chat":
         metadata["prompt_format"] = prompt_format
@@ -531,7 +535,7 @@ def _evaluate(
         model_arguments(spec, settings),
         [settings.task],
         backend=settings.backend,
-        metadata=task_metadata(spec, settings, prompt_format),
+        metadata=run_task_options(spec, settings, prompt_format),
         apply_chat_template=prompt_format == "chat",
         batch_size=settings.batch_size,
         device=settings.device,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from harness_ext.metrics.glossary import label
-from harness_ext.metrics.robustness import LEADING_FORGET_METRICS, comparison, number
+from harness_ext.metrics.recovery import LEADING_FORGET_METRICS, comparison, number
 from harness_ext.workflows.table_cells import cell, csv_text, md_text
 
 COLUMNS = ("model", "attack", "metric", "before", "after", "gain", "target", "recovery",
