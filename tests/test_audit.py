@@ -83,7 +83,8 @@ def models(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
 def audited(tmp_path_factory, models, tiny_model_dir):
     """One audit with every attack, the untrained tiny model (it never saw the forget rows) as
     the control; returns the report, the folders and its wall time."""
-    from harness_ext.workflows.audit import AuditSettings, RelearnSettings, run_audit
+    from harness_ext.workflows.audit import run_audit
+    from harness_ext.workflows.audit_settings import AuditSettings, RelearnSettings
     from harness_ext.workflows.score import ScoreSettings
 
     root = tmp_path_factory.mktemp("audit")
@@ -187,7 +188,7 @@ def test_the_noise_of_a_gap_comes_from_resampling_the_rows():
 
 def test_relearning_splits_name_their_rows():
     from harness_ext.row_slices import row_slices
-    from harness_ext.workflows.audit import AuditError, relearn_rows
+    from harness_ext.workflows.audit_settings import AuditError, relearn_rows
 
     trained, scored = relearn_rows(None, 40)  # forget01: two authors of 20 rows
     assert row_slices(trained) == [(0, 10), (20, 30)]
@@ -415,7 +416,8 @@ def test_a_second_audit_reuses_the_attacked_models_and_runs(
 ):
     from dataclasses import replace
 
-    from harness_ext.workflows.audit import AuditSettings, RelearnSettings, run_audit
+    from harness_ext.workflows.audit import run_audit
+    from harness_ext.workflows.audit_settings import AuditSettings, RelearnSettings
     from harness_ext.workflows.score import ScoreSettings
 
     root = audited["root"]
@@ -460,7 +462,8 @@ def test_a_target_run_gives_its_scores_on_the_rows_wanted(audited):
     """--target as a scoring run: its own metrics when it scored exactly the rows wanted,
     aggregated over the rows wanted when they are a part of its rows, nothing when it lacks
     some."""
-    from harness_ext.workflows.audit import AuditSettings, target_from_run
+    from harness_ext.workflows.audit_scores import target_from_run
+    from harness_ext.workflows.audit_settings import AuditSettings
     from harness_ext.workflows.score import ScoreSettings
 
     runs = audited["runs"]
@@ -472,7 +475,7 @@ def test_a_target_run_gives_its_scores_on_the_rows_wanted(audited):
     assert exact.metrics == manifest["attack"]["target"]["metrics"] and not exact.note
     two_rows = {**rows_4_to_7, "max_rows_per_set": {**SCORED, "forget": 2}}
     part = target_from_run(target_run, settings, two_rows)
-    samples = {row: s for (row, _), s in _forget_samples(target_run).items()}
+    samples = {row: s for (row, _), s in forget_samples(target_run).items()}
     expected = (samples[4]["forget_prob"] + samples[5]["forget_prob"]) / 2
     assert part.metrics["forget_prob"] == pytest.approx(expected)
     assert part.note.endswith("aggregated from this run's per-row numbers")
@@ -481,20 +484,16 @@ def test_a_target_run_gives_its_scores_on_the_rows_wanted(audited):
     assert elsewhere.metrics == {} and "did not score" in elsewhere.note
 
 
-def _forget_samples(run_dir: Path) -> dict:
-    from harness_ext.workflows.audit import _forget_samples as read
+def forget_samples(run_dir: Path) -> dict:
+    from harness_ext.workflows.audit_scores import forget_samples as read
 
     (results_file,) = run_dir.rglob("results_*.json")
     return read(results_file, "tofu_forget01_unlearn")
 
 
 def test_relearning_a_lora_adapter_saves_an_adapter_on_the_unlearned_model(models, tmp_path):
-    from harness_ext.workflows.audit import (
-        AuditSettings,
-        RelearnSettings,
-        plan,
-        relearned_model,
-    )
+    from harness_ext.workflows.audit_attacks import plan, relearned_model
+    from harness_ext.workflows.audit_settings import AuditSettings, RelearnSettings
     from harness_ext.workflows.score import ScoreSettings, resolve_model
 
     relearn = RelearnSettings(rows=RELEARN_ROWS, steps=2, learning_rate=1e-3, lora=True,
@@ -519,7 +518,8 @@ def test_before_scores_come_from_the_models_ordinary_run_as_a_run_of_those_rows_
     that part alone gives (means, and forget quality against a retain reference)."""
     from dataclasses import replace
 
-    from harness_ext.workflows.audit import AuditSettings, scores_from_run, usual_run
+    from harness_ext.workflows.audit_scores import scores_from_run, usual_run
+    from harness_ext.workflows.audit_settings import AuditSettings
     from harness_ext.workflows.score import ScoreSettings, score_model
 
     runs = audited["root"] / "ordinary-runs"

@@ -340,7 +340,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     import shlex
 
-    from harness_ext.workflows.audit import AuditSettings, RelearnSettings, run_audit
+    from harness_ext.workflows.audit import run_audit
+    from harness_ext.workflows.audit_settings import AuditSettings, RelearnSettings
     from harness_ext.workflows.score import ScoreSettings
     from tofu_tasks.options import parse_metadata
 

@@ -1,0 +1,220 @@
+"""The audit's attacks: the variants of the unlearned model to build (relearned on part of the
+forget set, quantised to 8 or 4 bits, asked in other words), each built once and kept."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from harness_ext.row_slices import row_slices
+from harness_ext.workflows.audit_settings import (
+    ATTACK_CARD,
+    AUDIT_SETS,
+    QUANTIZE_SCHEMES,
+    AuditSettings,
+    Variant,
+    forget_row_count,
+    relearn_rows,
+)
+from harness_ext.workflows.score import (
+    PARTIAL_PREFIX,
+    ModelSpec,
+    detect_prompt_format,
+    requested_prompt_format,
+    slug,
+    tokenizer_source,
+)
+
+
+# ---------------------------------------------------------------------- the attacks
+def plan(settings: AuditSettings) -> list[Variant]:
+    # The table holds forget metrics only: the utility sets are not scored unless asked for.
+    base = {"sets": list(AUDIT_SETS), **settings.scoring.metadata}
+    variants: list[Variant] = []
+    for attack in settings.attacks:
+        if attack == "relearn":
+            variants.append(relearn_variant(settings, base))
+        elif attack == "quantize":
+            variants += [quantize_variant(settings, base, bits) for bits in settings.bits]
+        else:
+            variants.append(paraphrase_variant(base))
+    return variants
+
+
+def paraphrase_variant(base: dict[str, Any]) -> Variant:
+    """The same model asked TOFU's rephrased forget questions; before: the original ones."""
+    asked = {"forget_question": "paraphrased"}
+    return Variant("paraphrase", "paraphrase", asked, {**base, **asked}, base,
+                   scored="paraphrased questions")  # fmt: skip
+
+
+def relearn_variant(settings: AuditSettings, base: dict[str, Any]) -> Variant:
+    split, r = settings.scoring.split, settings.relearn
+    total = forget_row_count(split, base.get("data_dir"))
+    trained, scored_rows = relearn_rows(r.rows, total, r.split)
+    trained_slices, scored_slices = row_slices(trained), row_slices(scored_rows)
+    scored_text = ",".join(f"{a}:{b}" for a, b in scored_slices)
+    scored = {**base, "forget_rows": scored_text}
+    which = "rows given by hand" if r.rows is not None else r.split
+    what = {"split": which,
+            "trained_on": ",".join(f"{split}[{a}:{b}]" for a, b in trained_slices),
+            "scored_rows": scored_text, "steps": r.steps,
+            "learning_rate": r.learning_rate, "lr_schedule": "constant, no warm-up",
+            "batch_size": r.batch_size, "weights": "LoRA (r 8, alpha 32)" if r.lora else "all",
+            "seed": r.seed, "max_length": r.max_length}  # fmt: skip
+    shown = ", ".join(f"{a}-{b - 1}" for a, b in trained_slices)
+    title = f"relearn ({which}: trained rows {shown}), {r.steps} steps, lr {r.learning_rate:g}" + (
+        ", LoRA" if r.lora else ""
+    )
+    return Variant("relearn", "relearn", what, scored, scored, f"rows {scored_text}", title)
+
+
+def quantize_variant(settings: AuditSettings, base: dict[str, Any], bits: int) -> Variant:
+    import bitsandbytes
+
+    what = {"bits": bits, "library": f"bitsandbytes {bitsandbytes.__version__}",
+            "scheme": QUANTIZE_SCHEMES[bits], "device": quantize_device(settings)}  # fmt: skip
+    scored = "" if base == settings.scoring.metadata else "forget and holdout sets"
+    return Variant("quantize", f"quantize-{bits}bit", what, base, base, scored)
+
+
+def quantize_device(settings: AuditSettings) -> str:
+    from harness_ext.metrics.output_quality import resolve_device
+
+    return str(resolve_device(settings.scoring.device))
+
+
+def models_dir(settings: AuditSettings) -> Path:
+    from harness_ext.assets import cache_dir
+
+    return Path(settings.models_dir) if settings.models_dir else cache_dir() / "audit"
+
+
+def model_folder(settings: AuditSettings, spec: ModelSpec, variant: Variant) -> Path:
+    """Where an attacked model lives: named by the input model and the attack's settings."""
+    from harness_ext.provenance import package_versions
+    from harness_ext.workflows.score import model_identity
+
+    key = {"input": model_identity(spec.fingerprint), "variant": variant.name,
+           "settings": variant.settings, "transformers": package_versions().get("transformers")}  # fmt: skip
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return models_dir(settings) / f"{slug(spec.name, 40)}-{variant.name}-{digest[:12]}"
+
+
+def write_attack_card(folder: Path, spec: ModelSpec, variant: Variant, seconds: float) -> None:
+    from harness_ext.provenance import package_versions, write_json_atomic
+
+    card = {"attack": variant.attack, "variant": variant.name, "settings": variant.settings,
+            "input_model": {"given": spec.source, "fingerprint": spec.fingerprint},
+            "versions": package_versions(), "build_seconds": round(seconds, 1)}  # fmt: skip
+    write_json_atomic(folder / ATTACK_CARD, card)
+
+
+def relearned_model(settings: AuditSettings, spec: ModelSpec, variant: Variant) -> Path:
+    """Fine-tune the unlearned model on the relearn rows (``lm-unlearn finetune``'s code)."""
+    from unlearn_methods.finetune import FinetuneOptions, finetune
+
+    folder = model_folder(settings, spec, variant)
+    if (folder / ATTACK_CARD).is_file():
+        print(f"relearn: reusing {folder}")
+        return folder
+    r, scoring = settings.relearn, settings.scoring
+    prompt_format, _ = detect_prompt_format(spec, requested_prompt_format(scoring))
+    options = FinetuneOptions(
+        model=spec.peft or spec.pretrained, output=str(folder),
+        data=variant.settings["trained_on"], epochs=1.0, learning_rate=r.learning_rate,
+        per_device_batch_size=r.batch_size, effective_batch_size=r.batch_size,
+        max_length=r.max_length, prompt_format=prompt_format, lora=r.lora, seed=r.seed,
+        data_dir=scoring.metadata.get("data_dir"), pad_token=_pad_token(spec), overwrite=True,
+        training_args={"max_steps": r.steps, "lr_scheduler_type": "constant", "warmup_steps": 0},
+    )  # fmt: skip
+    print(f"relearn: {r.steps} steps on {options.data} at lr {r.learning_rate:g} -> {folder}")
+    started = time.time()
+    finetune(options)
+    write_attack_card(folder, spec, variant, time.time() - started)
+    return folder
+
+
+def _pad_token(spec: ModelSpec) -> str | None:
+    """'eos' when the tokenizer has no pad token (padding only; padded labels are masked)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(spec))
+    return None if tokenizer.pad_token is not None else "eos"
+
+
+def quantized_model(settings: AuditSettings, spec: ModelSpec, variant: Variant) -> Path:
+    """The model with bitsandbytes weights, saved (config.json carries the quantization config,
+    so lm-eval and transformers load it quantised)."""
+    folder = model_folder(settings, spec, variant)
+    if (folder / ATTACK_CARD).is_file():
+        print(f"{variant.name}: reusing {folder}")
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f"{PARTIAL_PREFIX}{folder.name}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        print(f"{variant.name}: {variant.settings['scheme']} -> {folder}")
+        started = time.time()
+        _save_quantized(spec, variant, staging)
+        write_attack_card(staging, spec, variant, time.time() - started)
+        shutil.rmtree(folder, ignore_errors=True)  # a folder left without its card
+        os.rename(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def bnb_config(bits: int, device: str):
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float32,
+    )
+
+
+def _save_quantized(spec: ModelSpec, variant: Variant, staging: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness_ext.model_files import add_reader_compatibility
+
+    device = variant.settings["device"]
+    config = bnb_config(variant.settings["bits"], device)
+    source = spec.pretrained
+    if spec.peft:  # an adapter: merged into its base first, then quantised
+        source = str(staging / "merged")
+        _merge_adapter(spec, Path(source))
+    model = AutoModelForCausalLM.from_pretrained(
+        source, quantization_config=config, device_map={"": device}, dtype="auto"
+    )
+    model.save_pretrained(staging)
+    AutoTokenizer.from_pretrained(tokenizer_source(spec)).save_pretrained(staging)
+    add_reader_compatibility(staging)
+    shutil.rmtree(staging / "merged", ignore_errors=True)
+
+
+def _merge_adapter(spec: ModelSpec, folder: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(spec.pretrained)
+    PeftModel.from_pretrained(base, spec.peft).merge_and_unload().save_pretrained(folder)
+
+
+def attacked_model(settings: AuditSettings, spec: ModelSpec, variant: Variant) -> Path | None:
+    if variant.attack == "relearn":
+        return relearned_model(settings, spec, variant)
+    if variant.attack == "quantize":
+        return quantized_model(settings, spec, variant)
+    return None  # paraphrase changes the questions, not the model
