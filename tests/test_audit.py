@@ -16,7 +16,8 @@ import torch
 
 from harness_ext.commands.cli import main
 from harness_ext.metrics.recovery import comparison, forget_metrics, recovery
-from harness_ext.workflows.score import MANIFEST, completed_runs
+from harness_ext.workflows.score_inputs import MANIFEST
+from harness_ext.workflows.score_runs import completed_runs
 
 ROWS = 8  # forget01 rows memorised, then unlearned
 RELEARN_ROWS = ":4"  # relearned; rows 4.. are scored (cut to 4 rows by max_rows_per_set)
@@ -85,7 +86,7 @@ def audited(tmp_path_factory, models, tiny_model_dir):
     the control; returns the report, the folders and its wall time."""
     from harness_ext.workflows.audit import run_audit
     from harness_ext.workflows.audit_settings import AuditSettings, RelearnSettings
-    from harness_ext.workflows.score import ScoreSettings
+    from harness_ext.workflows.score_inputs import ScoreSettings
 
     root = tmp_path_factory.mktemp("audit")
     scoring = ScoreSettings(prompt_format="plain", metadata=dict(FAST), batch_size="8",
@@ -372,12 +373,8 @@ def test_the_paraphrase_variant_asks_tofus_rephrased_questions(audited, tofu_dir
 
 
 def test_forget_question_is_a_task_option_that_changes_the_settings(tiny_model_dir):
-    from harness_ext.workflows.score import (
-        ScoreSettings,
-        resolve_model,
-        settings_hash,
-        settings_key,
-    )
+    from harness_ext.workflows.score_inputs import ScoreSettings, resolve_model
+    from harness_ext.workflows.score_runs import settings_hash, settings_key
     from tofu_tasks.data import TofuDataError, build_eval_docs
 
     spec = resolve_model(str(tiny_model_dir))
@@ -418,7 +415,7 @@ def test_a_second_audit_reuses_the_attacked_models_and_runs(
 
     from harness_ext.workflows.audit import run_audit
     from harness_ext.workflows.audit_settings import AuditSettings, RelearnSettings
-    from harness_ext.workflows.score import ScoreSettings
+    from harness_ext.workflows.score_inputs import ScoreSettings
 
     root = audited["root"]
     scoring = ScoreSettings(prompt_format="plain", metadata=dict(FAST), batch_size="8",
@@ -464,7 +461,7 @@ def test_a_target_run_gives_its_scores_on_the_rows_wanted(audited):
     some."""
     from harness_ext.workflows.audit_scores import target_from_run
     from harness_ext.workflows.audit_settings import AuditSettings
-    from harness_ext.workflows.score import ScoreSettings
+    from harness_ext.workflows.score_inputs import ScoreSettings
 
     runs = audited["runs"]
     _, manifest = _attacked(runs, "relearn")
@@ -494,7 +491,7 @@ def forget_samples(run_dir: Path) -> dict:
 def test_relearning_a_lora_adapter_saves_an_adapter_on_the_unlearned_model(models, tmp_path):
     from harness_ext.workflows.audit_attacks import plan, relearned_model
     from harness_ext.workflows.audit_settings import AuditSettings, RelearnSettings
-    from harness_ext.workflows.score import ScoreSettings, resolve_model
+    from harness_ext.workflows.score_inputs import ScoreSettings, resolve_model
 
     relearn = RelearnSettings(rows=RELEARN_ROWS, steps=2, learning_rate=1e-3, lora=True,
                               max_length=128)  # fmt: skip
@@ -520,7 +517,8 @@ def test_before_scores_come_from_the_models_ordinary_run_as_a_run_of_those_rows_
 
     from harness_ext.workflows.audit_scores import scores_from_run, usual_run
     from harness_ext.workflows.audit_settings import AuditSettings
-    from harness_ext.workflows.score import ScoreSettings, score_model
+    from harness_ext.workflows.score import score_model
+    from harness_ext.workflows.score_inputs import ScoreSettings
 
     runs = audited["root"] / "ordinary-runs"
     scoring = ScoreSettings(prompt_format="plain", metadata=dict(FAST), batch_size="8",

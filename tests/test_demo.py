@@ -7,7 +7,8 @@ import pytest
 
 from harness_ext.commands.cli import main
 from harness_ext.workflows.demo import DemoSettings, run_demo
-from harness_ext.workflows.score import MANIFEST, completed_runs
+from harness_ext.workflows.score_inputs import MANIFEST
+from harness_ext.workflows.score_runs import completed_runs
 
 
 def tiny_demo(root, model_dir, methods, **more) -> DemoSettings:

@@ -336,7 +336,8 @@ def test_forget_only_evaluations_and_the_choice_reach_the_leaderboard(
     retain model's value, and a scoring run of the output carries the choice into the
     leaderboard (checkpoint column, matched-forgetting sentence)."""
     from harness_ext.commands.cli import main
-    from harness_ext.workflows.score import MANIFEST, completed_runs
+    from harness_ext.workflows.score_inputs import MANIFEST
+    from harness_ext.workflows.score_runs import completed_runs
     from harness_ext.workflows.table_cells import cell as fmt
 
     docs = [d for d in scored_docs() if d["set"] == "forget"]

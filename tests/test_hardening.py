@@ -20,7 +20,7 @@ import pytest
 
 from harness_ext.commands.cli import main
 from harness_ext.workflows.leaderboard import build_leaderboard
-from harness_ext.workflows.score import completed_runs
+from harness_ext.workflows.score_runs import completed_runs
 
 TRAIN = ["--method", "GA+GD", "--forget", "forget01", "--max-steps", "6", "--save-steps", "2",
          "--batch-size", "4", "--effective-batch-size", "4", "--max-length", "96",

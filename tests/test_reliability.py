@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from harness_ext.commands.cli import main
 from harness_ext.lm_eval_plugin.results import latest_results, task_metrics
 from harness_ext.workflows.leaderboard_runs import read_runs
-from harness_ext.workflows.score import MANIFEST, completed_runs
+from harness_ext.workflows.score_inputs import MANIFEST
+from harness_ext.workflows.score_runs import completed_runs
 
 TASK = "tofu_forget01_unlearn"
 NO_AUX = json.dumps({"embedding_model": "none", "nli_model": "none"})

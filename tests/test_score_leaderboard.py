@@ -15,7 +15,8 @@ import pytest
 from harness_ext.commands.cli import main
 from harness_ext.workflows.leaderboard import build_leaderboard
 from harness_ext.workflows.leaderboard_runs import read_runs
-from harness_ext.workflows.score import MANIFEST, ScoreError, completed_runs, resolve_model
+from harness_ext.workflows.score_inputs import MANIFEST, ScoreError, resolve_model
+from harness_ext.workflows.score_runs import completed_runs
 
 TASK = "tofu_forget01_unlearn"
 FAST = ["--max-rows-per-set", "2", "--batch-size", "4", "--device", "cpu",

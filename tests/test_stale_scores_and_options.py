@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from harness_ext.commands.cli import main
-from harness_ext.workflows.score import ScoreSettings, resolve_model, settings_hash, settings_key
+from harness_ext.workflows.score_inputs import ScoreSettings, resolve_model
+from harness_ext.workflows.score_runs import settings_hash, settings_key
 
 FAST = ["--max-rows-per-set", "1", "--batch-size", "4", "--device", "cpu",
         "--metadata", json.dumps({"embedding_model": "none", "nli_model": "none"})]  # fmt: skip
@@ -67,7 +68,7 @@ def test_an_untouched_copy_elsewhere_is_the_same_model(tmp_path, tiny_model_dir)
 def test_options_data_backend_references_and_versions_enter_the_settings(
     tmp_path, tiny_model_dir, tofu_copy, monkeypatch
 ):
-    import harness_ext.workflows.score as score
+    import harness_ext.workflows.score_runs as score
 
     base = digest(tiny_model_dir)
     assert digest(tiny_model_dir, metadata={"max_rows_per_set": 2}) != base

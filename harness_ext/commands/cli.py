@@ -285,7 +285,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from harness_ext.workflows.score import ScoreSettings, expand_models, score_model
+    from harness_ext.workflows.score import score_model
+    from harness_ext.workflows.score_inputs import ScoreSettings, expand_models
     from tofu_tasks.options import parse_metadata
 
     metadata = parse_metadata(args.metadata)
@@ -342,7 +343,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     from harness_ext.workflows.audit import run_audit
     from harness_ext.workflows.audit_settings import AuditSettings, RelearnSettings
-    from harness_ext.workflows.score import ScoreSettings
+    from harness_ext.workflows.score_inputs import ScoreSettings
     from tofu_tasks.options import parse_metadata
 
     metadata = parse_metadata(args.metadata)

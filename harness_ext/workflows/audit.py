@@ -65,12 +65,8 @@ from harness_ext.workflows.audit_settings import (
     check_settings,
     target_is_run,
 )
-from harness_ext.workflows.score import (
-    ModelSpec,
-    ScoreError,
-    eval_data_sha256,
-    resolve_model,
-)
+from harness_ext.workflows.score_inputs import ModelSpec, ScoreError, resolve_model
+from harness_ext.workflows.score_runs import eval_data_sha256
 
 
 # ---------------------------------------------------------------------- the audit

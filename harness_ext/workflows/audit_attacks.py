@@ -21,14 +21,14 @@ from harness_ext.workflows.audit_settings import (
     forget_row_count,
     relearn_rows,
 )
-from harness_ext.workflows.score import (
+from harness_ext.workflows.score_inputs import (
     PARTIAL_PREFIX,
     ModelSpec,
     detect_prompt_format,
     requested_prompt_format,
-    slug,
     tokenizer_source,
 )
+from harness_ext.workflows.score_runs import slug
 
 
 # ---------------------------------------------------------------------- the attacks
@@ -98,7 +98,7 @@ def models_dir(settings: AuditSettings) -> Path:
 def model_folder(settings: AuditSettings, spec: ModelSpec, variant: Variant) -> Path:
     """Where an attacked model lives: named by the input model and the attack's settings."""
     from harness_ext.provenance import package_versions
-    from harness_ext.workflows.score import model_identity
+    from harness_ext.workflows.score_runs import model_identity
 
     key = {"input": model_identity(spec.fingerprint), "variant": variant.name,
            "settings": variant.settings, "transformers": package_versions().get("transformers")}  # fmt: skip

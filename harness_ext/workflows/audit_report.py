@@ -17,9 +17,7 @@ from harness_ext.workflows.audit_settings import (
     AuditReport,
     AuditSettings,
 )
-from harness_ext.workflows.score import (
-    ModelSpec,
-)
+from harness_ext.workflows.score_inputs import ModelSpec
 from harness_ext.workflows.table_cells import md_text
 
 

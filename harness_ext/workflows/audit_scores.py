@@ -19,13 +19,13 @@ from harness_ext.workflows.audit_settings import (
     Variant,
     target_is_run,
 )
-from harness_ext.workflows.score import (
+from harness_ext.workflows.score import score_model
+from harness_ext.workflows.score_inputs import (
     MANIFEST,
     ModelSpec,
     detect_prompt_format,
     requested_prompt_format,
     resolve_model,
-    score_model,
 )
 
 
@@ -88,7 +88,7 @@ def usual_run(
     """The model's ordinary scoring run in the runs folder (``lm-unlearn score`` with the audit's
     task options and references), if one was made. A control (``as_target``) is also looked up
     as scored without references, as a retain model usually is."""
-    from harness_ext.workflows.score import find_scored, settings_hash, settings_key
+    from harness_ext.workflows.score_runs import find_scored, settings_hash, settings_key
 
     spec = resolve_model(model, base)
     scoring = replace(settings.scoring, attack=None, label=None, base_label=None)

@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness_ext.row_slices import RowSliceError, slice_range
-from harness_ext.workflows.score import (
-    ScoreSettings,
-)
+from harness_ext.workflows.score_inputs import ScoreSettings
 
 ATTACKS = ("relearn", "quantize", "paraphrase")
 AUDIT_SETS = ("forget", "holdout")  # the sets the audit scores unless --metadata names others

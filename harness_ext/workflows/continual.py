@@ -97,7 +97,8 @@ def train_request(settings: ContinualSettings, k: int) -> Path:
 
 def score_request(settings: ContinualSettings, k: int, model: Path, served: bool = False) -> dict:
     from harness_ext.lm_eval_plugin.results import latest_results, task_metrics
-    from harness_ext.workflows.score import ScoreSettings, score_model
+    from harness_ext.workflows.score import score_model
+    from harness_ext.workflows.score_inputs import ScoreSettings
 
     start, stop = request_rows(k)
     rows = f"{start}:{FORGET10_ROWS}" if served else f"{start}:{stop}"  # served: requests 1..k

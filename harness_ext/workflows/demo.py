@@ -163,13 +163,8 @@ def score(
     *refs: str,
     label: str = "",
 ) -> Path:
-    from harness_ext.workflows.score import (
-        ScoreSettings,
-        find_scored,
-        resolve_model,
-        settings_hash,
-        settings_key,
-    )
+    from harness_ext.workflows.score_inputs import ScoreSettings, resolve_model
+    from harness_ext.workflows.score_runs import find_scored, settings_hash, settings_key
 
     metadata = {**demo_task_options(settings)}
     named = ["--label", label] if label else []
@@ -253,7 +248,7 @@ def remove_stale_runs(runs: Path, current: list[Path]) -> None:
     audit runs of models that are not the current ones."""
     import shutil
 
-    from harness_ext.workflows.score import completed_runs
+    from harness_ext.workflows.score_runs import completed_runs
 
     def read(run: Path) -> dict[str, Any]:
         try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness_ext.workflows.score import MANIFEST
+from harness_ext.workflows.score_inputs import MANIFEST
 from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS, FORGET, NEIGHBOR
 
 # The set and metric names come from their one definition (tofu_tasks.eval_sets).

@@ -20,7 +20,7 @@ from harness_ext.workflows.leaderboard_runs import (
     RunRecord,
     selection_of,
 )
-from harness_ext.workflows.score import MANIFEST
+from harness_ext.workflows.score_inputs import MANIFEST
 from harness_ext.workflows.table_cells import cell, csv_text, md_text, short_text
 
 
