@@ -110,6 +110,9 @@ def _comparability(task: str, results: dict[str, Any]) -> dict[str, Any]:
         "data_sha256": tofu.get("data_sha256"),
         "rows_per_set": tofu.get("rows_per_set"),
         "generation_max_length": options.get("generation_max_length"),
+        # the same model asked in other words scores differently: one prompt per table
+        "prompt_format": tofu.get("prompt_format"),
+        "prompt_template": tofu.get("prompt_template") or options.get("prompt_template"),
         "metric_variants": tofu.get("metric_variants"),
         "metric_models": models or None,
     }

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,15 @@ def score_model(model: str, settings: ScoreSettings, base: str | None = None) ->
         print(f"{model}: already scored with identical settings in {scored}; skipped")
         return ScoreOutcome(model, scored, skipped=True)
     print(f"{model}: scoring on {settings.task}, prompt format {prompt_format} ({why})")
+    if prompt_format == "chat" and requested_prompt_format(settings) is None:
+        # lm_eval itself asks in the plain format unless given --apply_chat_template
+        print(
+            f"{model}: NOTE: the chat template formats the questions, as `lm_eval "
+            f"--apply_chat_template` does; a plain `lm_eval` run of this model asks in the plain "
+            f"format, scores differently, and is never ranked in one table with this run "
+            f"(--prompt-format plain scores as it does)",
+            file=sys.stderr,
+        )
     settings.output.mkdir(parents=True, exist_ok=True)
     partial = settings.output / f"{PARTIAL_PREFIX}{name}-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
