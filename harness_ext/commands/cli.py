@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness_ext import __version__
+from harness_ext.commands.parsing import Parser, with_examples
 from harness_ext.lm_eval_plugin import DEFAULT_BACKEND
 
 
@@ -306,7 +308,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         output=args.output,
         force=args.force,
     )
-    models = expand_models(args.models, args.list)
+    models = expand_models([*args.models, *args.more_models], args.list)
     if args.label and len(models) > 1:
         raise ValueError("--label names one model; score several models without it")
     if args.base and len(models) > 1:
@@ -482,10 +484,70 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# Two or three examples at the end of each command's help (a test parses every one).
+EXAMPLES = {
+    "aggregate": [
+        "lm-unlearn aggregate --legacy-logs logs/llama2-7b_full_wd0.01 --json",
+        "lm-unlearn aggregate --legacy-logs logs/llama2-7b_full_wd0.01 "
+        "--reference-logs logs/llama2-7b_retain90_wd0.01 --tokenizer meta-llama/Llama-2-7b-chat-hf",
+    ],
+    "demo": [
+        "lm-unlearn demo",
+        "lm-unlearn demo --methods ME+GD,IDK+AP,GA+GD,NPO+GD --audit relearn,quantize,paraphrase",
+        "lm-unlearn demo --no-audit --no-matching",
+    ],
+    "reference": [
+        "lm-unlearn reference --model locuslab/tofu_ft_llama2-7b --prompt-format llama2 "
+        "--output refs/target.json",
+        "lm-unlearn reference --model models/retain99 --model-args dtype=bfloat16 "
+        "--tasks tofu_forget10_unlearn --output refs/retain90.json",
+    ],
+    "train": [
+        "lm-unlearn train --config tofu_llama2 --method ME+GD --forget forget01 --output runs/me-gd",
+        "lm-unlearn train --config tofu_llama2 --method IDK+AP --forget forget05 --lora "
+        "--output runs/idk-ap",
+        "lm-unlearn train --method GA+GD --model MODEL --forget forget01 --output runs/ga-gd "
+        "--eval-every 2 --select-matching-reference refs/retain99.json",
+    ],
+    "continual": [
+        "lm-unlearn continual --method ME+GD --model locuslab/tofu_ft_llama2-7b --requests 10 "
+        "--prompt-format llama2 --pad-token eos --output runs/continual-me-gd",
+    ],
+    "finetune": [
+        "lm-unlearn finetune --model meta-llama/Llama-2-7b-chat-hf --data retain99 "
+        "--prompt-format llama2 --pad-token eos --output models/retain99",
+        "lm-unlearn finetune --model MODEL --data full --epochs 5 --output models/target",
+    ],
+    "score": [
+        "lm-unlearn score runs/me-gd --reference refs/retain99.json "
+        "--pre-unlearning-reference refs/target.json",
+        "lm-unlearn score open-unlearning/some-model --base meta-llama/Llama-2-7b-chat-hf "
+        "--split forget10",
+        "lm-unlearn score --list models.txt --backend vllm --model-args tensor_parallel_size=2",
+    ],
+    "leaderboard": [
+        "lm-unlearn leaderboard results/runs --output results/",
+        "lm-unlearn leaderboard results/runs --rank-by privleak --output results/by-privleak",
+    ],
+    "audit": [
+        "lm-unlearn audit runs/me-gd --target locuslab/tofu_ft_llama2-7b --control models/retain99",
+        "lm-unlearn audit runs/me-gd --attacks quantize --bits 4 --target results/runs/target-run",
+    ],
+    "doctor": ["lm-unlearn doctor", "lm-unlearn doctor --data-dir path/to/tofu"],
+    "tasks-path": [
+        'lm_eval --include_path "$(lm-unlearn tasks-path)" --tasks tofu_forget01_unlearn'
+    ],
+    "eval": [
+        "lm-unlearn eval --model hf --model_args pretrained=MODEL --tasks tofu_forget01_unlearn",
+    ],
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="lm-unlearn", description="Machine unlearning of LLMs on lm-evaluation-harness."
     )
+    parser.add_argument("--version", action="version", version=f"lm-unlearn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     agg = sub.add_parser(
@@ -653,9 +715,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--split", default="forget01", choices=["forget01", "forget05", "forget10"])
     score.add_argument(
-        "--backend",
         "--model",
-        dest="backend",
+        dest="more_models",
+        metavar="MODEL",
+        action="append",
+        default=[],
+        help="a model to score, as the positional MODELS (may be repeated)",
+    )
+    score.add_argument(
+        "--backend",
         default=DEFAULT_BACKEND,
         help=f"lm-eval backend: {DEFAULT_BACKEND} (default), hf, vllm, ...",
     )
@@ -709,6 +777,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     run.set_defaults(handler=None)
+    for name, command in sub.choices.items():
+        with_examples(command, EXAMPLES[name])
     return parser
 
 
@@ -753,7 +823,7 @@ def add_audit_parser(sub) -> None:
     audit.add_argument("--relearn-lora", action="store_true", help="relearn a LoRA adapter")
     audit.add_argument("--relearn-seed", type=int, default=42)
     audit.add_argument("--bits", default="8,4", help="quantize: weight bits, 8 and/or 4")
-    audit.add_argument("--backend", "--model-backend", dest="backend", default=DEFAULT_BACKEND,
+    audit.add_argument("--backend", default=DEFAULT_BACKEND,
                        help=f"lm-eval backend: {DEFAULT_BACKEND} (default), hf, ...")  # fmt: skip
     audit.add_argument("--model-args", help="more lm-eval model arguments")
     audit.add_argument("--prompt-format", help="chat, plain, llama2 or phi (default: detected)")
