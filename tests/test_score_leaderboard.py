@@ -186,7 +186,7 @@ def test_a_failed_scoring_run_leaves_nothing(tmp_path, tiny_model_dir, monkeypat
     ("extra", "backend", "model_args"),
     [
         ([], "hf-unlearn", {}),
-        (["--model", "vllm", "--model-args", "tensor_parallel_size=2"], "vllm",
+        (["--backend", "vllm", "--model-args", "tensor_parallel_size=2"], "vllm",
          {"tensor_parallel_size": 2}),
         (["--backend", "hf"], "hf", {}),
     ],

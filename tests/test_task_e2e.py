@@ -16,7 +16,7 @@ from tofu_tasks.eval_sets import EVAL_SETS
 from tofu_tasks.metric_list import CORPUS_METRICS
 
 # Every metric a run reports (BERTScore only when asked for).
-ALL_METRICS = {m for m in per_set_metrics(EVAL_SETS) if "bertscore" not in m} | {
+ALL_METRICS = {m for m in per_set_metrics(EVAL_SETS, memorization=True) if "bertscore" not in m} | {
     m for m, _ in CORPUS_METRICS
 }
 PRIVACY_METRICS = {m for m in ALL_METRICS if m.startswith(("mia_", "privleak"))} | set(

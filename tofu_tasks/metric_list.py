@@ -33,7 +33,7 @@ def metric_list(scenario: str = "tofu") -> list[dict]:
     if scenario == "realworld":
         pairs = [*registry.per_set_metrics(REALWORLD_SETS).items(), *REALWORLD_CORPUS_METRICS]
     else:
-        pairs = [*registry.per_set_metrics(EVAL_SETS).items(), *CORPUS_METRICS]
+        pairs = [*registry.per_set_metrics(EVAL_SETS, memorization=True).items(), *CORPUS_METRICS]
     return registry.metric_entries(pairs)
 
 

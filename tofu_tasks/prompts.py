@@ -13,6 +13,7 @@ The legacy formats reproduce how TOFU's own fine-tuned models were trained and s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -150,3 +151,29 @@ def tofu_checkpoint_format(model: str | None) -> tuple[str, str] | None:
             parent = None
         current = str(parent or "")
     return None
+
+
+def choose_prompt_format(
+    requested: str | None,
+    model: str | None,
+    chat_template: bool | Callable[[], bool],
+    template: dict[str, str] | str | None = None,
+    why_chat: str = "the tokenizer has a chat template",
+    why_plain: str = "the tokenizer has no chat template",
+) -> tuple[str, str]:
+    """(format name, why): the one rule every command follows. A prompt template given as
+    strings wins; then a format asked for by name; then the legacy format of TOFU's own
+    checkpoints and the models made from them; then the chat template when ``chat_template``
+    (the tokenizer has one, for ``lm-unlearn``; ``--apply_chat_template`` was given, for
+    ``lm_eval``; a function is called only when the choice comes to it, so a tokenizer is read
+    only then); else the plain format. ``why_chat`` / ``why_plain`` say why in the caller's
+    terms."""
+    if template:
+        return "template", "prompt_template"
+    if requested:
+        return requested, "chosen with prompt_format"
+    tofu = tofu_checkpoint_format(model)
+    if tofu:
+        return tofu
+    has_template = chat_template() if callable(chat_template) else chat_template
+    return ("chat", why_chat) if has_template else ("plain", why_plain)

@@ -79,7 +79,7 @@ from tofu_tasks.eval_sets import (
     eval_set_for,
 )
 from tofu_tasks.options import TaskOptions
-from tofu_tasks.prompts import PromptFormat, resolve_prompt_format, tofu_checkpoint_format
+from tofu_tasks.prompts import PromptFormat, choose_prompt_format, resolve_prompt_format
 from tofu_tasks.reference_files import load_reference
 
 logger = logging.getLogger("lm-unlearn")
@@ -208,18 +208,21 @@ class TofuUnlearnTask(ConfigurableTask):
 
     def _format(self, apply_chat_template: bool) -> PromptFormat:
         if self.prompt_format is None:
-            requested, why = self.options.prompt_format, "chosen with prompt_format"
+            metadata = self.config.metadata
             template = self.options.prompt_template
-            if template:
-                why = "prompt_template"
-            elif apply_chat_template:
-                why = "--apply_chat_template"
-            elif not requested:
-                metadata = self.config.metadata
-                tofu = tofu_checkpoint_format(metadata.get("peft") or metadata.get("pretrained"))
-                requested, why = tofu or ("plain", "the default without a chat template")
-                if tofu:
-                    logger.info("%s: prompt format %s: %s", self.task_name, *tofu)
+            requested = self.options.prompt_format
+            if apply_chat_template and not template and requested in (None, "", "chat"):
+                requested, why = "chat", "--apply_chat_template"
+            else:
+                requested, why = choose_prompt_format(
+                    requested,
+                    metadata.get("peft") or metadata.get("pretrained"),
+                    chat_template=False,  # lm_eval asks in the chat template only when told
+                    template=template,
+                    why_plain="the default without a chat template",
+                )
+                logger.info("%s: prompt format %s: %s", self.task_name, requested, why)
+                requested = None if requested == "template" else requested
             try:
                 self.prompt_format = resolve_prompt_format(requested, apply_chat_template, template)
             except ValueError as err:

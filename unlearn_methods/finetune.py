@@ -27,10 +27,10 @@ from unlearn_methods.data import PromptEncoder, read_rows
 from unlearn_methods.train import (
     OutputDirError,
     TrainOptions,
-    choose_prompt_format,
     load_model,
     load_training_tokenizer,
     lora_config,
+    training_prompt_format,
     use_bf16,
     world_size,
 )
@@ -90,7 +90,7 @@ def finetune(options: FinetuneOptions) -> Path:
                           lora_r=options.lora_r, lora_alpha=options.lora_alpha,
                           lora_dropout=options.lora_dropout)  # fmt: skip
     tokenizer = load_training_tokenizer(shared)
-    prompt_format = choose_prompt_format(shared, tokenizer)
+    prompt_format = training_prompt_format(shared, tokenizer)
     encoder = PromptEncoder(tokenizer, get_prompt_format(prompt_format), options.max_length)
     rows = load_rows(options.data, options.data_dir)
     examples = [encoder.encode(r["question"], r["answer"]) for r in rows]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness_ext.model_files import add_reader_compatibility
-from tofu_tasks.prompts import get_prompt_format
+from tofu_tasks.prompts import choose_prompt_format, get_prompt_format
 from unlearn_methods.config import UnlearnConfig, default_forget_coeff
 from unlearn_methods.data import (
     PromptEncoder,
@@ -272,10 +272,16 @@ def load_training_tokenizer(options: TrainOptions):
     return tokenizer
 
 
-def choose_prompt_format(options: TrainOptions, tokenizer) -> str:
-    if options.prompt_format:
-        return get_prompt_format(options.prompt_format).name
-    return "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+def training_prompt_format(options: TrainOptions, tokenizer) -> str:
+    """The prompt format the run trains in, by the rule scoring follows (so a model is scored
+    the way it was trained): as asked, else TOFU's legacy format for its checkpoints and their
+    descendants, else the tokenizer's chat template, else plain."""
+    name, _ = choose_prompt_format(
+        options.prompt_format,
+        options.model,
+        lambda: bool(getattr(tokenizer, "chat_template", None)),
+    )
+    return get_prompt_format(name).name
 
 
 def use_bf16(options: TrainOptions) -> bool:
@@ -432,7 +438,7 @@ def dry_run(options: TrainOptions) -> dict[str, Any]:
     # the tokenizer only decides the prompt format (chat template or not): read it only then
     tokenizer = None if options.prompt_format else load_training_tokenizer(options)
     data = load_unlearn_data(options.forget, options.retain, options.data_dir, options.targets)
-    return resolved_run(options, data, choose_prompt_format(options, tokenizer))
+    return resolved_run(options, data, training_prompt_format(options, tokenizer))
 
 
 # ---------------------------------------------------------------------- the run
@@ -455,7 +461,7 @@ def build_run(options: TrainOptions, callbacks: list | None = None) -> PreparedR
     method = resolve_method(options.method)  # fail fast on an unknown name
     output = Path(options.output)
     tokenizer = load_training_tokenizer(options)
-    prompt_format = choose_prompt_format(options, tokenizer)
+    prompt_format = training_prompt_format(options, tokenizer)
     data = load_unlearn_data(options.forget, options.retain, options.data_dir, options.targets)
     encoder = PromptEncoder(tokenizer, get_prompt_format(prompt_format), options.max_length)
     dataset = UnlearnDataset(data, encoder, method.needs, options.pairing, options.seed)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from harness_ext.metrics import aggregate as scoring
 from harness_ext.metrics import privacy
-from harness_ext.metrics.eval_set import CLOSER_LOOK_SET_METRICS, FORGET_SET, EvalSet
+from harness_ext.metrics.eval_set import CLOSER_LOOK_SET_METRICS, EvalSet
 from harness_ext.metrics.ideals import ideal_of
 
 # Aggregations every benchmark's tasks share; a benchmark adds its own (its model utility).
@@ -35,8 +35,9 @@ PRIVACY_METRICS = (
 MEMORIZATION_METRICS = ("forget_extraction_strength", "forget_exact_memorization")
 
 
-def per_set_metrics(sets: Sequence[EvalSet]) -> dict[str, str]:
-    """Every "<set>_<metric>" name of these sets with its aggregation."""
+def per_set_metrics(sets: Sequence[EvalSet], memorization: bool = False) -> dict[str, str]:
+    """Every "<set>_<metric>" name of these sets with its aggregation, and the memorisation of
+    the forget answers when the task scores it."""
     # every per-set metric may be "N/A (reason)": no model to compute it, or no rows
     names = {
         f"{eval_set.name}_{metric}": "tofu_mean_or_na"
@@ -44,7 +45,7 @@ def per_set_metrics(sets: Sequence[EvalSet]) -> dict[str, str]:
         for metric in (*CLOSER_LOOK_SET_METRICS, "bertscore_f1")
     }
     names["forget_truth_ratio_closer_look"] = "tofu_mean_or_na"
-    if any(eval_set.name == FORGET_SET for eval_set in sets):
+    if memorization:
         names.update(dict.fromkeys(MEMORIZATION_METRICS, "tofu_mean_or_na"))
     return names
 

@@ -267,20 +267,27 @@ def detect_prompt_format(spec: ModelSpec, requested: str | None) -> tuple[str, s
         return requested, "prompt_template in --metadata"
     if requested and requested != "chat":
         return requested, "chosen with --prompt-format"
-    if not requested:
-        from tofu_tasks.prompts import tofu_checkpoint_format
+    from tofu_tasks.prompts import choose_prompt_format
 
-        tofu = tofu_checkpoint_format(spec.peft or spec.pretrained)
-        if tofu:
-            return tofu
     source = tokenizer_source(spec)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    has_template = bool(getattr(tokenizer, "chat_template", None))
-    if requested == "chat" and not has_template:
-        raise ScoreError(
-            f"--prompt-format chat: the tokenizer of {source} has no chat template; "
-            f"use plain, llama2 or phi"
-        )
-    if has_template:
-        return "chat", f"the tokenizer of {source} has a chat template"
-    return "plain", f"the tokenizer of {source} has no chat template"
+
+    def has_chat_template() -> bool:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        found = bool(getattr(tokenizer, "chat_template", None))
+        if requested == "chat" and not found:
+            raise ScoreError(
+                f"--prompt-format chat: the tokenizer of {source} has no chat template; "
+                f"use plain, llama2 or phi"
+            )
+        return found
+
+    if requested == "chat":  # asked for by name: still checked against the tokenizer
+        has_chat_template()
+        return "chat", "chosen with --prompt-format"
+    return choose_prompt_format(
+        None,
+        spec.peft or spec.pretrained,
+        has_chat_template,
+        why_chat=f"the tokenizer of {source} has a chat template",
+        why_plain=f"the tokenizer of {source} has no chat template",
+    )
