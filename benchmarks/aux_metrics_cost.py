@@ -119,7 +119,9 @@ def main() -> None:
         start = time.perf_counter()
         results = run_tasks(model_args, [TASK], metadata=metadata, **options)
         total = time.perf_counter() - start
-    rows = results["configs"][TASK]["metadata"]["tofu"]["rows_per_set"]
+    from harness_ext.lm_eval_plugin.task_provenance import read_provenance
+
+    rows = read_provenance(results, TASK).rows_per_set
     aux = sum(watch.seconds.values())
     print(
         f"\nSmolLM2-135M-Instruct, tofu_forget01_unlearn, rows per set {rows}, "

@@ -33,6 +33,7 @@ KEYS = ("mia_loss_auc", "mia_min_k_auc", "mia_min_k_plus_plus_auc", "forget_extr
 def run(model: str, backend: str, token_scores: str, rows: int, batch_size: int) -> dict:
     from harness_ext.lm_eval_plugin.results import task_metrics
     from harness_ext.lm_eval_plugin.run import run_tasks
+    from harness_ext.lm_eval_plugin.task_provenance import read_provenance
 
     metadata = {
         "sets": ["forget", "holdout"],
@@ -47,12 +48,12 @@ def run(model: str, backend: str, token_scores: str, rows: int, batch_size: int)
     results = run_tasks({"pretrained": model}, [TASK], backend=backend, metadata=metadata,
                         batch_size=batch_size, device="cpu")  # fmt: skip
     seconds = time.time() - started
-    tofu = results["configs"][TASK]["metadata"]["tofu"]
+    record = read_provenance(results, TASK)
     samples = results["samples"][TASK]
     requests = sum(len(s["arguments"]) for s in samples)
     per_row = {(s["doc"]["set"], s["doc"]["row"]): s["mia_min_k_auc"]["score"] for s in samples}
     return {"seconds": seconds, "requests": requests, "metrics": task_metrics(results, TASK),
-            "token_scores": tofu.get("token_scores", {}), "min_k": per_row}  # fmt: skip
+            "token_scores": record.token_scores or {}, "min_k": per_row}  # fmt: skip
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness_ext.lm_eval_plugin.requests import TaskSetupError
+from harness_ext.lm_eval_plugin.task_provenance import TaskProvenance
 from tofu_tasks import data
 from tofu_tasks.documents import interleave_sets
 from tofu_tasks.eval_sets import REALWORLD_SETS
@@ -82,8 +83,10 @@ class RealWorldUnlearnTask(TofuUnlearnTask):
             "neighbor": metadata.get("neighbor_data") or "lm-unlearn realworld_data/neighbor.json",
         }
 
-    def _provenance(self) -> dict[str, Any]:
-        return {"scenario": "realworld", **super()._provenance()}
+    def _provenance(self) -> TaskProvenance:
+        record = super()._provenance()
+        record.scenario = "realworld"
+        return record
 
     def _holdout_provenance(self) -> None:
         """No membership inference in this scenario: its forget set has no holdout split."""

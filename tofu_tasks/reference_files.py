@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness_ext.lm_eval_plugin.task_provenance import TaskProvenance, read_provenance
 from harness_ext.metrics.references import (
     REFERENCE_FORMAT,
     ReferenceError,
@@ -99,14 +100,6 @@ def _results_for_samples(path: Path) -> dict[str, Any] | None:
     return json.loads(results.read_text(encoding="utf-8"))
 
 
-def _tofu_metadata(results: dict[str, Any] | None) -> dict[str, Any]:
-    for config in (results or {}).get("configs", {}).values():
-        tofu = (config.get("metadata") or {}).get("tofu")
-        if tofu:
-            return tofu
-    return {}
-
-
 def sample_row(sample: dict[str, Any]) -> ReferenceRow:
     """The reference row of one line of a tofu task's samples file."""
     doc = sample["doc"]
@@ -176,14 +169,16 @@ def _from_samples(path: Path) -> ScoredReference:
             f"{path}: no tofu rows found; is this the samples file of a tofu_forgetXX_unlearn run?"
         )
     results = _results_for_samples(path)
-    tofu = _tofu_metadata(results)
-    prompt_format = tofu.get("prompt_format") or _prompt_format_of_samples(samples)
-    provenance = {k: tofu[k] for k in ("prompt_template",) if tofu.get(k)}
+    record = read_provenance(results)
+    prompt_format = (record and record.prompt_format) or _prompt_format_of_samples(samples)
+    provenance: dict[str, Any] = {}
+    if record and record.prompt_template:
+        provenance["prompt_template"] = record.prompt_template
     mia = mia_results(results)
     if mia:
         provenance["mia"] = mia
-    if tofu:  # results written before answers' EOS was scored carry no scored_tokens
-        provenance["scored_tokens"] = tofu.get("scored_tokens") or "answer-only"
+    if record:  # results written before answers' EOS was scored carry no scored_tokens
+        provenance["scored_tokens"] = record.scored_tokens or "answer-only"
     return ScoredReference(str(path), "lm-eval-samples", prompt_format, tuple(rows), provenance)
 
 
@@ -330,15 +325,15 @@ def reference_from_results(
     prompt_formats = set()
     definitions = set()
     for task, samples in results.get("samples", {}).items():
-        tofu = results["configs"][task]["metadata"].get("tofu", {})
-        prompt_formats.add(tofu.get("prompt_format"))
-        definitions.add(json.dumps([tofu.get("scored_tokens"), tofu.get("prompt_template")]))
+        record = read_provenance(results, task) or TaskProvenance()
+        prompt_formats.add(record.prompt_format)
+        definitions.add(json.dumps([record.scored_tokens, record.prompt_template]))
         tasks[task] = {
-            "data_sha256": tofu.get("data_sha256"),
-            "data_source": tofu.get("data_source"),
-            "rows_per_set": tofu.get("rows_per_set"),
-            "options": tofu.get("options"),
-            "generation": tofu.get("generation"),
+            "data_sha256": record.data_sha256,
+            "data_source": record.data_source,
+            "rows_per_set": record.rows_per_set or None,
+            "options": record.options or None,
+            "generation": record.generation,
         }
         rows += [sample_row(s) for s in samples]
     if not rows:

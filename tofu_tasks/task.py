@@ -49,6 +49,7 @@ from harness_ext.lm_eval_plugin.scored_tokens import (
     tofu_span,
     token_probes,
 )
+from harness_ext.lm_eval_plugin.task_provenance import TaskProvenance, write_provenance
 from harness_ext.lm_eval_plugin.token_scores import (
     NO_DISTRIBUTION,
     NO_TOKENS,
@@ -134,7 +135,7 @@ class TofuUnlearnTask(ConfigurableTask):
         self._holdout_reason: str | None = None
         self._retain_auc: float | str | None = None
         self._reference_nlls: dict[DocKey, tuple[str, float]] = {}
-        metadata["tofu"] = self._provenance()
+        self.provenance = self._provenance()
 
     # ------------------------------------------------------------------ provenance
     METRIC_VARIANTS = {
@@ -148,24 +149,26 @@ class TofuUnlearnTask(ConfigurableTask):
         source = data.resolve_data_dir(self.options.data_dir)
         return str(source) if source else f"hub:{data.TOFU_HUB_REPO}"
 
-    def _provenance(self) -> dict[str, Any]:
+    def _provenance(self) -> TaskProvenance:
         docs = list(self.eval_docs)
         sets: dict[str, int] = {}
         for doc in docs:
             sets[doc["set"]] = sets.get(doc["set"], 0) + 1
-        return {
-            "options": asdict(self.options),
-            "data_source": self._data_source(),
-            "data_sha256": data.content_hash(docs),
-            "rows_per_set": sets,
-            "prompt_format": None,
-            "generation": {"do_sample": False, "until": "eos"},
-            "metric_variants": dict(self.METRIC_VARIANTS),
-            "metric_models": None,
-            "forget_quality_reference": _describe(self.retain_reference),
-            "pre_unlearning_reference": _describe(self.pre_unlearning),
-            "holdout": self._holdout_provenance(),
-        }
+        return TaskProvenance(
+            options=asdict(self.options),
+            data_source=self._data_source(),
+            data_sha256=data.content_hash(docs),
+            rows_per_set=sets,
+            metric_variants=dict(self.METRIC_VARIANTS),
+            forget_quality_reference=_describe(self.retain_reference),
+            pre_unlearning_reference=_describe(self.pre_unlearning),
+            holdout=self._holdout_provenance(),
+        )
+
+    def dump_config(self) -> dict:
+        """lm-eval writes the task's config into the results: the run's record goes with it."""
+        write_provenance(self.config.metadata, self.provenance)
+        return super().dump_config()
 
     def _holdout_provenance(self) -> dict[str, Any]:
         holdout = holdout_for(self.options)
@@ -227,11 +230,11 @@ class TofuUnlearnTask(ConfigurableTask):
                 self.prompt_format = resolve_prompt_format(requested, apply_chat_template, template)
             except ValueError as err:
                 raise TaskSetupError(str(err)) from err
-            info = self.config.metadata["tofu"]
-            info["prompt_format"] = self.prompt_format.name
-            info["prompt_format_reason"] = why
+            record = self.provenance
+            record.prompt_format = self.prompt_format.name
+            record.prompt_format_reason = why
             if self.prompt_format.name == "template":
-                info["prompt_template"] = {
+                record.prompt_template = {
                     "prompt": self.prompt_format.prompt,
                     "answer": self.prompt_format.answer,
                 }
@@ -318,7 +321,7 @@ class TofuUnlearnTask(ConfigurableTask):
         """
         generations = [i for i in self._instances if i.request_type == "generate_until"]
         user_kwargs = self.config.generation_kwargs or {}
-        info = self.config.metadata["tofu"]["generation"]
+        info = self.provenance.generation
         if "max_gen_toks" in user_kwargs:
             self._budgets = {}
             info["max_gen_toks"] = user_kwargs["max_gen_toks"]
@@ -398,15 +401,14 @@ class TofuUnlearnTask(ConfigurableTask):
         """The results say which value is best where lm-eval's boolean cannot (privleak, the
         AUCs, TOFU's forget truth ratio: the retain model's), and the retain model's values."""
         names = [entry["metric"] for entry in self.config.metric_list]
-        info = self.config.metadata["tofu"]
-        info["metric_ideals"] = {
+        self.provenance.metric_ideals = {
             name: ideal_of(name).describe(
                 values.get(name) if _is_number(values.get(name)) else None
             )
             for name in names
             if ideal_of(name).kind == RETAIN
         }
-        info["retain_values"] = {k: v for k, v in values.items() if _is_number(v)} or None
+        self.provenance.retain_values = {k: v for k, v in values.items() if _is_number(v)} or None
 
     def _use_reference_membership(
         self, reference: ScoredReference, docs: list[dict], values: dict[str, float | str]
@@ -568,8 +570,8 @@ class TofuUnlearnTask(ConfigurableTask):
                 self.task_name,
                 self._inexact,
             )
-        self.config.metadata["tofu"]["scored_tokens"] = info
-        self.config.metadata["tofu"]["token_scores"] = self._token_scores_provenance()
+        self.provenance.scored_tokens = info
+        self.provenance.token_scores = self._token_scores_provenance()
 
     def _token_scores_provenance(self) -> dict[str, Any]:
         """Where the per-token numbers of Min-K%, Min-K%++ and memorisation come from."""
@@ -623,7 +625,7 @@ class TofuUnlearnTask(ConfigurableTask):
             doc_key(i.doc): (text, score)
             for i, text, score in zip(generations, texts, scores, strict=True)
         }
-        self.config.metadata["tofu"]["metric_models"] = self._scorer.describe()
+        self.provenance.metric_models = self._scorer.describe()
         return filtered
 
     def _output_scorer(self) -> OutputScorer:
@@ -714,8 +716,7 @@ class TofuUnlearnTask(ConfigurableTask):
             logprobs += [total / probe.size] * probe.size
             greedy += [is_greedy] * probe.size
         if self._undetermined_argmax:
-            info = self.config.metadata["tofu"]["token_scores"]
-            info["undetermined_argmax"] = self._undetermined_argmax
+            self.provenance.token_scores["undetermined_argmax"] = self._undetermined_argmax
         return TokenScores(logprobs, greedy, source="requests")
 
     def _set_metrics(self, doc: dict, nlls: list[float], counts: list[int]) -> dict[str, Any]:

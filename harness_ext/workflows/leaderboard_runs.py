@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness_ext.lm_eval_plugin.task_provenance import TaskProvenance, read_provenance
 from harness_ext.workflows.score_inputs import MANIFEST
 from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS, FORGET, NEIGHBOR
 
@@ -99,21 +100,21 @@ def _manifest_for(results_file: Path, root: Path) -> tuple[Path, dict[str, Any] 
 
 
 def _comparability(task: str, results: dict[str, Any]) -> dict[str, Any]:
-    tofu = results.get("configs", {}).get(task, {}).get("metadata", {}).get("tofu", {}) or {}
-    models = dict(tofu.get("metric_models") or {})
+    record = read_provenance(results, task) or TaskProvenance()
+    models = dict(record.metric_models or {})
     models.pop("token_entropy", None)  # each model's own tokenizer, by definition
     models.pop("notes", None)
-    options = tofu.get("options") or {}
+    options = record.options or {}
     return {
         "task": task,
         "task_version": results.get("versions", {}).get(task),
-        "data_sha256": tofu.get("data_sha256"),
-        "rows_per_set": tofu.get("rows_per_set"),
+        "data_sha256": record.data_sha256,
+        "rows_per_set": record.rows_per_set or None,
         "generation_max_length": options.get("generation_max_length"),
         # the same model asked in other words scores differently: one prompt per table
-        "prompt_format": tofu.get("prompt_format"),
-        "prompt_template": tofu.get("prompt_template") or options.get("prompt_template"),
-        "metric_variants": tofu.get("metric_variants"),
+        "prompt_format": record.prompt_format,
+        "prompt_template": record.prompt_template or options.get("prompt_template"),
+        "metric_variants": record.metric_variants or None,
         "metric_models": models or None,
     }
 
@@ -128,13 +129,15 @@ def _reference_identity(reference: dict[str, Any] | None) -> str | None:
     return json.dumps({k: v for k, v in reference.items() if k != "source"}, sort_keys=True)
 
 
-def _reference_names(records: list[RunRecord], tofu_by_record: dict[int, dict]) -> dict[str, str]:
+def _reference_names(
+    records: list[RunRecord], tofu_by_record: dict[int, TaskProvenance]
+) -> dict[str, str]:
     """Reference identity -> a short name for it (the run's label when it is one of the runs)."""
     names: dict[str, str] = {}
     for record in records:
         tofu = tofu_by_record[id(record)]
         for key in ("forget_quality_reference", "pre_unlearning_reference"):
-            reference = tofu.get(key) or {}
+            reference = getattr(tofu, key) or {}
             identity = _reference_identity(reference)
             if identity:
                 names.setdefault(identity, str(reference.get("name") or reference.get("kind")))
@@ -188,7 +191,7 @@ def read_runs(paths: list[Path], unread: list[tuple[Path, str]] | None = None) -
 
     records = []
     unread = [] if unread is None else unread
-    tofu_by_record: dict[int, dict[str, Any]] = {}
+    tofu_by_record: dict[int, TaskProvenance] = {}
     for results_file, root in result_files(paths):
         try:
             results = _read_json_object(results_file, "the results file")
@@ -200,10 +203,9 @@ def read_runs(paths: list[Path], unread: list[tuple[Path, str]] | None = None) -
             print(f"not read: {results_file}: {err}")
             continue
         for task in results.get("results", {}):
-            config = results.get("configs", {}).get(task, {})
-            if "tofu" not in (config.get("metadata") or {}):
+            tofu = read_provenance(results, task)
+            if tofu is None:  # a task of another harness
                 continue
-            tofu = config["metadata"]["tofu"]
             record = RunRecord(
                 label=_label(task, results, manifest, results_file),
                 task=task,
@@ -212,11 +214,11 @@ def read_runs(paths: list[Path], unread: list[tuple[Path, str]] | None = None) -
                 manifest=manifest,
                 metrics=_with_general_ability(task, task_metrics(results, task), results),
                 comparability=_comparability(task, results),
-                fq_reference=_reference_identity(tofu.get("forget_quality_reference")),
-                pre_unlearning_reference=_reference_identity(tofu.get("pre_unlearning_reference")),
-                prompt_format=tofu.get("prompt_format"),
+                fq_reference=_reference_identity(tofu.forget_quality_reference),
+                pre_unlearning_reference=_reference_identity(tofu.pre_unlearning_reference),
+                prompt_format=tofu.prompt_format,
                 date=float(results.get("date") or results_file.stat().st_mtime),
-                retain_values=dict(tofu.get("retain_values") or {}),
+                retain_values=dict(tofu.retain_values or {}),
             )
             records.append(record)
             tofu_by_record[id(record)] = tofu

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from harness_ext.lm_eval_plugin import DEFAULT_BACKEND
+from harness_ext.lm_eval_plugin.task_provenance import TaskProvenance, read_provenance
 from harness_ext.provenance import (
     git_commit,
     hardware,
@@ -181,7 +182,7 @@ def _move_into_place(partial: Path, final: Path, force: bool) -> None:
 
 def build_manifest(spec, settings, prompt_format, why, key, results, files) -> dict[str, Any]:
     task = settings.task
-    tofu = results["configs"][task].get("metadata", {}).get("tofu", {})
+    record = read_provenance(results, task) or TaskProvenance()
     return {
         "format": MANIFEST_FORMAT,
         "name": f"{spec.label} · {settings.split}",
@@ -200,13 +201,13 @@ def build_manifest(spec, settings, prompt_format, why, key, results, files) -> d
         "model_args": key["model_args"],
         "prompt_format": {"name": prompt_format, "why": why},
         "data": {
-            "source": tofu.get("data_source"),
-            "sha256": tofu.get("data_sha256"),
-            "rows_per_set": tofu.get("rows_per_set"),
+            "source": record.data_source,
+            "sha256": record.data_sha256,
+            "rows_per_set": record.rows_per_set,
         },
-        "generation": tofu.get("generation"),
-        "metric_variants": tofu.get("metric_variants"),
-        "metric_models": tofu.get("metric_models"),
+        "generation": record.generation,
+        "metric_variants": record.metric_variants,
+        "metric_models": record.metric_models,
         "references": {
             "retain": settings.retain_reference,
             "retain_identity": key["retain_reference"],
