@@ -3,7 +3,7 @@
 Each shell line of every ```bash block is parsed by the parser of the tool it calls: `lm-unlearn`
 commands by the project's own parser (and, for the training commands, by the TrainingArguments
 parser their extra flags go to), `lm_eval` commands by lm-eval's, `accelerate launch -m ...` by
-the module's, `make` targets against the Makefile, benchmark scripts by their own parsers. So a
+the module's, `make` targets against the Makefile, pip extras against pyproject.toml. So a
 renamed flag, a removed subcommand or a typo in the documentation fails here. The commands that
 can run offline on a CPU run for real in the tests named in the pages (the README's first command
 in test_readme_commands.py, the installed commands in test_installed.py, the demo's in
@@ -13,7 +13,6 @@ test_demo.py, ...).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import re
 import shlex
@@ -100,41 +99,6 @@ def _parse_lm_eval(argv: list[str]) -> None:
     cli._parser.parse_args(argv)
 
 
-def _parse_script(argv: list[str]) -> None:
-    script = ROOT / argv[0]
-    assert script.exists(), f"{argv[0]} does not exist"
-    spec = importlib.util.spec_from_file_location(script.stem, script)
-    module = importlib.util.module_from_spec(spec)
-    import sys
-
-    sys.path.insert(0, str(script.parent))
-    try:
-        spec.loader.exec_module(module)
-        calls = []
-
-        def stop(self, args=None, namespace=None):
-            calls.append(original(self, args, namespace))
-            raise _Parsed
-
-        import argparse
-
-        original = argparse.ArgumentParser.parse_args
-        argparse.ArgumentParser.parse_args = stop
-        try:
-            module.main(argv[1:])
-        except _Parsed:
-            pass
-        finally:
-            argparse.ArgumentParser.parse_args = original
-        assert calls, f"{argv[0]} parsed no arguments"
-    finally:
-        sys.path.remove(str(script.parent))
-
-
-class _Parsed(Exception):
-    pass
-
-
 def _make_targets() -> set[str]:
     text = (ROOT / "Makefile").read_text()
     return set(re.findall(r"^([a-z][\w-]*):", text, re.M))
@@ -160,8 +124,6 @@ def check(argv: list[str]) -> None:
     elif tool == "make":
         unknown = set(a for a in args if "=" not in a) - _make_targets()
         assert not unknown, f"no make target {unknown}"
-    elif tool == "python":
-        _parse_script(args)
     elif tool == "pip":
         assert args[:2] == ["install", "-e"], argv
         extra = re.fullmatch(r"\.(?:\[(\w+)\])?", args[2])

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness_ext.metrics import privacy
 from harness_ext.row_slices import RowSliceError, row_numbers, slice_range, split_named_slice
 from tofu_tasks.eval_sets import EVAL_SETS, FORGET_SPLITS, RowSelection
 
@@ -57,7 +58,8 @@ TOFU_SHA256 = {
     "idontknow.jsonl": "eb9a1e32a6f4112088306e1a65d297240f75513dd5223b2acb326454675fd605",
 }
 DATA_DIR_ENV = "TOFU_DATA_DIR"
-HOLDOUT_SET = "holdout"  # rows the model never saw: the non-members of membership inference
+# rows the model never saw: the non-members of membership inference
+HOLDOUT_SET = privacy.HOLDOUT
 
 QA_FIELDS = ("question", "answer")
 PERTURBED_FIELDS = ("question", "answer", "paraphrased_answer", "perturbed_answer")

@@ -272,14 +272,15 @@ def load_training_tokenizer(options: TrainOptions):
     return tokenizer
 
 
-def training_prompt_format(options: TrainOptions, tokenizer) -> str:
+def training_prompt_format(options: TrainOptions, tokenizer=None) -> str:
     """The prompt format the run trains in, by the rule scoring follows (so a model is scored
     the way it was trained): as asked, else TOFU's legacy format for its checkpoints and their
-    descendants, else the tokenizer's chat template, else plain."""
+    descendants, else the tokenizer's chat template, else plain. The tokenizer is loaded only
+    when the choice comes to it and none is given."""
     name, _ = choose_prompt_format(
         options.prompt_format,
         options.model,
-        lambda: bool(getattr(tokenizer, "chat_template", None)),
+        lambda: bool(getattr(tokenizer or load_training_tokenizer(options), "chat_template", None)),
     )
     return get_prompt_format(name).name
 
@@ -435,10 +436,8 @@ def evaluation_settings(options: TrainOptions, prompt_format: str) -> dict[str, 
 def dry_run(options: TrainOptions) -> dict[str, Any]:
     """The resolved run, without loading the model or touching the output folder."""
     resolve_method(options.method)
-    # the tokenizer only decides the prompt format (chat template or not): read it only then
-    tokenizer = None if options.prompt_format else load_training_tokenizer(options)
     data = load_unlearn_data(options.forget, options.retain, options.data_dir, options.targets)
-    return resolved_run(options, data, training_prompt_format(options, tokenizer))
+    return resolved_run(options, data, training_prompt_format(options))
 
 
 # ---------------------------------------------------------------------- the run

@@ -22,9 +22,10 @@ from typing import Any
 
 from harness_ext.metrics import privacy, tofu
 from harness_ext.metrics.aggregate import not_computed
+from harness_ext.metrics.eval_set import FORGET_SET
 from harness_ext.metrics.references import ReferenceRow, ScoredReference
 
-FORGET = "forget"
+FORGET = FORGET_SET
 HOLDOUT = privacy.HOLDOUT
 MATCHABLE = ("rougeL_recall", "prob", "truth_ratio", "truth_ratio_closer_look")
 FIXED = {"privleak": 0.0, privacy.mia_key("reference"): 0.5}

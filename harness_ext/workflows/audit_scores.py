@@ -120,14 +120,17 @@ def scores_from_run(run: Path, settings: AuditSettings, metadata: dict[str, Any]
     selects, aggregated from its per-row numbers exactly as the task aggregates them (the same
     values a run of those rows alone gives); None when the run lacks one of the rows or asked it
     in other words."""
-    from tofu_tasks.documents import eval_docs
-    from tofu_tasks.options import TaskOptions
+    rows = run_samples(results_file_of(run), settings.scoring.task)
+    return scores_from_rows(run, rows, wanted_forget_docs(settings, metadata), metadata)
 
-    task = settings.scoring.task
-    rows = run_samples(results_file_of(run), task)
-    options = TaskOptions.from_metadata({**metadata, "forget_split": settings.scoring.split})
-    # forget metrics are aggregated over the forget rows alone: the other sets need not be there
-    wanted = {(d["set"], d["row"]): d for d in eval_docs(options) if d["set"] == "forget"}
+
+def scores_from_rows(
+    run: Path,
+    rows: dict[tuple[str, int], dict[str, Any]],
+    wanted: dict[tuple[str, int], dict[str, Any]],
+    metadata: dict[str, Any],
+) -> Scores | None:
+    """The forget metrics of ``wanted`` aggregated from a run's per-row numbers ``rows``."""
     if any(
         key not in rows or rows[key].get("doc", {}).get("question") != doc.get("question")
         for key, doc in wanted.items()
@@ -232,12 +235,13 @@ def target_from_run(path: Path, settings: AuditSettings, metadata: dict[str, Any
     results = json.loads(results_file.read_text(encoding="utf-8"))
     if task not in results.get("results", {}):
         raise AuditError(f"--target {path}: its results have no {task} scores")
-    wanted = forget_keys(settings, metadata)
-    samples = forget_samples(results_file, task)
-    if set(wanted) == set(samples):
-        rows = run_samples(results_file, task)
+    wanted = wanted_forget_docs(settings, metadata)
+    rows = run_samples(results_file, task)
+    if {(row, doc["question"]) for (_, row), doc in wanted.items()} == set(
+        by_forget_question(rows)
+    ):
         return Scores(forget_metrics(task_metrics(results, task)), str(path), rows=rows)
-    derived = scores_from_run(path, settings, metadata)
+    derived = scores_from_rows(path, rows, wanted, metadata)
     if derived is None:
         note = "the target run did not score these forget rows and questions"
         return Scores({}, str(path), note=note)
@@ -252,12 +256,27 @@ def results_file_of(path: Path) -> Path:
     return files[-1]
 
 
-def forget_keys(settings: AuditSettings, metadata: dict[str, Any]) -> list[tuple[int, str]]:
+def wanted_forget_docs(
+    settings: AuditSettings, metadata: dict[str, Any]
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """The forget documents ``metadata`` selects, by (set, row): forget metrics are aggregated
+    over the forget rows alone, so the other sets need not be in a run that gives them."""
     from tofu_tasks.documents import eval_docs
     from tofu_tasks.options import TaskOptions
 
     options = TaskOptions.from_metadata({**metadata, "forget_split": settings.scoring.split})
-    return [(d["row"], d["question"]) for d in eval_docs(options) if d["set"] == "forget"]
+    return {(d["set"], d["row"]): d for d in eval_docs(options) if d["set"] == "forget"}
+
+
+def by_forget_question(
+    rows: dict[tuple[str, int], dict[str, Any]],
+) -> dict[tuple[int, str], dict[str, Any]]:
+    """A run's forget rows by (row, question)."""
+    return {
+        (row, sample["doc"]["question"]): sample
+        for (name, row), sample in rows.items()
+        if name == "forget"
+    }
 
 
 def run_samples(results_file: Path, task: str) -> dict[tuple[str, int], dict[str, Any]]:
@@ -284,11 +303,5 @@ def samples_file_of(results_file: Path, task: str) -> Path:
 
 
 def forget_samples(results_file: Path, task: str) -> dict[tuple[int, str], dict[str, Any]]:
-    found = samples_file_of(results_file, task)
-    samples = {}
-    for line in found.read_text(encoding="utf-8").splitlines():
-        sample = json.loads(line) if line.strip() else {}
-        doc = sample.get("doc") or {}
-        if doc.get("set") == "forget":
-            samples[(doc["row"], doc["question"])] = sample
-    return samples
+    """A run's forget rows by (row, question), from its samples file."""
+    return by_forget_question(run_samples(results_file, task))

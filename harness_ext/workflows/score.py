@@ -75,7 +75,8 @@ def score_model(model: str, settings: ScoreSettings, base: str | None = None) ->
         spec.name = settings.label
     if settings.base_label:
         spec.base_name = settings.base_label
-    prompt_format, why = detect_prompt_format(spec, requested_prompt_format(settings))
+    requested = requested_prompt_format(settings)
+    prompt_format, why = detect_prompt_format(spec, requested)
     key = settings_key(spec, settings, prompt_format)
     name = run_name(spec, settings, key)
     final = settings.output / name
@@ -84,7 +85,7 @@ def score_model(model: str, settings: ScoreSettings, base: str | None = None) ->
         print(f"{model}: already scored with identical settings in {scored}; skipped")
         return ScoreOutcome(model, scored, skipped=True)
     print(f"{model}: scoring on {settings.task}, prompt format {prompt_format} ({why})")
-    if prompt_format == "chat" and requested_prompt_format(settings) is None:
+    if prompt_format == "chat" and requested is None:
         # lm_eval itself asks in the plain format unless given --apply_chat_template
         print(
             f"{model}: NOTE: the chat template formats the questions, as `lm_eval "

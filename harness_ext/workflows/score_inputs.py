@@ -272,17 +272,14 @@ def detect_prompt_format(spec: ModelSpec, requested: str | None) -> tuple[str, s
     source = tokenizer_source(spec)
 
     def has_chat_template() -> bool:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        found = bool(getattr(tokenizer, "chat_template", None))
-        if requested == "chat" and not found:
+        return bool(getattr(AutoTokenizer.from_pretrained(source), "chat_template", None))
+
+    if requested == "chat":  # asked for by name: still checked against the tokenizer
+        if not has_chat_template():
             raise ScoreError(
                 f"--prompt-format chat: the tokenizer of {source} has no chat template; "
                 f"use plain, llama2 or phi"
             )
-        return found
-
-    if requested == "chat":  # asked for by name: still checked against the tokenizer
-        has_chat_template()
         return "chat", "chosen with --prompt-format"
     return choose_prompt_format(
         None,
