@@ -65,7 +65,8 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    from unlearn_methods.train import TrainOptions, build_run
+    from unlearn_methods.config import UnlearnConfig
+    from unlearn_methods.train import build_run
 
     register_sft_floor()
     torch.manual_seed(0)
@@ -91,16 +92,16 @@ def worker(args: argparse.Namespace) -> dict:
             timings.append(time.perf_counter() - state["t0"])
 
     with tempfile.TemporaryDirectory() as out:
-        options = TrainOptions(
+        options = UnlearnConfig(
             method=args.worker,
             model=args.model,
-            output=out,
+            output_dir=out,
             forget="forget01",
             data_dir=args.data_dir,
             lora=args.lora,
             bf16=args.bf16 or None,
             gradient_checkpointing=args.gradient_checkpointing,
-            per_device_batch_size=args.batch_size,
+            per_device_train_batch_size=args.batch_size,
             effective_batch_size=args.batch_size,
             max_steps=args.warmup + args.steps,
             max_length=args.max_length,

@@ -56,8 +56,8 @@ def write(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     base = build_tiny_llama(folder / "base", rope_theta=100000.0)
     written = folder / "written"
-    code = main(["finetune", "--model", str(base), "--data", "forget01[:4]", "--epochs", "1",
-                 "--lr", "1e-3", "--batch-size", "4", "--effective-batch-size", "4",
+    code = main(["finetune", "--model", str(base), "--data", "forget01[:4]", "--num-train-epochs", "1",
+                 "--learning-rate", "1e-3", "--per-device-train-batch-size", "4", "--effective-batch-size", "4",
                  "--output", str(written), "--overwrite", "--prompt-format", "plain"])  # fmt: skip
     if code != 0:
         sys.exit(f"lm-unlearn finetune failed ({code})")

@@ -64,16 +64,16 @@ def _gradient_ascent(source: Path, output: Path, steps: int = 10) -> None:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     """The tiny model after memorising forget01[:8] (the target), and after unlearning them."""
-    from unlearn_methods.finetune import FinetuneOptions, finetune
+    from unlearn_methods.config import FinetuneConfig
+    from unlearn_methods.finetune import finetune
 
     root = tmp_path_factory.mktemp("audit-models")
     memorised = finetune(
-        FinetuneOptions(
-            model=str(tiny_model_dir), output=str(root / "memorised"),
-            data=f"forget01[:{ROWS}]", epochs=60, learning_rate=1e-2,
-            per_device_batch_size=ROWS, effective_batch_size=ROWS, max_length=128,
-            prompt_format="plain",
-            training_args={"lr_scheduler_type": "constant", "warmup_steps": 0, "weight_decay": 0.0},
+        FinetuneConfig(
+            model=str(tiny_model_dir), output_dir=str(root / "memorised"),
+            data=f"forget01[:{ROWS}]", num_train_epochs=60, learning_rate=1e-2,
+            per_device_train_batch_size=ROWS, effective_batch_size=ROWS, max_length=128,
+            prompt_format="plain", lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
         )
     )  # fmt: skip
     _gradient_ascent(memorised, root / "unlearned")

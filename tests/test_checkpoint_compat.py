@@ -22,8 +22,8 @@ def written(tmp_path_factory, tiny_tokenizer):
     root = tmp_path_factory.mktemp("compat")
     base = build_tiny_llama(root / "base", tokenizer=tiny_tokenizer, rope_theta=100000.0)
     output = root / "finetuned"
-    args = ["finetune", "--model", str(base), "--data", "forget01[:4]", "--epochs", "1",
-            "--lr", "1e-3", "--batch-size", "4", "--effective-batch-size", "4",
+    args = ["finetune", "--model", str(base), "--data", "forget01[:4]", "--num-train-epochs", "1",
+            "--learning-rate", "1e-3", "--per-device-train-batch-size", "4", "--effective-batch-size", "4",
             "--output", str(output), "--prompt-format", "plain"]  # fmt: skip
     assert main(args) == 0
     return base, output

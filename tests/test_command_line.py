@@ -6,7 +6,7 @@ import shlex
 import pytest
 
 import harness_ext
-from harness_ext.commands.cli import EXAMPLES, build_parser, main
+from harness_ext.commands.cli import EXAMPLES, TRAINING_COMMANDS, build_parser, main, parse_command
 from harness_ext.commands.reference import subcommands
 
 
@@ -61,10 +61,62 @@ def test_each_help_ends_with_examples_the_parser_accepts(name):
         words = shlex.split(example)
         if words[0] != "lm-unlearn" or name == "eval":
             continue  # tasks-path and eval show lm_eval's own command lines
-        _, known_rest = parser.parse_known_args(words[1:])
-        if name not in ("train", "finetune", "continual"):
-            assert not known_rest, example
-        else:
-            from unlearn_methods.config import training_arguments_from
+        args = parse_command(words[1:])
+        if name in TRAINING_COMMANDS:
+            args.parser.dataclasses_from(args)
 
-            training_arguments_from(known_rest)
+
+def _train_config(*flags: str):
+    args = parse_command(["train", "--method", "GA", "--model", "m", "--output", "o", *flags])
+    (config,) = args.parser.dataclasses_from(args)
+    return config
+
+
+def test_train_options_are_the_training_arguments_fields():
+    from dataclasses import fields
+
+    from unlearn_methods.config import UnlearnConfig
+
+    train = build_parser().commands["train"]
+    assert train.field_dests() == {f.name for f in fields(UnlearnConfig) if f.init}
+    config = _train_config("--learning-rate", "3e-4", "--num_train_epochs", "2", "--beta", "0.5")
+    assert isinstance(config, UnlearnConfig)
+    assert (config.learning_rate, config.num_train_epochs, config.beta) == (3e-4, 2.0, 0.5)
+    assert config.output_dir == "o"  # --output is --output-dir
+    # a TrainingArguments field lm-unlearn does not redeclare passes through as itself
+    assert str(_train_config("--lr_scheduler_type", "cosine").lr_scheduler_type.value) == "cosine"
+
+
+def test_the_batch_is_one_thing():
+    # the per-device batch with the default effective batch of 32: accumulation reaches it
+    assert _train_config("--per-device-train-batch-size", "8").effective_batch == 32
+    assert _train_config("--per-device-train-batch-size", "8").gradient_accumulation_steps == 4
+    wider = _train_config("--per-device-train-batch-size", "8", "--effective-batch-size", "64")
+    assert (wider.gradient_accumulation_steps, wider.effective_batch) == (8, 64)
+    # accumulation given instead of the effective batch: taken as given
+    given = _train_config(
+        "--per-device-train-batch-size", "8", "--gradient-accumulation-steps", "2"
+    )
+    assert given.effective_batch == 16
+    with pytest.raises(ValueError, match="give one of the two"):
+        _train_config("--effective-batch-size", "64", "--gradient-accumulation-steps", "2")
+
+
+def test_config_keys_are_the_flags(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("learning_rate: 3.0e-4\nper_device_train_batch_size: 2\nmethods:\n"
+                      "  GA:\n    num_train_epochs: 1\n")  # fmt: skip
+    from_file = _train_config("--config", str(config))
+    assert (from_file.learning_rate, from_file.per_device_train_batch_size) == (3e-4, 2)
+    assert from_file.num_train_epochs == 1.0  # the per-method section
+    assert _train_config("--config", str(config), "--learning-rate", "1e-3").learning_rate == 1e-3
+    config.write_text("lr: 3.0e-4\n")
+    assert main(["train", "--method", "GA", "--model", "m", "--output", "o",
+                 "--config", str(config), "--dry-run"]) == 2  # fmt: skip
+
+
+def test_continual_sets_the_request_options_itself(capsys):
+    code = main(["continual", "--method", "GA", "--model", "m", "--output", "o",
+                 "--forget", "forget05"])  # fmt: skip
+    assert code == 2
+    assert "--forget: each request of a continual run sets its own" in capsys.readouterr().err

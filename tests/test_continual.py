@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from harness_ext.commands.cli import main
 from harness_ext.workflows.continual import forget_spec, request_dir, request_rows, retain_spec
 
-TRAIN = ["--max-steps", "2", "--batch-size", "4", "--effective-batch-size", "4",
+TRAIN = ["--max-steps", "2", "--per-device-train-batch-size", "4", "--effective-batch-size", "4",
          "--max-length", "96", "--prompt-format", "plain", "--no-bf16"]  # fmt: skip
 SCORE = ["--max-rows-per-set", "2", "--score-batch-size", "4", "--device", "cpu",
          "--metadata", json.dumps({"embedding_model": "none", "nli_model": "none"})]  # fmt: skip
@@ -91,12 +91,13 @@ def test_with_lora_request_k_is_measured_against_request_k_minus_1(tmp_path, tin
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from unlearn_methods.train import TrainOptions, build_run
+    from unlearn_methods.config import UnlearnConfig
+    from unlearn_methods.train import build_run
 
     output = tmp_path / "lora"
     args = ["continual", "--method", "NPO+KL", "--model", str(tiny_model_dir), "--output",
             str(output), "--requests", "2", "--base-retain", "retain_perturbed[:20]", "--lora",
-            "--lr", "5e-3"]  # fmt: skip
+            "--learning-rate", "5e-3"]  # fmt: skip
     assert main([*args, *TRAIN, *SCORE]) == 0
     first, second = request_dir(output, 1), request_dir(output, 2)
     for folder in (first, second):
@@ -104,10 +105,12 @@ def test_with_lora_request_k_is_measured_against_request_k_minus_1(tmp_path, tin
         config = json.loads((folder / "adapter_config.json").read_text())
         assert config["base_model_name_or_path"] == str(tiny_model_dir)
 
-    options = TrainOptions(method="NPO+KL", model=str(first), output=str(tmp_path / "probe"),
-                           forget=forget_spec(2), retain=retain_spec(2, "retain_perturbed[:20]"),
-                           lora=True, max_steps=1, per_device_batch_size=2,
-                           effective_batch_size=2, max_length=96, prompt_format="plain", bf16=False)  # fmt: skip
+    options = UnlearnConfig(
+        method="NPO+KL", model=str(first), output_dir=str(tmp_path / "probe"),
+        forget=forget_spec(2), retain=retain_spec(2, "retain_perturbed[:20]"), lora=True,
+        max_steps=1, per_device_train_batch_size=2, effective_batch_size=2, max_length=96,
+        prompt_format="plain", bf16=False,
+    )  # fmt: skip
     trainer = build_run(options).trainer
     ids = torch.tensor([[1, 17, 45, 300, 12, 9]])
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()

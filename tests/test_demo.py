@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-from harness_ext.commands.cli import main
 from harness_ext.workflows.demo import DemoSettings, run_demo
 from harness_ext.workflows.score_inputs import MANIFEST
 from harness_ext.workflows.score_runs import completed_runs
@@ -35,7 +34,7 @@ def tiny_demo(root, model_dir, methods, **more) -> DemoSettings:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, tiny_model_dir):
     settings = tiny_demo(tmp_path_factory.mktemp("demo"), tiny_model_dir, ("ME+GD", "GA+GD"))
-    return settings, run_demo(settings, main)
+    return settings, run_demo(settings)
 
 
 def test_every_model_is_scored_and_ranked(demo):
@@ -110,7 +109,7 @@ def test_unlearned_models_are_scored_against_both_references(demo):
 def test_a_second_run_reuses_models_and_scores(demo, capsys):
     settings, outcome = demo
     before = completed_runs(settings.output / "runs")
-    again = run_demo(settings, main)
+    again = run_demo(settings)
     printed = capsys.readouterr().out
     assert printed.count("cached: ") == 2 + len(settings.methods)
     assert printed.count("already scored with identical settings") == 2 + len(settings.methods)
@@ -129,7 +128,7 @@ def test_an_earlier_run_of_the_same_model_is_replaced_not_listed_twice(demo, cap
     manifest = json.loads((stale / MANIFEST).read_text())
     manifest["settings_sha256"] = "0" * 64
     (stale / MANIFEST).write_text(json.dumps(manifest))
-    run_demo(settings, main)
+    run_demo(settings)
     assert "removed" in capsys.readouterr().out
     assert not stale.exists()
     assert len(completed_runs(runs)) == 2 + len(settings.methods)
@@ -141,7 +140,7 @@ def test_the_demo_audits_its_unlearned_models(tmp_path, tiny_model_dir):
     """`lm-unlearn demo --audit`: every unlearned model attacked, the attacked runs shown in the
     leaderboard's robustness table and kept out of its ranking."""
     settings = tiny_demo(tmp_path, tiny_model_dir, ("GA+GD",), audit="quantize,paraphrase")
-    run_demo(settings, main)
+    run_demo(settings)
     table = (settings.output / "audit" / "GA_GD" / "audit.md").read_text()
     for attack in ("quantize-8bit", "quantize-4bit", "paraphrase"):
         assert attack in table

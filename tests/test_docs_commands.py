@@ -51,17 +51,25 @@ def shell_lines(page: Path) -> list[list[str]]:
     return found
 
 
+def expand(word: str, values: dict[str, str]) -> str:
+    """$VAR as the loop's value, else as VAR."""
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: values.get(m[1], m[1]), word)
+
+
 def commands() -> list[tuple[str, list[str]]]:
-    """(page, argv) of every command; loop headers and assignments skipped, $VAR as VAR."""
+    """(page, argv) of every command; loop headers and assignments skipped, a loop's variable
+    as its first value, any other $VAR as VAR."""
     found = []
     for page in PAGES:
+        values: dict[str, str] = {}
         for words in shell_lines(page):
             if words[0] == "for":  # for x in a b; do
+                values[words[1]] = words[3].rstrip(";")
                 continue
             words = [w for w in words if w not in ("do", "done", ";")]
             if not words or (len(words) == 1 and re.fullmatch(r"[A-Z_]+=\S*", words[0])):
                 continue
-            found.append((page.name, [re.sub(r"\$\{?(\w+)\}?", r"\1", w) for w in words]))
+            found.append((page.name, [expand(word, values) for word in words]))
     return found
 
 
@@ -75,19 +83,14 @@ def test_the_pages_have_commands():
 
 
 def _parse_lm_unlearn(argv: list[str]) -> None:
-    from harness_ext.commands.cli import TRAINING_COMMANDS, build_parser
-    from unlearn_methods.config import training_arguments_from
+    from harness_ext.commands.cli import TRAINING_COMMANDS, parse_command
 
-    parser = build_parser()
     if argv[:1] == ["eval"]:
         _parse_lm_eval(argv[1:])
         return
-    if argv[:1] and argv[0] in TRAINING_COMMANDS:
-        _, rest = parser.parse_known_args(argv)
-        if rest:
-            training_arguments_from(rest)
-    else:
-        parser.parse_args(argv)
+    args = parse_command(argv)
+    if argv[0] in TRAINING_COMMANDS:  # the options' own checks (choices, batch, ...)
+        args.parser.dataclasses_from(args)
 
 
 def _parse_lm_eval(argv: list[str]) -> None:

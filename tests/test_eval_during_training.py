@@ -9,12 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from unlearn_methods.train import TrainOptions, dry_run, read_run_card, train
+from unlearn_methods.config import UnlearnConfig
+from unlearn_methods.train import dry_run, read_run_card, train
 
 # GA+GD, 4 steps of 4 examples (2 per micro-batch), scored at steps 2 and 4 on one row of each
 # set with a short generation budget: the evaluations take seconds.
 SETTINGS = dict(
-    method="GA+GD", forget="forget01", max_steps=4, per_device_batch_size=2,
+    method="GA+GD", forget="forget01", max_steps=4, per_device_train_batch_size=2,
     effective_batch_size=4, max_length=96, learning_rate=1e-2, prompt_format="plain",
     pairing="fixed",
 )  # fmt: skip
@@ -22,8 +23,8 @@ EVAL = dict(eval_every=2, eval_rows=1, eval_metadata={"generation_max_length": 4
 CLI_EVAL = ["--eval-every", "2", "--eval-rows", "1",
             "--eval-metadata", '{"generation_max_length": 40}']  # fmt: skip
 CLI_SETTINGS = ["--method", "GA+GD", "--forget", "forget01", "--max-steps", "4",
-                "--batch-size", "2", "--effective-batch-size", "4", "--max-length", "96",
-                "--lr", "1e-2", "--prompt-format", "plain", "--pairing", "fixed"]  # fmt: skip
+                "--per-device-train-batch-size", "2", "--effective-batch-size", "4", "--max-length", "96",
+                "--learning-rate", "1e-2", "--prompt-format", "plain", "--pairing", "fixed"]  # fmt: skip
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -36,7 +37,7 @@ def one_thread():
 
 
 def run(model, output, **extra) -> Path:
-    return train(TrainOptions(model=str(model), output=str(output), **{**SETTINGS, **extra}))
+    return train(UnlearnConfig(model=str(model), output_dir=str(output), **{**SETTINGS, **extra}))
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -57,7 +58,7 @@ def eval_metrics(card: dict) -> list[tuple[int, dict]]:
 @pytest.fixture(scope="module")
 def evaluated(tiny_model_dir, tmp_path_factory) -> Path:
     """Scored at steps 2 and 4, checkpoints kept at both; `forget_prob<=1` is reached at step 2
-    and --no-stop trains on, so the output is step 2's model."""
+    and --no-stop-at-selection trains on, so the output is step 2's model."""
     output = tmp_path_factory.mktemp("evaluated") / "run"
     return run(
         tiny_model_dir, output, **EVAL, select="forget_prob<=1", stop_at_selection=False,
@@ -102,7 +103,7 @@ def test_scoring_restores_mode_gradients_and_random_state(tiny_model_dir):
 
     from unlearn_methods.evaluation import plan_evaluation, score_live_model
 
-    options = TrainOptions(model=str(tiny_model_dir), output="unused", **SETTINGS, **EVAL)
+    options = UnlearnConfig(model=str(tiny_model_dir), output_dir="unused", **SETTINGS, **EVAL)
     plan = plan_evaluation(options, "plain")
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     model.train()
@@ -175,8 +176,8 @@ def test_the_reference_target_is_the_retain_models_own_value(tiny_model_dir, tmp
     reference = write_reference_file(tmp_path / "ref.json", rows, provenance)
     own = task_metrics(results, "tofu_forget01_unlearn")
     for metric in ("forget_truth_ratio", "retain_truth_ratio", "forget_rougeL_recall"):
-        options = TrainOptions(
-            model=str(tiny_model_dir), output=str(tmp_path / "x"), **SETTINGS, **EVAL,
+        options = UnlearnConfig(
+            model=str(tiny_model_dir), output_dir=str(tmp_path / "x"), **SETTINGS, **EVAL,
             select=metric, select_matching_reference=str(reference),
         )  # fmt: skip
         selection = dry_run(options)["evaluation"]["selection"]
@@ -319,8 +320,8 @@ def test_bad_selection_options_are_refused_before_training(
 def test_a_reference_without_the_scored_rows_is_refused(tiny_model_dir, tmp_path):
     docs = [{**d, "row": d["row"] + 1} for d in scored_docs()]  # other rows
     reference = write_reference(tmp_path / "other-rows.json", docs, lambda d: d["answer"])
-    options = TrainOptions(
-        model=str(tiny_model_dir), output=str(tmp_path / "x"), **SETTINGS, **EVAL,
+    options = UnlearnConfig(
+        model=str(tiny_model_dir), output_dir=str(tmp_path / "x"), **SETTINGS, **EVAL,
         select_matching_reference=str(reference),
     )  # fmt: skip
     with pytest.raises(ValueError, match="lacks forget_rougeL_recall on 1 of the 1 forget rows"):

@@ -23,7 +23,7 @@ from harness_ext.workflows.leaderboard import build_leaderboard
 from harness_ext.workflows.score_runs import completed_runs
 
 TRAIN = ["--method", "GA+GD", "--forget", "forget01", "--max-steps", "6", "--save-steps", "2",
-         "--batch-size", "4", "--effective-batch-size", "4", "--max-length", "96",
+         "--per-device-train-batch-size", "4", "--effective-batch-size", "4", "--max-length", "96",
          "--prompt-format", "plain", "--no-bf16"]  # fmt: skip
 NONE = json.dumps({"embedding_model": "none", "nli_model": "none"})
 FAST = ["--max-rows-per-set", "1", "--batch-size", "4", "--device", "cpu", "--metadata", NONE]
@@ -79,13 +79,13 @@ def test_a_rerun_with_other_settings_does_not_continue_the_interrupted_run(
         capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == -9 and interrupted.is_dir()
-    assert main(train_args(tiny_model_dir, output, "--lr", "3e-4")) == 2
+    assert main(train_args(tiny_model_dir, output, "--learning-rate", "3e-4")) == 2
     error = capsys.readouterr().err
     assert "other settings" in error and "learning_rate" in error and "--overwrite" in error
     assert main(train_args(tiny_model_dir, output, "--method", "NPO+GD")) == 2
     assert "method" in capsys.readouterr().err
     assert interrupted.is_dir()  # refused: nothing touched
-    assert main(train_args(tiny_model_dir, output, "--lr", "3e-4", "--overwrite")) == 0
+    assert main(train_args(tiny_model_dir, output, "--learning-rate", "3e-4", "--overwrite")) == 0
     card = json.loads((output / "run_card.json").read_text())
     assert card["hyperparameters"]["learning_rate"] == 3e-4
 

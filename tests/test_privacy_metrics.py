@@ -144,17 +144,18 @@ def evaluate(model_dir, backend="hf-unlearn", rows=ROWS, **metadata):
 @pytest.fixture(scope="module")
 def memorised_dir(tiny_model_dir, tmp_path_factory):
     """The tiny model fine-tuned until it reproduces the first ROWS forget01 answers."""
-    from unlearn_methods.finetune import FinetuneOptions, finetune
+    from unlearn_methods.config import FinetuneConfig
+    from unlearn_methods.finetune import finetune
 
     out = tmp_path_factory.mktemp("memorised")
     finetune(
-        FinetuneOptions(
+        FinetuneConfig(
             model=str(tiny_model_dir),
-            output=str(out),
+            output_dir=str(out),
             data=f"forget01[:{ROWS}]",
-            epochs=150,
+            num_train_epochs=150,
             learning_rate=3e-3,
-            per_device_batch_size=ROWS,
+            per_device_train_batch_size=ROWS,
             effective_batch_size=ROWS,
             max_length=128,
             prompt_format="plain",

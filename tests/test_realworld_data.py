@@ -40,8 +40,8 @@ def test_the_shipped_config_trains_on_no_question_that_is_scored():
     """realworld_llama3's regulariser trains on the retain group; realworld_unlearn scores the
     forget and neighbour sets: no training retain question (or person) is among the scored."""
     from tofu_tasks.realworld_task import realworld_docs
+    from unlearn_methods.config import load_config_file
     from unlearn_methods.data import read_rows, retain_split_for
-    from unlearn_methods.train import load_config_file
 
     config = load_config_file("realworld_llama3", "ME+GD")
     assert config["retain"] == retain_split_for(config["forget"]) == "realworld:retain"

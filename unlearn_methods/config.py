@@ -1,18 +1,29 @@
-"""Configuration of an unlearning run: ``TrainingArguments`` plus the method's settings.
+"""The options of lm-unlearn's training commands, declared once: ``transformers.TrainingArguments``
+subclasses, as TRL declares its trainers' configs.
 
-Like TRL's trainer configs, :class:`UnlearnConfig` extends ``transformers.TrainingArguments`` and
-changes the defaults to the paper's training setup (lr 1e-5, 5 epochs, weight decay 0.01, linear
-schedule, seed 1001, AdamW), so everything TrainingArguments offers (bf16, gradient checkpointing,
-DeepSpeed, FSDP, resuming) works unchanged.
+:class:`TrainingConfig` holds what ``train`` and ``finetune`` share (the model to load, its prompt
+format and data folder, LoRA, the batch) and changes TrainingArguments' defaults to the paper's
+setup (lr 1e-5, 5 epochs, weight decay 0.01, batch 4 per device, an effective batch of 32 by
+accumulation). :class:`UnlearnConfig` adds the unlearning method and the evaluation during
+training; :class:`FinetuneConfig` the rows to learn. ``HfArgumentParser`` turns the fields into the
+commands' flags (``--learning_rate`` / ``--learning-rate``) and a YAML config's keys are the same
+names, so every TrainingArguments field (bf16, DeepSpeed, FSDP, schedulers, logging) works unchanged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
 
 from transformers import TrainingArguments
 
 COMPAT_MODES = ("paper", "closer-look")
+PAIRINGS = ("random", "fixed")
+DTYPES = ("float32", "bfloat16", "float16", "float64")
+DEFAULT_EFFECTIVE_BATCH = 32
 # forget_coeff of the paper, by forget term and scenario; every other combination uses 1.0.
 PAPER_FORGET_COEFF = {("ME", "tofu"): 0.1, ("ME", "continual"): 1.0, ("ME", "realworld"): 0.5}
 
@@ -21,89 +32,349 @@ def default_forget_coeff(forget_term: str, scenario: str = "tofu") -> float:
     return PAPER_FORGET_COEFF.get((forget_term.upper(), scenario), 1.0)
 
 
+def world_size() -> int:
+    """Processes of this run (``accelerate launch`` / ``torchrun`` set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def gpu_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def gpu_supports_bf16() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def _help(text: str, **more: Any) -> dict[str, Any]:
+    return {"help": text, **more}
+
+
 @dataclass
-class UnlearnConfig(TrainingArguments):
-    """Arguments of :class:`~unlearn_methods.trainer.UnlearnTrainer`.
+class TrainingConfig(TrainingArguments):
+    """What every lm-unlearn training command takes; see the module docstring."""
 
-    Parameters beyond ``TrainingArguments``:
-        method: FORGET+REG name (``"ME+GD"``, ``"IDK+AP"``, ``"NPO+KL"``, ``"GA"``, ...).
-        forget_coeff / reg_coeff: loss = forget_coeff · forget term + reg_coeff · regulariser.
-        beta: β of NPO, SimNPO, DPO and AP. gamma: SimNPO's margin γ.
-        compat: ``"paper"`` (default) or ``"closer-look"``, the public code's ME and KL variants.
-        rmu_layer / rmu_steering / rmu_alpha: RMU's steered layer, target norm and retain weight.
-    """
+    help_group = "model, data and training"
 
-    method: str = field(default="ME+GD", metadata={"help": "FORGET+REG method name"})
-    forget_coeff: float = field(default=1.0, metadata={"help": "weight of the forget term"})
-    reg_coeff: float = field(default=1.0, metadata={"help": "weight of the regulariser"})
-    beta: float = field(default=0.1, metadata={"help": "β of NPO, SimNPO, DPO and AP"})
-    gamma: float = field(default=0.0, metadata={"help": "SimNPO margin γ"})
-    compat: str = field(default="paper", metadata={"help": "paper or closer-look loss variants"})
-    rmu_layer: int | None = field(default=None, metadata={"help": "RMU layer (default: middle)"})
-    rmu_steering: float = field(default=6.5, metadata={"help": "RMU target norm c"})
-    rmu_alpha: float = field(default=100.0, metadata={"help": "RMU retain weight α"})
-
-    # TrainingArguments defaults changed to the paper's setup
-    learning_rate: float = 1e-5
-    num_train_epochs: float = 5.0
-    weight_decay: float = 0.01
-    lr_scheduler_type: str = "linear"
-    seed: int = 1001
+    model: str | None = field(
+        default=None, metadata=_help("hub id or local path of the model to train (required)")
+    )
+    output_dir: str | None = field(
+        default=None,
+        metadata=_help(
+            "output folder: the checkpoint or adapter, its tokenizer and card (required)",
+            aliases=["--output"],
+        ),
+    )
+    prompt_format: str | None = field(
+        default=None,
+        metadata=_help(
+            "chat, plain, llama2 or phi (default: the scoring rule, docs/scoring.md: TOFU's "
+            "format for its checkpoints, else chat with a chat template, else plain)"
+        ),
+    )
+    max_length: int = field(default=500, metadata=_help("tokens per example"))
+    data_dir: str | None = field(
+        default=None, metadata=_help("local TOFU folder (default: $TOFU_DATA_DIR, else the hub)")
+    )
+    pad_token: str | None = field(
+        default=None, metadata=_help("'eos' pads with the end-of-sequence token")
+    )
+    dtype: str | None = field(
+        default=None,
+        metadata=_help(
+            f"weights dtype: {', '.join(DTYPES)} (default bfloat16 with bf16, else float32)"
+        ),
+    )
+    trust_remote_code: bool = field(default=False, metadata=_help("allow model code from the hub"))
+    lora: bool = field(default=False, metadata=_help("train a LoRA adapter on every linear layer"))
+    lora_r: int = field(default=8, metadata=_help("LoRA rank"))
+    lora_alpha: int = field(default=32, metadata=_help("LoRA alpha"))
+    lora_dropout: float = field(default=0.05, metadata=_help("LoRA dropout"))
+    overwrite: bool = field(default=False, metadata=_help("replace what the output folder holds"))
+    effective_batch_size: int | None = field(
+        default=None,
+        metadata=_help(
+            "examples per optimiser step on all devices together, reached by gradient "
+            f"accumulation (default {DEFAULT_EFFECTIVE_BATCH}; or give "
+            "--gradient_accumulation_steps instead)"
+        ),
+    )
+    # TrainingArguments' fields, with the paper's defaults
+    learning_rate: float = field(default=1e-5, metadata=_help("peak learning rate (AdamW)"))
+    num_train_epochs: float = field(default=5.0, metadata=_help("training epochs"))
+    max_steps: int = field(
+        default=-1, metadata=_help("optimiser steps (default: counted from the epochs)")
+    )
+    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay"))
+    per_device_train_batch_size: int = field(
+        default=4, metadata=_help("examples per device in one forward pass")
+    )
+    gradient_accumulation_steps: int | None = field(
+        default=None, metadata=_help("forward passes per optimiser step (default: from the batch)")
+    )
+    warmup_steps: float | None = field(
+        default=None, metadata=_help("linear warm-up steps (default: the command's schedule)")
+    )
+    bf16: bool | None = field(
+        default=None,
+        metadata=_help(
+            "bf16 mixed precision (default: on when the GPU supports it)", nargs="?", const=True
+        ),
+    )
+    save_steps: float | None = field(
+        default=None, metadata=_help("save a checkpoint every N steps (default: the strategy's)")
+    )
     logging_steps: float = 1
-    save_strategy: str = "epoch"
-    report_to: str | list[str] = "none"
     remove_unused_columns: bool = False
     disable_tqdm: bool = False
 
     def __post_init__(self) -> None:
+        # Filled in before TrainingArguments checks them; idempotent, so dataclasses.replace
+        # (a continual run's next request, the trainer's copy) gives the same values.
+        if self.bf16 is None:
+            self.bf16 = gpu_supports_bf16()
+        if not self.use_cpu and not gpu_available():
+            # say so: under a multi-process launcher this makes DDP use gloo on CPUs
+            self.use_cpu = True
+        self.gradient_accumulation_steps = self.accumulation_steps()
+        if self.save_steps is not None and self.save_strategy == "epoch":
+            self.save_strategy = "steps"
+        warmup = self.warmup_steps  # None: the command's schedule, known once the data is
+        self.warmup_steps = 0 if warmup is None else warmup
+        output = self.output_dir  # None: not given (TrainingArguments would name a folder)
         super().__post_init__()
-        if self.compat not in COMPAT_MODES:
-            raise ValueError(f"compat must be one of {COMPAT_MODES}, got {self.compat!r}")
-        if self.beta <= 0:
-            raise ValueError(f"beta must be positive, got {self.beta}")
+        self.warmup_steps, self.output_dir = warmup, output
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+    def accumulation_steps(self) -> int:
+        """Gradient accumulation: as given, else what reaches the effective batch here."""
+        per_step = self.per_device_train_batch_size * world_size()
+        wanted = self.effective_batch_size
+        reaching = max(1, math.ceil((wanted or DEFAULT_EFFECTIVE_BATCH) / per_step))
+        given = self.gradient_accumulation_steps
+        if given is None:
+            return reaching
+        if wanted is not None and given != reaching:
+            raise ValueError(
+                f"--effective_batch_size {wanted} needs {reaching} accumulation steps at "
+                f"{per_step} examples per step, not --gradient_accumulation_steps {given}: give "
+                f"one of the two"
+            )
+        return given
+
+    @property
+    def effective_batch(self) -> int:
+        return self.per_device_train_batch_size * world_size() * self.gradient_accumulation_steps
+
+    def check_required(self) -> None:
+        missing = [name for name in self.required_fields() if not getattr(self, name)]
+        if missing:
+            shown = ", ".join("--" + name for name in missing)
+            raise ValueError(f"missing {shown} (on the command line or in --config)")
+
+    def required_fields(self) -> tuple[str, ...]:
+        return ("model", "output_dir")
+
+    def given_options(self) -> dict[str, Any]:
+        """The options that define this run: the project's own fields and every
+        TrainingArguments field that differs from the defaults (for cards and resuming)."""
+        values = plain_values(self)
+        defaults = plain_values(type(self)())
+        own = set(project_fields(type(self)))
+        return {
+            k: v
+            for k, v in values.items()
+            if k in own or (v != defaults.get(k) and k not in MACHINE_FIELDS)
+        }
 
 
-# Set by lm-unlearn itself from its own options: use those instead.
-MANAGED_FIELDS = {"output_dir"}
-
-
-def training_arguments_from(tokens: list[str]) -> dict[str, object]:
-    """Any ``TrainingArguments`` / :class:`UnlearnConfig` field given on a command line, parsed
-    by ``transformers.HfArgumentParser`` as TRL's own commands parse theirs: ``--report_to
-    wandb``, ``--lr_scheduler_type cosine``, ``--deepspeed ds.json``, ...; only the fields
-    actually given are returned, so the rest keep lm-unlearn's values."""
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(UnlearnConfig)
-    namespace, unknown = parser.parse_known_args(tokens)
-    if unknown:
-        raise ValueError(
-            f"unknown options {' '.join(unknown)} (neither lm-unlearn's nor a TrainingArguments "
-            f"field; see --help and transformers' TrainingArguments)"
-        )
-    given = {t[2:].split("=", 1)[0].replace("-", "_") for t in tokens if t.startswith("--")}
-    chosen = {
-        name: plain_value(getattr(namespace, name)) for name in given if hasattr(namespace, name)
-    }
-    return check_training_arguments(chosen)
-
-
-def plain_value(value: object) -> object:
-    """An enum (the parser's ``SchedulerType.COSINE``) as its value, so run cards stay JSON."""
+def plain_values(config: TrainingArguments) -> dict[str, Any]:
+    """Field values as JSON: enums (``SaveStrategy.EPOCH``) as their values."""
     import enum
 
-    return value.value if isinstance(value, enum.Enum) else value
+    def plain(value: Any) -> Any:
+        return value.value if isinstance(value, enum.Enum) else value
+
+    return {f.name: plain(getattr(config, f.name)) for f in fields(config) if f.init}
 
 
-def check_training_arguments(values: dict[str, object]) -> dict[str, object]:
-    """Field names of ``TrainingArguments`` (from a command line or a YAML config)."""
-    from dataclasses import fields
+# Set from the machine, not by the user: left out of cards and run settings.
+MACHINE_FIELDS = {"local_rank", "logging_dir", "use_cpu", "dataloader_pin_memory", "output_dir"}
 
-    known = {f.name for f in fields(UnlearnConfig)}
-    unknown = sorted(set(values) - known)
+
+def project_fields(config_type: type) -> list[str]:
+    """The fields lm-unlearn declares (its own, and TrainingArguments' it gives new defaults)."""
+    import inspect
+
+    declared: set[str] = set()
+    for cls in config_type.__mro__:
+        if cls.__module__ == __name__:
+            declared |= set(inspect.get_annotations(cls))
+    return [f.name for f in fields(config_type) if f.name in declared]
+
+
+@dataclass
+class UnlearnConfig(TrainingConfig):
+    """Arguments of :class:`~unlearn_methods.trainer.UnlearnTrainer` and ``lm-unlearn train``:
+    loss = forget_coeff · forget term + reg_coeff · regulariser."""
+
+    help_group = "unlearning"
+
+    method: str | None = field(
+        default=None,
+        metadata=_help("FORGET+REG, e.g. ME+GD, IDK+AP, GA+GD, NPO+KL, SimNPO+GD (required)"),
+    )
+    forget: str = field(
+        default="forget01",
+        metadata=_help("forget rows: forget01, forget05, forget10, or a slice: forget10[360:400]"),
+    )
+    retain: str | None = field(
+        default=None,
+        metadata=_help(
+            "retain rows (default: the complement, e.g. retain99); e.g. retain90,forget10[:360]"
+        ),
+    )
+    targets: str | None = field(
+        default=None,
+        metadata=_help("train on these answers (an lm-unlearn reference file), not the dataset's"),
+    )
+    scenario: str = field(
+        default="tofu",
+        metadata=_help("tofu, continual or realworld (chooses the paper's forget_coeff)"),
+    )
+    pairing: str = field(
+        default="random",
+        metadata=_help("retain partner of each forget row: random (new each epoch) or fixed"),
+    )
+    forget_coeff: float | None = field(
+        default=None, metadata=_help("weight of the forget term (default: the paper's)")
+    )
+    reg_coeff: float = field(default=1.0, metadata=_help("weight of the regulariser"))
+    beta: float = field(default=0.1, metadata=_help("β of NPO, SimNPO, DPO and AP"))
+    gamma: float = field(default=0.0, metadata=_help("SimNPO margin γ"))
+    compat: str = field(
+        default="paper",
+        metadata=_help("paper, or closer-look: the public code's ME and KL variants"),
+    )
+    rmu_layer: int | None = field(
+        default=None, metadata=_help("RMU: the steered layer (default: the middle one)")
+    )
+    rmu_steering: float = field(default=6.5, metadata=_help("RMU: target norm c"))
+    rmu_alpha: float = field(default=100.0, metadata=_help("RMU: retain weight α"))
+    keep_checkpoints: bool = field(default=False, metadata=_help("keep checkpoints/ after the run"))
+    # Evaluation during training and checkpoint selection (unlearn_methods/evaluation.py)
+    eval_every: int | None = field(
+        default=None,
+        metadata=_help("score the model being trained every N optimiser steps (the task)"),
+    )
+    eval_rows: int | None = field(
+        default=None, metadata=_help("rows of each set per evaluation (default: all)")
+    )
+    eval_split: str | None = field(
+        default=None, metadata=_help("forget split scored (default: the one unlearned)")
+    )
+    eval_metadata: dict[str, Any] | str | None = field(
+        default=None, metadata=_help("more task options of the evaluations, as JSON")
+    )
+    select: str | None = field(
+        default=None,
+        metadata=_help(
+            "keep the first evaluated checkpoint with METRIC<=VALUE (<, >=, >) and stop, or "
+            "best:METRIC; the kept one is the output"
+        ),
+    )
+    select_matching_reference: str | None = field(
+        default=None,
+        metadata=_help(
+            "target: the retain model's own value of the --select metric (default "
+            "forget_rougeL_recall) in this reference or results file"
+        ),
+    )
+    stop_at_selection: bool = field(
+        default=True,
+        metadata=_help("stop at the --select target (--no-stop-at-selection trains on)"),
+    )
+    per_device_eval_batch_size: int = field(
+        default=16, metadata=_help("batch size of the evaluations during training")
+    )
+    save_strategy: str = field(
+        default="epoch", metadata=_help("checkpoints: epoch, steps (with --save_steps) or no")
+    )
+    seed: int = field(default=1001, metadata=_help("random seed"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.compat not in COMPAT_MODES:
+            raise ValueError(f"--compat must be one of {COMPAT_MODES}, got {self.compat!r}")
+        if self.pairing not in PAIRINGS:
+            raise ValueError(f"--pairing must be one of {PAIRINGS}, got {self.pairing!r}")
+        if self.beta <= 0:
+            raise ValueError(f"--beta must be positive, got {self.beta}")
+
+    def required_fields(self) -> tuple[str, ...]:
+        return ("method", "model", "output_dir")
+
+
+@dataclass
+class FinetuneConfig(TrainingConfig):
+    """``lm-unlearn finetune``: supervised fine-tuning on TOFU rows (a target or retain model)."""
+
+    help_group = "fine-tuning"
+
+    data: str = field(
+        default="full",
+        metadata=_help("TOFU splits, each optionally cut: full, retain99, forget01,retain[:40]"),
+    )
+    save_strategy: str = field(default="no", metadata=_help("checkpoints: no, epoch or steps"))
+    seed: int = field(default=42, metadata=_help("random seed"))
+
+
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def config_path(name: str | os.PathLike) -> Path:
+    """A YAML file, or the name of a shipped config (``tofu_llama2``, ``tofu_phi``, ...)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = CONFIGS_DIR / f"{Path(name).stem}.yaml"
+    if shipped.is_file():
+        return shipped
+    known = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")))
+    raise FileNotFoundError(f"config {name} not found; the shipped configs are: {known}")
+
+
+def load_config_file(
+    path: str | os.PathLike, method: str | None = None, config_type: type = UnlearnConfig
+) -> dict[str, Any]:
+    """Options from a YAML file whose keys are the flags' names (``learning_rate``,
+    ``per_device_train_batch_size``, any TrainingArguments field); a ``methods:`` section
+    overrides them per method name."""
+    import yaml
+
+    from unlearn_methods.methods import resolve_method
+
+    path = config_path(path)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of option names to values")
+    per_method = raw.pop("methods", {}) or {}
+    options = {k.replace("-", "_"): v for k, v in raw.items()}
+    if method:
+        wanted = resolve_method(method).name
+        for name, overrides in per_method.items():
+            if resolve_method(name).name == wanted:
+                options.update({k.replace("-", "_"): v for k, v in (overrides or {}).items()})
+    known = {f.name for f in fields(config_type) if f.init}
+    unknown = sorted(set(options) - known)
     if unknown:
-        raise ValueError(f"unknown TrainingArguments fields {unknown}")
-    managed = sorted(set(values) & MANAGED_FIELDS)
-    if managed:
-        raise ValueError(f"{', '.join(managed)} is set by lm-unlearn: use --output")
-    return values
+        raise ValueError(
+            f"{path}: unknown options {', '.join(unknown)} (the keys are the names of the "
+            f"command's flags, e.g. learning_rate, num_train_epochs, per_device_train_batch_size)"
+        )
+    return options

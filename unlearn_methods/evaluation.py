@@ -12,14 +12,13 @@ Under several processes (``accelerate launch``) rank 0 scores the whole model wh
 ranks wait for its decision; DeepSpeed ZeRO and FSDP, which shard the parameters, are refused.
 
 With a selection rule (:mod:`unlearn_methods.selection`) the kept checkpoint's weights become the
-output. Training stops at the first checkpoint that reaches a target (``--no-stop`` trains on,
+output. Training stops at the first checkpoint that reaches a target (``--no-stop-at-selection`` trains on,
 keeping a CPU copy of that checkpoint's trainable weights); ``best:`` keeps a copy of the best so
 far. The kept copy and the evaluations so far are saved into each Trainer checkpoint, so an
 interrupted run resumes with them. A target never reached ends with the final model, a loud
 warning and ``reached: false`` in the run card.
 
-``options`` below is a :class:`unlearn_methods.train.TrainOptions` (typed ``Any``: that module
-imports this one).
+``options`` below is the run's :class:`unlearn_methods.config.UnlearnConfig`.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from unlearn_methods.config import UnlearnConfig
 from unlearn_methods.distributed import from_main_process
 from unlearn_methods.selection import SelectionError, SelectionRule, matching_rule, parse_rule
 
@@ -92,7 +92,7 @@ class EvalPlan:
         }
 
 
-def eval_task(options: Any) -> tuple[str, str | None]:
+def eval_task(options: UnlearnConfig) -> tuple[str, str | None]:
     """(task name, forget_rows) of the forget split scored: ``--eval-split``, else the one
     unlearned (``forget10[360:400]`` scores those rows of tofu_forget10_unlearn)."""
     from tofu_tasks.eval_sets import FORGET_SPLITS
@@ -113,7 +113,7 @@ def eval_task(options: Any) -> tuple[str, str | None]:
 
 
 def evaluation_task_options(
-    options: Any, prompt_format: str, forget_rows: str | None
+    options: UnlearnConfig, prompt_format: str, forget_rows: str | None
 ) -> dict[str, Any]:
     """Task options of the evaluations: the user's (``--eval-metadata``), the training's prompt
     format, data and tokenizer, no auxiliary models unless asked for, ``--eval-rows``."""
@@ -182,7 +182,9 @@ def retain_lookup(task: str, metadata: dict[str, Any]):
     return lambda metric: reference_value(path, metric, scored_docs(task, metadata))
 
 
-def selection_rule(options: Any, task: str, metadata: dict[str, Any]) -> SelectionRule | None:
+def selection_rule(
+    options: UnlearnConfig, task: str, metadata: dict[str, Any]
+) -> SelectionRule | None:
     if options.select_matching_reference:
         docs = scored_docs(task, metadata)
         rule = matching_rule(options.select, options.select_matching_reference, docs)
@@ -194,14 +196,13 @@ def selection_rule(options: Any, task: str, metadata: dict[str, Any]) -> Selecti
     return rule
 
 
-def check_parallelism(options: Any) -> None:
+def check_parallelism(options: UnlearnConfig) -> None:
     """Rank 0 scores the whole model: parameters sharded across ranks cannot be scored there."""
-    given = options.training_args
     sharded = [
         name
         for name, on in (
-            ("DeepSpeed", given.get("deepspeed") or os.environ.get("ACCELERATE_USE_DEEPSPEED")),
-            ("FSDP", given.get("fsdp") or os.environ.get("ACCELERATE_USE_FSDP")),
+            ("DeepSpeed", options.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED")),
+            ("FSDP", options.fsdp or os.environ.get("ACCELERATE_USE_FSDP")),
         )
         if on and str(on).lower() not in ("false", "0")
     ]
@@ -212,7 +213,7 @@ def check_parallelism(options: Any) -> None:
         )
 
 
-def plan_evaluation(options: Any, prompt_format: str) -> EvalPlan | None:
+def plan_evaluation(options: UnlearnConfig, prompt_format: str) -> EvalPlan | None:
     """The evaluation plan of a run (None without ``--eval-every``), every option checked."""
     if options.eval_every is None:
         given = [
@@ -247,7 +248,7 @@ def plan_evaluation(options: Any, prompt_format: str) -> EvalPlan | None:
         task=task,
         metadata=metadata,
         apply_chat_template=prompt_format == "chat",
-        batch_size=options.eval_batch_size,
+        batch_size=options.per_device_eval_batch_size,
         rule=rule,
         stop=options.stop_at_selection,
     )
@@ -434,7 +435,7 @@ class EvaluateDuringTraining(TrainerCallback):
         if self.kept is not None or not rule.reached(value):
             return False
         self._keep(step, value, model, copy_weights=not self.plan.stop)
-        then = "training stops" if self.plan.stop else "training goes on (--no-stop)"
+        then = "training stops" if self.plan.stop else "training goes on (--no-stop-at-selection)"
         print(f"step {step}: {rule.metric} = {value:.4g} reaches {rule.text}; kept, {then}")
         return self.plan.stop
 

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from harness_ext.model_files import add_reader_compatibility
 from tofu_tasks.prompts import choose_prompt_format, get_prompt_format
-from unlearn_methods.config import UnlearnConfig, default_forget_coeff
+from unlearn_methods.config import (
+    TrainingConfig,
+    UnlearnConfig,
+    default_forget_coeff,
+    world_size,
+)
 from unlearn_methods.data import (
     PromptEncoder,
     UnlearnCollator,
@@ -37,111 +41,6 @@ CHECKPOINTS = "checkpoints"
 
 class OutputDirError(ValueError):
     """The output folder holds something a new run must not overwrite."""
-
-
-@dataclass
-class TrainOptions:
-    """Everything ``lm-unlearn train`` accepts (also the keys of a ``--config`` YAML file)."""
-
-    method: str
-    model: str
-    output: str
-    forget: str = "forget01"
-    retain: str | None = None
-    targets: str | None = (
-        None  # answers to train on instead of the dataset's (lm-unlearn reference)
-    )
-    scenario: str = "tofu"
-    lora: bool = False
-    lora_r: int = 8
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    prompt_format: str | None = None  # default: chat if the tokenizer has a template, else plain
-    max_length: int = 500
-    epochs: float = 5.0
-    max_steps: int = -1
-    learning_rate: float = 1e-5
-    weight_decay: float = 0.01
-    per_device_batch_size: int = 4
-    effective_batch_size: int = 32
-    forget_coeff: float | None = None  # default: the paper's for the method and scenario
-    reg_coeff: float = 1.0
-    beta: float = 0.1
-    gamma: float = 0.0
-    compat: str = "paper"
-    pairing: str = "random"
-    seed: int = 1001
-    bf16: bool | None = None  # default: on when the GPU supports it
-    dtype: str | None = None  # weights dtype; default bfloat16 with bf16, else float32
-    gradient_checkpointing: bool = False
-    save_steps: int | None = None  # default: a checkpoint per epoch
-    data_dir: str | None = None
-    pad_token: str | None = None  # "eos": pad with the end-of-sequence token
-    overwrite: bool = False
-    keep_checkpoints: bool = False
-    rmu_layer: int | None = None
-    rmu_steering: float = 6.5
-    rmu_alpha: float = 100.0
-    trust_remote_code: bool = False
-    # Evaluation during training and checkpoint selection (unlearn_methods/evaluation.py)
-    eval_every: int | None = None  # score the model every N optimiser steps
-    eval_rows: int | None = None  # rows per set of each evaluation (task option max_rows_per_set)
-    eval_split: str | None = None  # forget split scored (default: the one unlearned)
-    eval_batch_size: int = 16
-    eval_metadata: dict[str, Any] | str | None = None  # more task options (JSON on the CLI)
-    select: str | None = None  # "forget_rougeL_recall<=0.4", "best:tofu_model_utility"
-    select_matching_reference: str | None = None  # target: the retain model's value in this file
-    stop_at_selection: bool = True  # --no-stop trains on after the target is reached
-    # Any other TrainingArguments field (``--lr_scheduler_type cosine``, ``--report_to wandb``,
-    # ``--deepspeed ds.json``, ...): given values win over the ones lm-unlearn derives.
-    training_args: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def names(cls) -> set[str]:
-        return {f.name for f in fields(cls)}
-
-
-CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
-
-
-def config_path(name: str | os.PathLike) -> Path:
-    """A YAML file, or the name of a shipped config (``tofu_llama2``, ``tofu_phi``, ...)."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    shipped = CONFIGS_DIR / f"{Path(name).stem}.yaml"
-    if shipped.is_file():
-        return shipped
-    known = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")))
-    raise FileNotFoundError(f"config {name} not found; the shipped configs are: {known}")
-
-
-def load_config_file(path: str | os.PathLike, method: str | None = None) -> dict[str, Any]:
-    """Options from a YAML file; a ``methods:`` section overrides them per method name."""
-    import yaml
-
-    path = config_path(path)
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of option names to values")
-    per_method = raw.pop("methods", {}) or {}
-    options = {k.replace("-", "_"): v for k, v in raw.items()}
-    if method:
-        wanted = resolve_method(method).name
-        for name, overrides in per_method.items():
-            if resolve_method(name).name == wanted:
-                options.update({k.replace("-", "_"): v for k, v in (overrides or {}).items()})
-    # keys that are no lm-unlearn option may be any TrainingArguments field
-    extra = {k: options.pop(k) for k in set(options) - TrainOptions.names()}
-    if extra:
-        from unlearn_methods.config import check_training_arguments
-
-        try:
-            training = check_training_arguments(extra)
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from err
-        options["training_args"] = {**training, **(options.get("training_args") or {})}
-    return options
 
 
 # ---------------------------------------------------------------------- output folder
@@ -255,7 +154,7 @@ def check_same_run(output: Path, settings: dict[str, Any], resuming: bool) -> No
 
 
 # ---------------------------------------------------------------------- building blocks
-def load_training_tokenizer(options: TrainOptions):
+def load_training_tokenizer(options: TrainingConfig):
     from transformers import AutoTokenizer
 
     try:
@@ -272,7 +171,7 @@ def load_training_tokenizer(options: TrainOptions):
     return tokenizer
 
 
-def training_prompt_format(options: TrainOptions, tokenizer=None) -> str:
+def training_prompt_format(options: TrainingConfig, tokenizer=None) -> str:
     """The prompt format the run trains in, by the rule scoring follows (so a model is scored
     the way it was trained): as asked, else TOFU's legacy format for its checkpoints and their
     descendants, else the tokenizer's chat template, else plain. The tokenizer is loaded only
@@ -283,14 +182,6 @@ def training_prompt_format(options: TrainOptions, tokenizer=None) -> str:
         lambda: bool(getattr(tokenizer or load_training_tokenizer(options), "chat_template", None)),
     )
     return get_prompt_format(name).name
-
-
-def use_bf16(options: TrainOptions) -> bool:
-    if options.bf16 is not None:
-        return bool(options.bf16)
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def adapter_base(model: str) -> str | None:
@@ -304,7 +195,7 @@ def adapter_base(model: str) -> str | None:
     return base
 
 
-def load_model(options: TrainOptions, bf16: bool, tokenizer, *, trainable_adapter: bool = False):
+def load_model(options: TrainingConfig, tokenizer, *, trainable_adapter: bool = False):
     """The model to unlearn from. An adapter folder (a LoRA run, e.g. the previous request of a
     continual run) is its base with the adapter applied: merged into the weights, or, with
     ``trainable_adapter``, kept as the PEFT adapter that training continues."""
@@ -314,7 +205,7 @@ def load_model(options: TrainOptions, bf16: bool, tokenizer, *, trainable_adapte
     dtype = (
         getattr(torch, options.dtype)
         if options.dtype
-        else (torch.bfloat16 if bf16 else torch.float32)
+        else (torch.bfloat16 if options.bf16 else torch.float32)
     )
     base = adapter_base(options.model)
     from harness_ext.model_files import check_safetensors
@@ -336,7 +227,7 @@ def load_model(options: TrainOptions, bf16: bool, tokenizer, *, trainable_adapte
     return model
 
 
-def lora_config(options: TrainOptions):
+def lora_config(options: TrainingConfig):
     from peft import LoraConfig
 
     return LoraConfig(
@@ -346,16 +237,6 @@ def lora_config(options: TrainOptions):
         target_modules="all-linear",  # every linear layer except the output head
         task_type="CAUSAL_LM",
     )
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def accumulation_steps(options: TrainOptions) -> int:
-    """Gradient accumulation that reaches the effective batch on this many devices."""
-    per_step = options.per_device_batch_size * world_size()
-    return max(1, math.ceil(options.effective_batch_size / per_step))
 
 
 def paper_schedule(forget_rows: int, epochs: float, effective_batch: int) -> tuple[int, int]:
@@ -369,27 +250,24 @@ def paper_schedule(forget_rows: int, epochs: float, effective_batch: int) -> tup
     return steps, per_epoch if per_epoch > 1 else 0
 
 
-def resolve_forget_coeff(options: TrainOptions, forget_term: str) -> float:
+def resolve_forget_coeff(options: UnlearnConfig, forget_term: str) -> float:
     if options.forget_coeff is not None:
         return options.forget_coeff
     return default_forget_coeff(forget_term, options.scenario)
 
 
-def resolved_run(options: TrainOptions, data, prompt_format: str) -> dict[str, Any]:
+def resolved_run(options: UnlearnConfig, data, prompt_format: str) -> dict[str, Any]:
     """The run as it will train: what ``--dry-run`` prints and the run card records."""
     method = resolve_method(options.method)
-    given = options.training_args
-    per_device = given.get("per_device_train_batch_size", options.per_device_batch_size)
-    accumulation = given.get("gradient_accumulation_steps", accumulation_steps(options))
-    effective = per_device * world_size() * accumulation
-    epochs = given.get("num_train_epochs", options.epochs)
+    effective = options.effective_batch
+    epochs = options.num_train_epochs
     max_steps, warmup = paper_schedule(len(data.forget), epochs, effective)
-    budget = given.get("max_steps", options.max_steps)
-    if budget and budget > 0:  # a step budget of the user's: warm up for one epoch's share of
-        max_steps = budget  # it, as the paper's schedule does
+    if options.max_steps > 0:  # a step budget of the user's: warm up for one epoch's share of
+        max_steps = options.max_steps  # it, as the paper's schedule does
         share = int(max_steps / max(epochs, 1.0))
         warmup = share if share > 1 else 0
-    warmup = given.get("warmup_steps", warmup)
+    if options.warmup_steps is not None:
+        warmup = options.warmup_steps
     return {
         "method": method.name,
         "compat": options.compat,
@@ -404,13 +282,15 @@ def resolved_run(options: TrainOptions, data, prompt_format: str) -> dict[str, A
         "max_steps": max_steps,
         "warmup_steps": warmup,
         "effective_batch_size": effective,
-        "per_device_batch_size": per_device,
-        "gradient_accumulation_steps": accumulation,
+        "per_device_batch_size": options.per_device_train_batch_size,
+        "gradient_accumulation_steps": options.gradient_accumulation_steps,
         "world_size": world_size(),
-        "learning_rate": given.get("learning_rate", options.learning_rate),
-        "lr_scheduler_type": str(given.get("lr_scheduler_type", "linear")),
-        "weight_decay": given.get("weight_decay", options.weight_decay),
-        "training_args": given,
+        "learning_rate": options.learning_rate,
+        "lr_scheduler_type": str(
+            getattr(options.lr_scheduler_type, "value", options.lr_scheduler_type)
+        ),
+        "weight_decay": options.weight_decay,
+        "options": options.given_options(),
         "pairing": options.pairing,
         "seed": options.seed,
         "forget_split": data.forget_split,
@@ -418,13 +298,13 @@ def resolved_run(options: TrainOptions, data, prompt_format: str) -> dict[str, A
         "forget_rows": len(data.forget),
         "retain_rows": len(data.retain),
         "refusals": len(data.refusals),
-        "bf16": use_bf16(options),
-        "output": options.output,
+        "bf16": options.bf16,
+        "output": options.output_dir,
         **evaluation_settings(options, prompt_format),
     }
 
 
-def evaluation_settings(options: TrainOptions, prompt_format: str) -> dict[str, Any]:
+def evaluation_settings(options: UnlearnConfig, prompt_format: str) -> dict[str, Any]:
     """``{"evaluation": plan}`` of a run that evaluates during training, else nothing (so the
     settings of runs without it stay as they were)."""
     from unlearn_methods.evaluation import plan_evaluation
@@ -433,7 +313,7 @@ def evaluation_settings(options: TrainOptions, prompt_format: str) -> dict[str, 
     return {"evaluation": plan.settings()} if plan else {}
 
 
-def dry_run(options: TrainOptions) -> dict[str, Any]:
+def dry_run(options: UnlearnConfig) -> dict[str, Any]:
     """The resolved run, without loading the model or touching the output folder."""
     resolve_method(options.method)
     data = load_unlearn_data(options.forget, options.retain, options.data_dir, options.targets)
@@ -453,12 +333,12 @@ class PreparedRun:
     accumulation: int
 
 
-def build_run(options: TrainOptions, callbacks: list | None = None) -> PreparedRun:
+def build_run(options: UnlearnConfig, callbacks: list | None = None) -> PreparedRun:
     """Load tokenizer, data and model and build the trainer (``train`` runs it)."""
     import torch
 
     method = resolve_method(options.method)  # fail fast on an unknown name
-    output = Path(options.output)
+    output = Path(options.output_dir)
     tokenizer = load_training_tokenizer(options)
     prompt_format = training_prompt_format(options, tokenizer)
     data = load_unlearn_data(options.forget, options.retain, options.data_dir, options.targets)
@@ -467,49 +347,28 @@ def build_run(options: TrainOptions, callbacks: list | None = None) -> PreparedR
     pad_to = options.max_length if options.compat == "closer-look" else None
     collator = UnlearnCollator(tokenizer.pad_token_id, method.needs, pad_to)
 
-    bf16 = use_bf16(options)
     resolved = resolved_run(options, data, prompt_format)
-    accumulation = resolved["gradient_accumulation_steps"]
     forget_coeff = resolved["forget_coeff"]
-    derived = dict(
+    # the trainer's copy: what lm-unlearn counts from the data (the paper's schedule) filled in
+    args = replace(
+        options,
         output_dir=str(output / CHECKPOINTS),
         method=method.name,
         forget_coeff=forget_coeff,
-        reg_coeff=options.reg_coeff,
-        beta=options.beta,
-        gamma=options.gamma,
-        compat=options.compat,
-        rmu_layer=options.rmu_layer,
-        rmu_steering=options.rmu_steering,
-        rmu_alpha=options.rmu_alpha,
-        learning_rate=options.learning_rate,
-        weight_decay=options.weight_decay,
-        num_train_epochs=options.epochs,
-        max_steps=resolved["max_steps"],  # counted here, as the paper's runs do
-        per_device_train_batch_size=options.per_device_batch_size,
-        gradient_accumulation_steps=accumulation,
-        warmup_steps=resolved["warmup_steps"],  # the paper: one epoch of warm-up
-        bf16=bf16,
-        activation_checkpointing=options.gradient_checkpointing,
+        max_steps=resolved["max_steps"],
+        warmup_steps=resolved["warmup_steps"],
         dataloader_pin_memory=torch.cuda.is_available(),
-        # Without a GPU, say so: under a multi-process launcher this makes DDP use gloo on CPUs.
-        use_cpu=not torch.cuda.is_available(),
         # RMU reads a middle layer only, leaving the top of the network unused on forget text.
         ddp_find_unused_parameters=method.uses_hidden_states,
-        save_strategy="steps" if options.save_steps else "epoch",
-        save_steps=options.save_steps or 500,
-        seed=options.seed,
-        data_seed=options.seed,
+        data_seed=options.seed if options.data_seed is None else options.data_seed,
     )
-    # TrainingArguments fields given by the user win over the derived ones
-    args = UnlearnConfig(**{**derived, **options.training_args})
     # LoRA from an adapter (a continual run's previous request): training continues that adapter,
     # and the reference is the model it gives (base + adapter), not the bare base.
     continue_adapter = options.lora and adapter_base(options.model) is not None
-    model = load_model(options, bf16, tokenizer, trainable_adapter=continue_adapter)
+    model = load_model(options, tokenizer, trainable_adapter=continue_adapter)
     reference = None
     if continue_adapter and method.needs_reference:
-        reference = load_model(options, bf16, tokenizer)
+        reference = load_model(options, tokenizer)
     from unlearn_methods.trainer import UnlearnTrainer
 
     trainer = UnlearnTrainer(
@@ -523,19 +382,21 @@ def build_run(options: TrainOptions, callbacks: list | None = None) -> PreparedR
         callbacks=callbacks,
         method=method,
     )
-    return PreparedRun(trainer, tokenizer, data, prompt_format, forget_coeff, accumulation)
+    return PreparedRun(
+        trainer, tokenizer, data, prompt_format, forget_coeff, args.gradient_accumulation_steps
+    )
 
 
-def train(options: TrainOptions) -> Path:
+def train(options: UnlearnConfig) -> Path:
     """Run one unlearning job; returns the output folder."""
     resolve_method(options.method)  # fail fast on an unknown name, before touching the folder
-    output = Path(options.output)
+    output = Path(options.output_dir)
     settings = dry_run(options)  # data, tokenizer and options checked before anything is written
     with output_lock(output):
         return _train(options, output, settings)
 
 
-def _train(options: TrainOptions, output: Path, settings: dict[str, Any]) -> Path:
+def _train(options: UnlearnConfig, output: Path, settings: dict[str, Any]) -> Path:
     # Only rank 0 reads and tidies the folder (the other ranks would see its files half-written);
     # they learn the checkpoint to resume from once the process group exists.
     resume_from = None
@@ -605,7 +466,7 @@ def run_card(options, trainer, data, prompt_format, forget_coeff, seconds) -> di
             "base_model": options.model,
         },
         "base_model": model_fingerprint(options.model),
-        "options": asdict(options),
+        "options": options.given_options(),
         "hyperparameters": {
             "forget_coeff": forget_coeff,
             "reg_coeff": args.reg_coeff,

@@ -137,150 +137,18 @@ def cmd_reference(args: argparse.Namespace) -> int:
     return 0
 
 
-TRAIN_FLAGS = {
-    # flag: (TrainOptions field, type, help)
-    "--method": ("method", str, "FORGET+REG, e.g. ME+GD, IDK+AP, GA+GD, NPO+KL, SimNPO+GD"),
-    "--model": ("model", str, "hub id or local path of the model to unlearn from"),
-    "--forget": (
-        "forget",
-        str,
-        "forget rows: forget01, forget05, forget10, or e.g. forget10[360:400]",
-    ),
-    "--retain": (
-        "retain",
-        str,
-        "retain rows (default: the complement, e.g. retain99); e.g. retain90,forget10[:360]",
-    ),
-    "--targets": (
-        "targets",
-        str,
-        "train on these answers (lm-unlearn reference file) instead of the dataset's",
-    ),
-    "--output": ("output", str, "output folder: checkpoint or adapter, tokenizer, run_card.json"),
-    "--scenario": ("scenario", str, "tofu, continual or realworld (sets the paper's forget_coeff)"),
-    "--prompt-format": ("prompt_format", str, "chat, plain, llama2 or phi"),
-    "--max-length": ("max_length", int, "tokens per example (default 500)"),
-    "--epochs": ("epochs", float, "training epochs (default 5)"),
-    "--max-steps": ("max_steps", int, "stop after this many optimiser steps"),
-    "--lr": ("learning_rate", float, "learning rate (default 1e-5)"),
-    "--weight-decay": ("weight_decay", float, "AdamW weight decay (default 0.01)"),
-    "--batch-size": ("per_device_batch_size", int, "examples per device and step (default 4)"),
-    "--effective-batch-size": (
-        "effective_batch_size",
-        int,
-        "batch reached by accumulation (default 32)",
-    ),
-    "--forget-coeff": ("forget_coeff", float, "weight of the forget term (default: the paper's)"),
-    "--reg-coeff": ("reg_coeff", float, "weight of the regulariser (default 1)"),
-    "--beta": ("beta", float, "β of NPO, SimNPO, DPO, AP (default 0.1)"),
-    "--gamma": ("gamma", float, "SimNPO margin γ (default 0)"),
-    "--compat": ("compat", str, "paper or closer-look (the public code's ME/KL variants)"),
-    "--pairing": ("pairing", str, "random (new retain partner each epoch) or fixed (the paper's)"),
-    "--seed": ("seed", int, "random seed (default 1001)"),
-    "--dtype": ("dtype", str, "weights dtype: float32, bfloat16"),
-    "--save-steps": ("save_steps", int, "checkpoint every N steps (default: every epoch)"),
-    "--data-dir": ("data_dir", str, "local TOFU directory (default: $TOFU_DATA_DIR or the hub)"),
-    "--pad-token": ("pad_token", str, "'eos' pads with the end-of-sequence token"),
-    "--lora-r": ("lora_r", int, "LoRA rank (default 8)"),
-    "--lora-alpha": ("lora_alpha", int, "LoRA alpha (default 32)"),
-    "--lora-dropout": ("lora_dropout", float, "LoRA dropout (default 0.05)"),
-    "--rmu-layer": ("rmu_layer", int, "RMU: steered layer (default: middle)"),
-    "--rmu-steering": ("rmu_steering", float, "RMU: target norm c"),
-    "--rmu-alpha": ("rmu_alpha", float, "RMU: retain weight α"),
-    "--eval-every": (
-        "eval_every",
-        int,
-        "score the model being trained every N optimiser steps (the task, on the live model)",
-    ),
-    "--eval-rows": ("eval_rows", int, "rows of each set per evaluation (default: all)"),
-    "--eval-split": ("eval_split", str, "forget split scored (default: the one unlearned)"),
-    "--eval-batch-size": ("eval_batch_size", int, "batch size of the evaluations (default 16)"),
-    "--eval-metadata": ("eval_metadata", str, "more task options of the evaluations, as JSON"),
-    "--select": (
-        "select",
-        str,
-        "keep the first evaluated checkpoint with METRIC<=VALUE (<, >=, >) and stop, or "
-        "best:METRIC; the kept one is the output",
-    ),
-    "--select-matching-reference": (
-        "select_matching_reference",
-        str,
-        "target: the retain model's own value of the --select metric (default "
-        "forget_rougeL_recall) in this reference or results file",
-    ),
-}
-TRAIN_SWITCHES = {
-    "--lora": ("lora", "train a LoRA adapter (r 8, alpha 32, all linear layers)"),
-    "--bf16": ("bf16", "bf16 mixed precision (default: on when the GPU supports it)"),
-    "--no-bf16": ("bf16", "full precision"),
-    "--gradient-checkpointing": ("gradient_checkpointing", "trade compute for memory"),
-    "--overwrite": ("overwrite", "replace a finished run in --output"),
-    "--keep-checkpoints": ("keep_checkpoints", "keep checkpoints/ after the run"),
-    "--trust-remote-code": ("trust_remote_code", "allow model code from the hub"),
-    "--no-stop": (
-        "stop_at_selection",
-        "train on after the --select target is reached (the first that reached it is kept)",
-    ),
-}
-
-
-def _train_flags(skip: frozenset[str] = frozenset()):
-    """(flag, field, type or None for a switch, help, switch value) of lm-unlearn train's options."""
-    for flag, (field, kind, text) in TRAIN_FLAGS.items():
-        if flag not in skip:
-            yield flag, field, kind, text, None
-    for flag, (field, text) in TRAIN_SWITCHES.items():
-        if flag not in skip:
-            yield flag, field, None, text, not flag.startswith("--no-")
-
-
-def add_train_options(parser: argparse.ArgumentParser, skip: frozenset[str] = frozenset()) -> None:
-    for flag, field, kind, text, value in _train_flags(skip):
-        if kind is None:
-            parser.add_argument(
-                flag, dest=field, action="store_const", const=value, default=None, help=text
-            )
-        else:
-            parser.add_argument(flag, dest=field, type=kind, default=None, help=text)
-
-
-def given_train_options(
-    args: argparse.Namespace, skip: frozenset[str] = frozenset()
-) -> dict[str, Any]:
-    """The train options set on the command line (unset ones stay out, so configs apply)."""
-    fields = {field for _, field, *_ in _train_flags(skip)}
-    return {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
-
-
 TRAINING_COMMANDS = ("train", "finetune", "continual")
 
 
-def training_arguments(args: argparse.Namespace) -> dict[str, Any]:
-    """The TrainingArguments fields given on the command line beyond lm-unlearn's own options."""
-    tokens = getattr(args, "training_tokens", None)
-    if not tokens:
-        return {}
-    from unlearn_methods.config import training_arguments_from
-
-    return training_arguments_from(tokens)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from unlearn_methods.train import TrainOptions, dry_run, load_config_file, train
+    from unlearn_methods.train import dry_run, train
 
-    given = given_train_options(args)
-    options = load_config_file(args.config, given.get("method")) if args.config else {}
-    options.update(given)
-    options["training_args"] = {**options.get("training_args", {}), **training_arguments(args)}
-    missing = [name for name in ("method", "model", "output") if not options.get(name)]
-    if missing:
-        raise ValueError(
-            f"missing {', '.join('--' + m for m in missing)} (on the command line or in --config)"
-        )
+    (config,) = args.parser.dataclasses_from(args)
+    config.check_required()
     if args.dry_run:
-        print(json.dumps(dry_run(TrainOptions(**options)), indent=2))
+        print(json.dumps(dry_run(config), indent=2))
         return 0
-    output = train(TrainOptions(**options))
+    output = train(config)
     if os.environ.get("RANK", "0") == "0":  # one line, not one per process
         print(f"wrote {output} (run card: {output / 'run_card.json'})")
     return 0
@@ -377,55 +245,34 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from unlearn_methods.finetune import FinetuneOptions, finetune
+    from unlearn_methods.finetune import finetune
 
-    given = {
-        k: v
-        for k, v in vars(args).items()
-        if k in FinetuneOptions.__dataclass_fields__ and v is not None
-    }
-    given["training_args"] = training_arguments(args)
-    output = finetune(FinetuneOptions(**given))
+    (config,) = args.parser.dataclasses_from(args)
+    config.check_required()
+    output = finetune(config)
     if os.environ.get("RANK", "0") == "0":
         print(f"wrote {output} (card: {output / 'finetune_card.json'})")
     return 0
 
 
-# Set by the continual run itself, per request.
-CONTINUAL_SKIPS = frozenset(
-    {"--method", "--model", "--forget", "--retain", "--output", "--scenario", "--overwrite"}
-)
-
-
 def cmd_continual(args: argparse.Namespace) -> int:
-    from harness_ext.workflows.continual import ContinualSettings, run_continual, to_markdown
-    from tofu_tasks.options import parse_metadata
+    from harness_ext.workflows.continual import check_per_request_fields, run_continual, to_markdown
 
-    train_options = given_train_options(args, CONTINUAL_SKIPS)
-    train_options["training_args"] = training_arguments(args)
-    metadata = parse_metadata(args.metadata)
-    if args.max_rows_per_set is not None:
-        metadata["max_rows_per_set"] = args.max_rows_per_set
-    settings = ContinualSettings(
-        method=args.method,
-        model=args.model,
-        output=Path(args.output),
-        requests=args.requests,
-        base_retain=args.base_retain,
-        train=train_options,
-        metadata=metadata,
-        prompt_format=train_options.pop("prompt_format", None),
-        score_served=args.score_served,
-        batch_size=args.score_batch_size,
-        device=args.device,
+    check_per_request_fields(
+        {
+            name
+            for name in args.parser.field_dests()
+            if getattr(args, name) != args.parser.get_default(name)
+        }
     )
-    table = run_continual(settings)
+    settings, config = args.parser.dataclasses_from(args)
+    config.check_required()
+    table = run_continual(settings, config)
     import pandas as pd
 
     print(to_markdown(pd.DataFrame(table)))
-    print(
-        f"wrote {args.output}/continual.csv, continual.md, continual.html; runs in {args.output}/runs"
-    )
+    output = config.output_dir
+    print(f"wrote {output}/continual.csv, continual.md, continual.html; runs in {output}/runs")
     return 0
 
 
@@ -480,7 +327,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings.audit = None
     if args.no_matching:
         settings.match_forgetting = False
-    run_demo(settings, main)
+    run_demo(settings)
     return 0
 
 
@@ -516,7 +363,7 @@ EXAMPLES = {
     "finetune": [
         "lm-unlearn finetune --model meta-llama/Llama-2-7b-chat-hf --data retain99 "
         "--prompt-format llama2 --pad-token eos --output models/retain99",
-        "lm-unlearn finetune --model MODEL --data full --epochs 5 --output models/target",
+        "lm-unlearn finetune --model MODEL --data full --num-train-epochs 5 --output models/target",
     ],
     "score": [
         "lm-unlearn score runs/me-gd --reference refs/retain99.json "
@@ -626,15 +473,20 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--output", required=True, type=Path, help="reference file to write (JSON)")
     ref.set_defaults(handler=cmd_reference)
 
+    from harness_ext.workflows.continual import PER_REQUEST_FIELDS, ContinualSettings
+    from unlearn_methods.config import FinetuneConfig, UnlearnConfig
+
+    library_note = (
+        "Every other transformers TrainingArguments field is accepted too, as --name value "
+        "(e.g. --lr_scheduler_type cosine, --report_to wandb, --deepspeed ds.json)."
+    )
     trainer = sub.add_parser(
         "train",
+        dataclass_types=[UnlearnConfig],
         help="unlearn a TOFU forget split with a registered method; writes a checkpoint",
-        description="Options come from the command line, else from --config (YAML with the same "
-        "names, plus per-method overrides under 'methods:'), else the paper's defaults. Any "
-        "transformers TrainingArguments field is accepted too, as --name value on the command "
-        "line (e.g. --lr_scheduler_type cosine, --report_to wandb, --deepspeed ds.json, "
-        "--gradient_accumulation_steps 8) or as a key of the YAML config; given values win over "
-        "the derived ones.",
+        description="Options come from the command line, else from --config (YAML whose keys are "
+        "the options' names, plus per-method overrides under 'methods:'), else the paper's "
+        "defaults. " + library_note,
     )
     trainer.add_argument("--config", help="YAML file of options (see unlearn_methods/configs)")
     trainer.add_argument(
@@ -642,58 +494,33 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the resolved run as JSON (steps, warm-up, batch, coefficients, rows) and exit",
     )
-    add_train_options(trainer)
-    trainer.set_defaults(handler=cmd_train)
+    trainer.set_defaults(handler=cmd_train, parser=trainer)
 
     cont = sub.add_parser(
         "continual",
+        dataclass_types=[ContinualSettings, UnlearnConfig],
         help="serve forget10 as a sequence of forget requests, scoring after each",
         description="Request 1 = forget01 (the last 2 authors), request 2 the 2 before, ...; each "
-        "starts from the previous checkpoint (also its reference). Rerun to resume.",
+        "starts from the previous checkpoint (also its reference). Rerun to resume. The "
+        "unlearning options are train's, except "
+        + ", ".join("--" + name.replace("_", "-") for name in PER_REQUEST_FIELDS)
+        + ", which each request sets. "
+        + library_note,
     )
-    cont.add_argument("--method", required=True)
-    cont.add_argument("--model", required=True, help="the model before the first request")
-    cont.add_argument("--output", required=True)
-    cont.add_argument("--requests", type=int, default=10, help="requests to serve (1-10)")
-    cont.add_argument(
-        "--base-retain", default="retain90", help="retain rows besides unserved forget rows"
-    )
-    cont.add_argument(
-        "--score-served", action="store_true", help="also score every row served so far"
-    )
-    cont.add_argument("--metadata", help="task options for scoring, as JSON")
-    cont.add_argument("--max-rows-per-set", type=int, help="score at most N rows of each set")
-    cont.add_argument("--score-batch-size", default="auto")
-    cont.add_argument("--device", help="device of scoring (default: cuda if available)")
-    add_train_options(cont, CONTINUAL_SKIPS)
-    cont.set_defaults(handler=cmd_continual)
+    for action in cont._actions:  # set per request: out of help (and refused if given)
+        if action.dest in PER_REQUEST_FIELDS:
+            action.help = argparse.SUPPRESS
+    cont.set_defaults(handler=cmd_continual, parser=cont)
 
     tune = sub.add_parser(
         "finetune",
+        dataclass_types=[FinetuneConfig],
         help="fine-tune a model on TOFU splits (make a target or a retain model)",
         description="Plain supervised fine-tuning on TOFU question/answer pairs, the step before "
-        "unlearning. --data lists splits, each optionally cut by a row slice (split[a:b]).",
+        "unlearning. --data lists splits, each optionally cut by a row slice (split[a:b]). "
+        + library_note,
     )
-    tune.add_argument("--model", required=True, help="hub id or local path")
-    tune.add_argument("--output", required=True, help="output folder")
-    tune.add_argument(
-        "--data", default="full", help="e.g. full, retain99, forget01,retain_perturbed[:40]"
-    )
-    tune.add_argument("--epochs", type=float, help="default 5")
-    tune.add_argument("--lr", dest="learning_rate", type=float, help="default 1e-5")
-    tune.add_argument("--batch-size", dest="per_device_batch_size", type=int, help="default 4")
-    tune.add_argument(
-        "--effective-batch-size", type=int, help="reached by accumulation (default 32)"
-    )
-    tune.add_argument("--max-length", type=int, help="tokens per example (default 500)")
-    tune.add_argument("--prompt-format", help="chat, plain, llama2 or phi")
-    tune.add_argument("--lora", action="store_const", const=True, help="train a LoRA adapter")
-    tune.add_argument("--seed", type=int)
-    tune.add_argument("--dtype", help="weights dtype")
-    tune.add_argument("--data-dir", help="local TOFU directory")
-    tune.add_argument("--pad-token", help="'eos' pads with the end-of-sequence token")
-    tune.add_argument("--overwrite", action="store_const", const=True)
-    tune.set_defaults(handler=cmd_finetune)
+    tune.set_defaults(handler=cmd_finetune, parser=tune)
 
     score = sub.add_parser(
         "score",
@@ -779,6 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=None)
     for name, command in sub.choices.items():
         with_examples(command, EXAMPLES[name])
+    parser.commands = sub.choices
     return parser
 
 
@@ -837,27 +665,44 @@ def add_audit_parser(sub) -> None:
     audit.set_defaults(handler=cmd_audit)
 
 
+def apply_config_file(command: Parser, argv: Sequence[str]) -> None:
+    """``train --config FILE``: the file's values become the command's defaults, so the
+    command line wins over them (TRL's ``TrlParser`` does the same)."""
+    from unlearn_methods.config import load_config_file
+
+    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    early.add_argument("--config")
+    early.add_argument("--method")
+    known, _ = early.parse_known_args(argv)
+    if known.config:
+        command.set_defaults(**load_config_file(known.config, known.method))
+
+
+def parse_command(argv: Sequence[str]) -> argparse.Namespace:
+    """The parsed command line, ``train --config``'s file applied first."""
+    parser = build_parser()
+    if argv[:1] == ["train"]:
+        apply_config_file(parser.commands["train"], argv[1:])
+    args = parser.parse_args(argv)
+    args.argv = list(argv)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    if argv[:1] == ["eval"]:
-        return cmd_eval(argparse.Namespace(), argv[1:])
-    if argv[:1] and argv[0] in TRAINING_COMMANDS:
-        # every TrainingArguments field passes through (parsed by HfArgumentParser in the command)
-        args, rest = parser.parse_known_args(argv)
-        args.training_tokens = rest
-    else:
-        args = parser.parse_args(argv)
-    from harness_ext.assets import AssetError
-
-    args.argv = argv
     # bitsandbytes (the audit's quantiser) logs at import, on CPUs with AVX512-BF16, that an
     # optional kernel from the hub is missing; it falls back to its own, so the line is noise
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    if argv[:1] == ["eval"]:
+        return cmd_eval(argparse.Namespace(), argv[1:])
+    from harness_ext.assets import AssetError
+
+    command = argv[0] if argv else ""
     try:
+        args = parse_command(argv)
         return args.handler(args)
     except (ValueError, OSError, AssetError) as err:
-        print(f"lm-unlearn {args.command}: error: {err}", file=sys.stderr)
+        print(f"lm-unlearn {command}: error: {err}", file=sys.stderr)
         return 2
 
 

@@ -117,7 +117,8 @@ def write_attack_card(folder: Path, spec: ModelSpec, variant: Variant, seconds: 
 
 def relearned_model(settings: AuditSettings, spec: ModelSpec, variant: Variant) -> Path:
     """Fine-tune the unlearned model on the relearn rows (``lm-unlearn finetune``'s code)."""
-    from unlearn_methods.finetune import FinetuneOptions, finetune
+    from unlearn_methods.config import FinetuneConfig
+    from unlearn_methods.finetune import finetune
 
     folder = model_folder(settings, spec, variant)
     if (folder / ATTACK_CARD).is_file():
@@ -125,13 +126,13 @@ def relearned_model(settings: AuditSettings, spec: ModelSpec, variant: Variant) 
         return folder
     r, scoring = settings.relearn, settings.scoring
     prompt_format, _ = detect_prompt_format(spec, requested_prompt_format(scoring))
-    options = FinetuneOptions(
-        model=spec.peft or spec.pretrained, output=str(folder),
-        data=variant.settings["trained_on"], epochs=1.0, learning_rate=r.learning_rate,
-        per_device_batch_size=r.batch_size, effective_batch_size=r.batch_size,
+    options = FinetuneConfig(
+        model=spec.peft or spec.pretrained, output_dir=str(folder),
+        data=variant.settings["trained_on"], num_train_epochs=1.0, max_steps=r.steps,
+        learning_rate=r.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
+        per_device_train_batch_size=r.batch_size, effective_batch_size=r.batch_size,
         max_length=r.max_length, prompt_format=prompt_format, lora=r.lora, seed=r.seed,
         data_dir=scoring.metadata.get("data_dir"), pad_token=_pad_token(spec), overwrite=True,
-        training_args={"max_steps": r.steps, "lr_scheduler_type": "constant", "warmup_steps": 0},
     )  # fmt: skip
     print(f"relearn: {r.steps} steps on {options.data} at lr {r.learning_rate:g} -> {folder}")
     started = time.time()

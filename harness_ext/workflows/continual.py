@@ -35,19 +35,52 @@ REQUEST_ROWS = ROWS_PER_AUTHOR * AUTHORS_PER_REQUEST
 MAX_REQUESTS = FORGET10_ROWS // REQUEST_ROWS
 
 
+# Set by each request: a continual run refuses them.
+PER_REQUEST_FIELDS = ("forget", "retain", "scenario", "overwrite")
+
+
 @dataclass
 class ContinualSettings:
-    method: str
-    model: str
-    output: Path
-    requests: int = MAX_REQUESTS
-    base_retain: str = "retain90"
-    train: dict[str, Any] = field(default_factory=dict)  # more TrainOptions (epochs, lr, ...)
-    metadata: dict[str, Any] = field(default_factory=dict)  # task options for scoring
-    prompt_format: str | None = None
-    score_served: bool = False
-    batch_size: str = "auto"
-    device: str | None = None
+    """``lm-unlearn continual``'s own options; the unlearning options are train's
+    (:class:`~unlearn_methods.config.UnlearnConfig`, whose ``output_dir`` holds the whole run)."""
+
+    help_group = "continual run"
+
+    requests: int = field(
+        default=MAX_REQUESTS, metadata={"help": f"requests to serve (1-{MAX_REQUESTS})"}
+    )
+    base_retain: str = field(
+        default="retain90", metadata={"help": "retain rows besides the unserved forget rows"}
+    )
+    score_served: bool = field(
+        default=False, metadata={"help": "also score every forget row served so far"}
+    )
+    metadata: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "task options of the scoring, as JSON"}
+    )
+    max_rows_per_set: int | None = field(
+        default=None, metadata={"help": "score at most N rows of each set"}
+    )
+    score_batch_size: str = field(default="auto", metadata={"help": "batch size of the scoring"})
+    device: str | None = field(
+        default=None, metadata={"help": "device of the scoring (default: cuda if available)"}
+    )
+
+    def task_options(self) -> dict[str, Any]:
+        from tofu_tasks.options import parse_metadata
+
+        given = self.metadata
+        options = parse_metadata(given) if isinstance(given, str) else dict(given or {})
+        if self.max_rows_per_set is not None:
+            options["max_rows_per_set"] = self.max_rows_per_set
+        return options
+
+
+def check_per_request_fields(given: set[str]) -> None:
+    refused = sorted(given & set(PER_REQUEST_FIELDS))
+    if refused:
+        shown = ", ".join("--" + name.replace("_", "-") for name in refused)
+        raise ValueError(f"{shown}: each request of a continual run sets its own")
 
 
 def request_rows(k: int) -> tuple[int, int]:
@@ -73,29 +106,33 @@ def request_dir(output: Path, k: int) -> Path:
     return Path(output) / f"request-{k:02d}"
 
 
-def train_request(settings: ContinualSettings, k: int) -> Path:
-    from unlearn_methods.train import RUN_CARD, TrainOptions, train
+def train_request(settings: ContinualSettings, config: Any, k: int) -> Path:
+    """Unlearn request k from request k-1's checkpoint (``config`` is train's UnlearnConfig)."""
+    import dataclasses
 
-    folder = request_dir(settings.output, k)
+    from unlearn_methods.train import RUN_CARD, train
+
+    output = Path(config.output_dir)
+    folder = request_dir(output, k)
     if (folder / RUN_CARD).is_file():
         print(f"request {k}: already served ({folder})")
         return folder
-    start_from = settings.model if k == 1 else str(request_dir(settings.output, k - 1))
-    options = TrainOptions(
-        method=settings.method,
+    start_from = config.model if k == 1 else str(request_dir(output, k - 1))
+    request = dataclasses.replace(
+        config,
         model=start_from,
-        output=str(folder),
+        output_dir=str(folder),
         forget=forget_spec(k),
         retain=retain_spec(k, settings.base_retain),
         scenario="continual",
-        prompt_format=settings.prompt_format,
-        **settings.train,
     )
-    print(f"request {k}: unlearn {options.forget} from {start_from} (retain {options.retain})")
-    return train(options)
+    print(f"request {k}: unlearn {request.forget} from {start_from} (retain {request.retain})")
+    return train(request)
 
 
-def score_request(settings: ContinualSettings, k: int, model: Path, served: bool = False) -> dict:
+def score_request(
+    settings: ContinualSettings, config: Any, k: int, model: Path, served: bool = False
+) -> dict:
     from harness_ext.lm_eval_plugin.results import latest_results, task_metrics
     from harness_ext.workflows.score import score_model
     from harness_ext.workflows.score_inputs import ScoreSettings
@@ -104,11 +141,11 @@ def score_request(settings: ContinualSettings, k: int, model: Path, served: bool
     rows = f"{start}:{FORGET10_ROWS}" if served else f"{start}:{stop}"  # served: requests 1..k
     scoring = ScoreSettings(
         split="forget10",
-        prompt_format=settings.prompt_format,
-        metadata={**settings.metadata, "forget_rows": rows},
-        batch_size=settings.batch_size,
+        prompt_format=config.prompt_format,
+        metadata={**settings.task_options(), "forget_rows": rows},
+        batch_size=settings.score_batch_size,
         device=settings.device,
-        output=Path(settings.output) / "runs",
+        output=Path(config.output_dir) / "runs",
     )
     outcome = score_model(str(model), scoring)
     return task_metrics(latest_results(outcome.run_dir), scoring.task)
@@ -119,36 +156,38 @@ SUMMARY = ("model_utility", "tofu_model_utility", "forget_efficacy", "forget_rou
            "real_authors_rougeL_recall", "world_facts_rougeL_recall")  # fmt: skip
 
 
-def run_continual(settings: ContinualSettings) -> list[dict[str, Any]]:
-    """Serve requests 1..N (skipping those already served); returns one summary row each."""
+def run_continual(settings: ContinualSettings, config: Any) -> list[dict[str, Any]]:
+    """Serve requests 1..N (skipping those already served) with train's options ``config``
+    (an UnlearnConfig); returns one summary row each."""
     if not 1 <= settings.requests <= MAX_REQUESTS:
         raise ValueError(
             f"--requests must be between 1 and {MAX_REQUESTS}, got {settings.requests}"
         )
     from unlearn_methods.methods import resolve_method
 
-    resolve_method(settings.method)  # an unknown name fails before any work
-    Path(settings.output).mkdir(parents=True, exist_ok=True)
+    resolve_method(config.method)  # an unknown name fails before any work
+    output = Path(config.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
     table = []
     for k in range(1, settings.requests + 1):
-        model = train_request(settings, k)
-        metrics = score_request(settings, k, model)
+        model = train_request(settings, config, k)
+        metrics = score_request(settings, config, k, model)
         start, stop = request_rows(k)
         row = {"request": k, "forget_rows": f"{start}:{stop}",
-               "retain_rows": _count_rows(retain_spec(k, settings.base_retain), settings)}  # fmt: skip
+               "retain_rows": _count_rows(retain_spec(k, settings.base_retain), config)}  # fmt: skip
         row.update({m: metrics.get(m) for m in SUMMARY})
         if settings.score_served and k > 1:
-            served = score_request(settings, k, model, served=True)
+            served = score_request(settings, config, k, model, served=True)
             row["served_forget_rougeL_recall"] = served.get("forget_rougeL_recall")
         table.append(row)
-        write_outputs(settings.output, table)
+        write_outputs(output, table)
     return table
 
 
-def _count_rows(spec: str, settings: ContinualSettings) -> int:
+def _count_rows(spec: str, config: Any) -> int:
     from unlearn_methods.data import read_rows
 
-    return len(read_rows(spec, settings.train.get("data_dir")))
+    return len(read_rows(spec, config.data_dir))
 
 
 def write_outputs(output: Path, table: list[dict[str, Any]]) -> None:

@@ -11,10 +11,10 @@
    paraphrased questions with ``--audit relearn,quantize,paraphrase``);
 5. write the leaderboard under ``results/demo/``.
 
-Every step is a public command (``lm-unlearn finetune / train / score / leaderboard``), run in
-process and printed as the user would type it. Models are cached by content: a step whose inputs
-(the command and the input model's weights) are unchanged is reused, and ``lm-unlearn score``
-skips runs already made with identical settings, so a second ``make demo`` only rebuilds the
+Every step calls the function behind a public command (``lm-unlearn finetune / train / score /
+audit / leaderboard``) with that command's options. Models are cached by content: a step whose
+inputs (its options and the input model's weights) are unchanged is reused, and scoring skips
+runs already made with identical settings, so a second ``make demo`` only rebuilds the
 leaderboard.
 """
 
@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -107,24 +106,6 @@ class Clock:
         print(f"\n[{self.done}/{self.steps}] {text}   ({elapsed / 60:.1f} min so far)", flush=True)
 
 
-# The command line's entry point (``harness_ext.commands.cli.main``), handed in by the command
-# that runs the demo: the workflows never import the command layer.
-CommandLine = Callable[[list[str]], int]
-
-
-@dataclass
-class CommandRunner:
-    """Runs public ``lm-unlearn`` commands in process, printed as typed."""
-
-    main: CommandLine
-
-    def __call__(self, args: list[str]) -> None:
-        print("  $ lm-unlearn " + " ".join(shlex.quote(a) for a in args), flush=True)
-        code = self.main(args)
-        if code != 0:
-            raise RuntimeError(f"lm-unlearn {args[0]} failed with exit code {code}")
-
-
 def model_digest(path: str | Path) -> str:
     from harness_ext.provenance import model_fingerprint
 
@@ -132,60 +113,45 @@ def model_digest(path: str | Path) -> str:
     return fingerprint.get("weights_sha256") or json.dumps(fingerprint, sort_keys=True)
 
 
-def make_model(
-    run_command: CommandRunner,
-    cache: Path,
-    kind: str,
-    command: str,
-    model: Path,
-    args: list[str],
-    card: str,
-) -> Path:
-    """Run ``lm-unlearn COMMAND`` into a folder named by the hash of the command and the input
-    model's weights; reuse the folder when its card shows a finished run."""
+def cached_model(cache: Path, kind: str, config: Any, make: Callable[[Any], Path]) -> Path:
+    """Train ``config`` (a FinetuneConfig or UnlearnConfig) with ``make`` into a folder named by
+    the hash of its options and the input model's weights; reuse the folder when it holds a
+    finished run."""
+    options = config.given_options()
+    for machine_specific in ("model", "output_dir", "overwrite"):
+        options.pop(machine_specific, None)
     key = json.dumps(
-        {"model": model_digest(model), "command": command, "args": args}, sort_keys=True
+        {"model": model_digest(config.model), "config": type(config).__name__, "options": options},
+        sort_keys=True,
+        default=str,
     )
     folder = cache / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    card = "run_card.json" if hasattr(config, "method") else "finetune_card.json"
     if (folder / card).is_file():
         print(f"  cached: {folder}")
         return folder
-    extra = ["--overwrite"] if command == "finetune" else []  # train resumes a partial run itself
-    run_command([command, "--model", str(model), *args, "--output", str(folder), *extra])
+    # a fine-tuning run starts over; an unlearning run resumes a partial one itself
+    make(replace(config, output_dir=str(folder), overwrite=not hasattr(config, "method")))
     return folder
 
 
 def score(
-    run_command: CommandRunner,
-    model: Path,
-    settings: DemoSettings,
-    runs: Path,
-    *refs: str,
-    label: str = "",
+    model: Path, settings: DemoSettings, runs: Path, label: str = "", **references: str
 ) -> Path:
-    from harness_ext.workflows.score_inputs import ScoreSettings, resolve_model
-    from harness_ext.workflows.score_runs import find_scored, settings_hash, settings_key
+    """Score a model as ``lm-unlearn score`` does; returns its run folder (made, or made
+    before with these exact settings)."""
+    from harness_ext.workflows.score import score_model
+    from harness_ext.workflows.score_inputs import ScoreSettings
 
-    metadata = {**demo_task_options(settings)}
-    named = ["--label", label] if label else []
-    args = ["score", str(model), *named, "--prompt-format", settings.prompt_format,
-            "--metadata", json.dumps(metadata, sort_keys=True),
-            "--batch-size", str(settings.score_batch_size), "--output", str(runs), *refs]  # fmt: skip
-    run_command(args)
-    # the run folder of these exact settings (just made, or made before and skipped)
-    options = dict(zip(refs[::2], refs[1::2], strict=True))
-    check = ScoreSettings(
+    scoring = ScoreSettings(
         prompt_format=settings.prompt_format,
-        metadata=metadata,
-        retain_reference=options.get("--reference"),
-        pre_unlearning_reference=options.get("--pre-unlearning-reference"),
+        metadata=demo_task_options(settings),
+        label=label or None,
+        batch_size=str(settings.score_batch_size),
         output=runs,
+        **{name: str(path) for name, path in references.items()},
     )
-    key = settings_key(resolve_model(str(model)), check, settings.prompt_format)
-    found = find_scored(runs, settings_hash(key))
-    if found is None:
-        raise RuntimeError(f"no finished run of {model} under {runs}")
-    return found
+    return score_model(str(model), scoring).run_dir
 
 
 def demo_task_options(settings: DemoSettings) -> dict[str, Any]:
@@ -200,7 +166,6 @@ def demo_task_options(settings: DemoSettings) -> dict[str, Any]:
 
 
 def audit(
-    run_command: CommandRunner,
     model: Path,
     settings: DemoSettings,
     runs: Path,
@@ -211,25 +176,39 @@ def audit(
 ) -> None:
     """``lm-unlearn audit`` of one unlearned model against the target's scoring run, with the
     retain model as the control of relearning."""
-    folder = Path(settings.output) / "audit" / method.replace("+", "_")
-    relearn = []
-    if "relearn" in settings.audit:
-        relearn = ["--relearn-lr", str(settings.relearn_lr), "--control", str(retain_model),
-                   "--control-label", "retain model"]  # fmt: skip
-    run_command(["audit", str(model), "--attacks", str(settings.audit), *relearn, "--target",
-                 str(target_run), "--label", method, "--prompt-format", settings.prompt_format,
-                 "--metadata", json.dumps(demo_task_options(settings), sort_keys=True),
-                 "--reference", str(retain_run), "--pre-unlearning-reference", str(target_run),
-                 "--batch-size", str(settings.score_batch_size), "--runs", str(runs),
-                 "--output", str(folder)])  # fmt: skip
+    from harness_ext.workflows.audit import run_audit
+    from harness_ext.workflows.audit_settings import AuditSettings, RelearnSettings
+    from harness_ext.workflows.score_inputs import ScoreSettings
+
+    relearning = "relearn" in settings.audit
+    scoring = ScoreSettings(
+        prompt_format=settings.prompt_format,
+        metadata=demo_task_options(settings),
+        label=method,
+        retain_reference=str(retain_run),
+        pre_unlearning_reference=str(target_run),
+        batch_size=str(settings.score_batch_size),
+        output=runs,
+    )
+    run_audit(
+        AuditSettings(
+            model=str(model),
+            scoring=scoring,
+            attacks=settings.audit,
+            target=str(target_run),
+            control=str(retain_model) if relearning else None,
+            control_label="retain model" if relearning else None,
+            output=Path(settings.output) / "audit" / method.replace("+", "_"),
+            relearn=RelearnSettings(learning_rate=settings.relearn_lr),
+        )
+    )
 
 
-def matched_forgetting(settings: DemoSettings, retain_run: Path) -> list[str]:
+def matched_forgetting(settings: DemoSettings, retain_run: Path) -> dict[str, Any]:
     """``train`` options that score the forget set every ``eval_every`` steps and stop at the
     first checkpoint whose forget ROUGE-L is the retain model's (on the same rows) or lower."""
     if not settings.match_forgetting:
-        return []
-    rows = ["--eval-rows", str(settings.eval_rows)] if settings.eval_rows else []
+        return {}
     # ROUGE-L needs the generations only: no other set, no perturbed answers (a third the
     # time), and generations cut at 128 tokens with the prompt (forget01's longest question and
     # answer take 100), so that an unlearned model's rambling does not set the pace
@@ -237,9 +216,9 @@ def matched_forgetting(settings: DemoSettings, retain_run: Path) -> list[str]:
                    "generation_max_length": settings.generation_max_length,
                    **settings.metadata}  # fmt: skip
     # no warm-up: with it the first steps barely move the model and their evaluations are wasted
-    return ["--eval-every", str(settings.eval_every), *rows,
-            "--eval-metadata", json.dumps(only_forget, sort_keys=True),
-            "--select-matching-reference", str(retain_run), "--warmup_steps", "0"]  # fmt: skip
+    return {"eval_every": settings.eval_every, "eval_rows": settings.eval_rows,
+            "eval_metadata": only_forget, "select_matching_reference": str(retain_run),
+            "warmup_steps": 0}  # fmt: skip
 
 
 def remove_stale_runs(runs: Path, current: list[Path]) -> None:
@@ -288,10 +267,14 @@ def forget_quality_of_itself(run: Path) -> float:
     return forget_quality(ratios, ratios)
 
 
-def run_demo(settings: DemoSettings | None, command_line: CommandLine) -> dict[str, Any]:
-    """Run the demo; ``command_line`` is ``lm-unlearn``'s entry point (``cli.main``)."""
+def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
+    """Run the demo (see the module docstring); returns its runs and models."""
+    from harness_ext.workflows.leaderboard import build_leaderboard
+    from unlearn_methods.config import FinetuneConfig, UnlearnConfig
+    from unlearn_methods.finetune import finetune
+    from unlearn_methods.train import train
+
     settings = settings or DemoSettings()
-    run_command = CommandRunner(command_line)
     cache = Path(settings.cache or cache_dir() / "demo")
     cache.mkdir(parents=True, exist_ok=True)
     runs = Path(settings.output) / "runs"
@@ -302,88 +285,68 @@ def run_demo(settings: DemoSettings | None, command_line: CommandLine) -> dict[s
     )
     base = Path(settings.model) if settings.model else packaged_smollm2()
 
-    # rows of similar length batched together: random batches of 8 pad these rows by 31%
-    common = ["--prompt-format", settings.prompt_format, "--epochs", str(settings.finetune_epochs),
-              "--lr", str(settings.finetune_lr), "--batch-size", str(settings.batch_size),
-              "--effective-batch-size", str(settings.batch_size),
-              "--train_sampling_strategy", "group_by_length"]  # fmt: skip
     retain_data = f"retain_perturbed[:{settings.retain_rows}]"
     if settings.retain_rows > HOLDOUT_ROWS.start:
         raise ValueError(f"retain_rows must stay below {HOLDOUT_ROWS.start} (the holdout rows)")
+    # rows of similar length batched together: random batches of 8 pad these rows by 31%
+    tuning = FinetuneConfig(
+        model=str(base),
+        prompt_format=settings.prompt_format,
+        num_train_epochs=settings.finetune_epochs,
+        learning_rate=settings.finetune_lr,
+        per_device_train_batch_size=settings.batch_size,
+        effective_batch_size=settings.batch_size,
+        train_sampling_strategy="group_by_length",
+    )
     clock.step(
         f"target model: fine-tune on forget01 (40 rows) + {settings.retain_rows} retain rows"
     )
-    target = make_model(
-        run_command,
-        cache,
-        "target",
-        "finetune",
-        base,
-        ["--data", f"forget01,{retain_data}", *common],
-        "finetune_card.json",
-    )
+    target_config = replace(tuning, data=f"forget01,{retain_data}")
+    target = cached_model(cache, "target", target_config, finetune)
     clock.step(f"retain model: fine-tune on the {settings.retain_rows} retain rows only")
-    retain = make_model(
-        run_command,
-        cache,
-        "retain",
-        "finetune",
-        base,
-        ["--data", retain_data, *common],
-        "finetune_card.json",
-    )
+    retain = cached_model(cache, "retain", replace(tuning, data=retain_data), finetune)
 
     for name, model in (("target", target), ("retain model", retain)):
         if note := demo_reuse.weights_check(runs, name, model_digest(model)):
             print(note, flush=True)
     clock.step("score the retain model (the forget-quality reference)")
-    retain_run = score(run_command, retain, settings, runs, label="retain model")
+    retain_run = score(retain, settings, runs, label="retain model")
     clock.step("score the target (before unlearning)")
-    target_run = score(
-        run_command, target, settings, runs, "--reference", str(retain_run), label="target"
-    )
+    target_run = score(target, settings, runs, label="target", retain_reference=retain_run)
     unlearned = {}
     scored = [retain_run, target_run]
     for method in settings.methods:
         clock.step(f"unlearn forget01 with {method}, then score it")
-        args = ["--method", method, "--forget", "forget01", "--retain", retain_data,
-                "--prompt-format", settings.prompt_format, "--epochs", str(settings.unlearn_epochs),
-                "--lr", str(settings.learning_rate(method)),
-                "--batch-size", str(settings.unlearn_batch_size),
-                "--effective-batch-size", str(settings.unlearn_batch_size),
-                *matched_forgetting(settings, retain_run)]  # fmt: skip
-        kind = "unlearn-" + method.replace("+", "_")
-        model = make_model(run_command, cache, kind, "train", target, args, "run_card.json")
+        config = UnlearnConfig(
+            method=method, model=str(target), forget="forget01", retain=retain_data,
+            prompt_format=settings.prompt_format, num_train_epochs=settings.unlearn_epochs,
+            learning_rate=settings.learning_rate(method),
+            per_device_train_batch_size=settings.unlearn_batch_size,
+            effective_batch_size=settings.unlearn_batch_size,
+            **matched_forgetting(settings, retain_run),
+        )  # fmt: skip
+        model = cached_model(cache, "unlearn-" + method.replace("+", "_"), config, train)
         unlearned[method] = model
         scored.append(
             score(
-                run_command,
                 model,
                 settings,
                 runs,
-                "--reference",
-                str(retain_run),
-                "--pre-unlearning-reference",
-                str(target_run),
+                retain_reference=retain_run,
+                pre_unlearning_reference=target_run,
             )
         )
 
     for method, model in unlearned.items() if settings.audit else ():
         clock.step(f"audit the {method} model: {settings.audit}")
-        audit(run_command, model, settings, runs, target_run, retain_run, method, retain)
+        audit(model, settings, runs, target_run, retain_run, method, retain)
 
     clock.step("leaderboard")
     remove_stale_runs(runs, scored)
-    run_command(
-        [
-            "leaderboard",
-            str(runs),
-            "--output",
-            str(settings.output),
-            "--title",
-            f"lm-unlearn demo: {base.name} unlearns forget01",
-        ]
+    board = build_leaderboard(
+        [runs], Path(settings.output), title=f"lm-unlearn demo: {base.name} unlearns forget01"
     )
+    print(board.markdown)
     itself = forget_quality_of_itself(retain_run)
     print(f"\nforget quality of the retain model against itself: {itself:.4f} (the ceiling)")
     minutes = (time.time() - clock.started) / 60
