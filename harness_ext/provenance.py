@@ -9,6 +9,7 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,15 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 TRAINER_STATE_FILES = (
     "training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth",
 )  # fmt: skip
+
+
+def content_hash(rows: Iterable[dict[str, Any]]) -> str:
+    """sha256 of rows in canonical JSON: identical data gives an identical hash."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
 
 
 def weight_files(folder: Path) -> list[Path]:

@@ -35,7 +35,7 @@ def one_thread():
 
 
 def _examples(tokenizer):
-    from tofu_tasks.prompts import get_prompt_format
+    from harness_ext.prompts import get_prompt_format
     from unlearn_methods.data import PromptEncoder, read_rows
 
     encoder = PromptEncoder(tokenizer, get_prompt_format("plain"), 128)

@@ -16,7 +16,7 @@ def run(capsys, *args):
 
 def train_args(model, output, *extra):
     return ["train", "--model", str(model), "--output", str(output), "--max-steps", "1",
-            "--prompt-format", "plain", "--no-bf16", *extra]  # fmt: skip
+            "--prompt-format", "plain", "--bf16", "false", *extra]  # fmt: skip
 
 
 def test_unknown_method_lists_the_known_ones(capsys, tmp_path, tiny_model_dir):

@@ -115,7 +115,7 @@ def test_the_projects_plain_format_scores_the_first_answer_token(kit, tmp_path):
     from transformers import AutoTokenizer
 
     from harness_ext.lm_eval_plugin.scored_tokens import eos_text, tofu_span
-    from tofu_tasks.prompts import get_prompt_format, template_format
+    from harness_ext.prompts import get_prompt_format, template_format
 
     rows, _ = kit
     tokenizer = AutoTokenizer.from_pretrained(KIT / "tiny-tofu-llama")

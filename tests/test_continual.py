@@ -10,7 +10,7 @@ from harness_ext.commands.cli import main
 from harness_ext.workflows.continual import forget_spec, request_dir, request_rows, retain_spec
 
 TRAIN = ["--max-steps", "2", "--per-device-train-batch-size", "4", "--effective-batch-size", "4",
-         "--max-length", "96", "--prompt-format", "plain", "--no-bf16"]  # fmt: skip
+         "--max-length", "96", "--prompt-format", "plain", "--bf16", "false"]  # fmt: skip
 SCORE = ["--max-rows-per-set", "2", "--score-batch-size", "4", "--device", "cpu",
          "--metadata", json.dumps({"embedding_model": "none", "nli_model": "none"})]  # fmt: skip
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from harness_ext.provenance import content_hash
 from tofu_tasks import data
 from tofu_tasks.data import TofuDataError, build_eval_docs, read_split
 
@@ -44,9 +45,9 @@ def test_forget01_is_the_last_40_rows_of_full():
 
 
 def test_content_hash_changes_with_the_rows_and_nothing_else():
-    a = data.content_hash(build_eval_docs("forget01", max_rows_per_set=3))
-    assert a == data.content_hash(build_eval_docs("forget01", max_rows_per_set=3))
-    assert a != data.content_hash(build_eval_docs("forget01", max_rows_per_set=4))
+    a = content_hash(build_eval_docs("forget01", max_rows_per_set=3))
+    assert a == content_hash(build_eval_docs("forget01", max_rows_per_set=3))
+    assert a != content_hash(build_eval_docs("forget01", max_rows_per_set=4))
 
 
 def test_local_files_hash_to_the_pinned_release(tofu_dir):

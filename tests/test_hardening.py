@@ -24,7 +24,7 @@ from harness_ext.workflows.score_runs import completed_runs
 
 TRAIN = ["--method", "GA+GD", "--forget", "forget01", "--max-steps", "6", "--save-steps", "2",
          "--per-device-train-batch-size", "4", "--effective-batch-size", "4", "--max-length", "96",
-         "--prompt-format", "plain", "--no-bf16"]  # fmt: skip
+         "--prompt-format", "plain", "--bf16", "false"]  # fmt: skip
 NONE = json.dumps({"embedding_model": "none", "nli_model": "none"})
 FAST = ["--max-rows-per-set", "1", "--batch-size", "4", "--device", "cpu", "--metadata", NONE]
 

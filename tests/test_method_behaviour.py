@@ -20,7 +20,7 @@ import copy
 import pytest
 import torch
 
-from tofu_tasks.prompts import get_prompt_format
+from harness_ext.prompts import get_prompt_format
 from unlearn_methods import FORGET_TERMS, REGULARIZERS
 from unlearn_methods.data import PromptEncoder, UnlearnCollator, UnlearnDataset, load_unlearn_data
 from unlearn_methods.losses import functional as F

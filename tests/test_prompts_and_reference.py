@@ -5,7 +5,7 @@ import json
 import pytest
 
 from harness_ext.metrics.references import ReferenceError
-from tofu_tasks.prompts import PromptFormatError, resolve_prompt_format
+from harness_ext.prompts import PromptFormatError, resolve_prompt_format
 from tofu_tasks.reference_files import load_reference, write_reference_file
 
 

@@ -51,7 +51,7 @@ def test_the_readmes_first_command_runs_as_written(tmp_path, split):
 
 
 def test_tofus_checkpoint_and_its_descendants_get_its_prompt_format(tmp_path):
-    from tofu_tasks.prompts import tofu_checkpoint_format
+    from harness_ext.prompts import tofu_checkpoint_format
 
     assert tofu_checkpoint_format(README_MODEL)[0] == "llama2"
     assert tofu_checkpoint_format("locuslab/tofu_ft_phi-1.5")[0] == "phi"

@@ -108,7 +108,7 @@ def test_unlearning_real_people_end_to_end(tmp_path, tiny_model_dir, training_re
     args = ["train", "--method", "ME+GD", "--model", str(tiny_model_dir), "--forget", "realworld:forget[:2]",
             "--retain", "realworld:retain[:2]", "--targets", str(reference), "--scenario", "realworld",
             "--output", str(out), "--max-steps", "2", "--per-device-train-batch-size", "2", "--effective-batch-size", "2",
-            "--prompt-format", "plain", "--no-bf16"]  # fmt: skip
+            "--prompt-format", "plain", "--bf16", "false"]  # fmt: skip
     assert main(args) == 0
     card = json.loads((out / "run_card.json").read_text())
     assert card["hyperparameters"]["forget_coeff"] == 0.5  # the paper's real-world ME weight

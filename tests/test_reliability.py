@@ -65,7 +65,7 @@ def test_training_twice_with_one_seed_gives_identical_weights(tmp_path, tiny_mod
         args = ["train", "--method", "NPO+GD", "--model", str(tiny_model_dir), "--forget", "forget01",
                 "--output", str(out), "--max-steps", "3", "--per-device-train-batch-size", "4",
                 "--effective-batch-size", "8", "--max-length", "96", "--prompt-format", "plain",
-                "--no-bf16"]  # fmt: skip
+                "--bf16", "false"]  # fmt: skip
         assert main(args) == 0
         weights.append(load_file(out / "model.safetensors"))
     assert weights[0].keys() == weights[1].keys()
@@ -104,7 +104,7 @@ def test_a_killed_training_run_resumes_to_the_weights_of_an_uninterrupted_one(
         return ["train", "--method", "GA+GD", "--model", str(tiny_model_dir), "--forget", "forget01",
                 "--output", str(out), "--max-steps", "5", "--save-steps", "2", "--per-device-train-batch-size", "4",
                 "--effective-batch-size", "4", "--max-length", "96", "--prompt-format", "plain",
-                "--no-bf16"]  # fmt: skip
+                "--bf16", "false"]  # fmt: skip
 
     killed = tmp_path / "killed"
     done = subprocess.run(

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from harness_ext.lm_eval_plugin.scored_tokens import eos_text, tofu_span
+from harness_ext.prompts import get_prompt_format
 from tofu_tasks.data import read_split
 from tofu_tasks.eval_sets import EVAL_SETS, FORGET
-from tofu_tasks.prompts import get_prompt_format
 
 VOCAB = Path(
     os.environ.get("LM_UNLEARN_VOCAB_DIR") or Path(__file__).parents[1] / ".venv" / "vocab"

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from tofu_tasks.prompts import get_prompt_format
+from harness_ext.prompts import get_prompt_format
 from unlearn_methods import FORGET_TERMS, REGULARIZERS
 from unlearn_methods.config import UnlearnConfig, load_config_file
 from unlearn_methods.data import PromptEncoder, UnlearnCollator, UnlearnDataset, load_unlearn_data

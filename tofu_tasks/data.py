@@ -238,15 +238,6 @@ def read_refusals(data_dir: str | os.PathLike | None = None) -> list[str]:
     return refusals
 
 
-def content_hash(rows: Iterable[dict[str, Any]]) -> str:
-    """sha256 of rows in canonical JSON: identical data gives an identical hash."""
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode("utf-8"))
-        digest.update(b"\n")
-    return digest.hexdigest()
-
-
 def _positive_int(value: Any, name: str) -> int | None:
     if value in (None, "", "none", "None"):
         return None

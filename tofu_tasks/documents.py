@@ -36,8 +36,9 @@ def holdout_for(options: TaskOptions) -> data.Holdout:
     )
 
 
-def eval_docs(options: TaskOptions) -> list[dict[str, Any]]:
-    """The checked documents of one run of the task, sets interleaved."""
+def eval_docs(options: TaskOptions, holdout: data.Holdout | None = None) -> list[dict[str, Any]]:
+    """The checked documents of one run of the task, sets interleaved (``holdout``: the
+    run's holdout rows when the caller has them already)."""
     docs = data.build_eval_docs(
         options.forget_split,
         options.rows,
@@ -49,11 +50,5 @@ def eval_docs(options: TaskOptions) -> list[dict[str, Any]]:
     )
     scored = data.scored_sets(options.sets)
     docs = [doc for doc in docs if doc["set"] in scored]
-    return interleave_sets(docs + list(holdout_for(options).docs))
-
-
-def load_tofu_eval_dataset(**metadata: Any):
-    """``custom_dataset`` of the tasks: the checked documents of all four eval sets."""
-    import datasets
-
-    return {"test": datasets.Dataset.from_list(eval_docs(TaskOptions.from_metadata(metadata)))}
+    holdout = holdout_for(options) if holdout is None else holdout
+    return interleave_sets(docs + list(holdout.docs))

@@ -66,10 +66,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from harness_ext.lm_eval_plugin.requests import TaskSetupError
-from harness_ext.lm_eval_plugin.scored_tokens import SCORED_TOKENS
+from harness_ext.lm_eval_plugin.task_options import ScoringOptions
 from tofu_tasks import data
-
-TOKEN_SCORES = ("auto", "requests", "off")
 
 # Keys the task YAMLs or the project put there themselves.
 INTERNAL_KEYS = ("forget_split", "version", "tofu", "config_source")
@@ -77,80 +75,57 @@ MAX_DISTANCE = 2
 MIN_LENGTH = 6  # short keys (dtype, peft, device) are too close to everything to judge
 
 
+class _CheckedNames:
+    """Options whose metadata is checked for mistyped names before anything is read."""
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]):
+        try:
+            check_option_names(metadata, hf_model_arguments())
+        except TaskOptionError as err:
+            raise TaskSetupError(str(err)) from err
+        return super().from_metadata(metadata)
+
+
 @dataclass(frozen=True)
-class TaskOptions:
-    forget_split: str
+class TaskOptions(_CheckedNames, ScoringOptions):
+    """The options of the ``tofu_forgetXX_unlearn`` tasks: the shared ones and TOFU's rows."""
+
+    forget_split: str = ""  # set by the task YAML
     rows: str = "legacy"
-    max_rows_per_set: int | dict[str, int] | None = None
     forget_rows: str | None = None
-    data_dir: str | None = None
-    prompt_format: str | None = None
-    retain_reference: str | None = None
-    pre_unlearning_reference: str | None = None
-    embedding_model: str | None = None
-    nli_model: str | None = None
-    aux_device: str | None = None
-    bertscore: bool = False
-    bertscore_model: str | None = None
-    generation_max_length: int = 200
-    scored_tokens: str = "tofu"
-    prompt_template: dict[str, str] | str | None = None
-    holdout: str | bool | None = None
     forget_question: str = "original"  # "paraphrased": TOFU's rephrased forget questions
     retain_question: str = "original"  # "paraphrased": TOFU's rephrased retain questions
-    sets: list[str] | str | None = None  # score only these sets (default: all of them)
-    truth_ratio: bool | str = True  # false: no paraphrased / perturbed answers (quick runs)
-    token_scores: str = "auto"  # per-token numbers: the backend's, or "requests", or "off"
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any]) -> TaskOptions:
         if "forget_split" not in metadata:
             raise TaskSetupError("task metadata lacks 'forget_split' (set by the task YAML)")
+        return super().from_metadata(metadata)
+
+    def check(self) -> None:
+        super().check()
         try:
-            check_option_names(metadata, hf_model_arguments())
-        except TaskOptionError as err:
-            raise TaskSetupError(str(err)) from err
-        known = {name for name in cls.__dataclass_fields__ if metadata.get(name) is not None}
-        options = cls(**{name: metadata[name] for name in known})
-        if int(options.generation_max_length) <= 0:
-            raise TaskSetupError("generation_max_length must be a positive number of tokens")
-        for flag in ("bertscore", "truth_ratio"):
-            if str(getattr(options, flag)).lower() not in ("true", "false", "1", "0"):
-                raise TaskSetupError(
-                    f"{flag} must be true or false, got {getattr(options, flag)!r}"
-                )
-        try:
-            data.scored_sets(options.sets)
+            data.scored_sets(self.sets)
         except data.TofuDataError as err:
             raise TaskSetupError(str(err)) from err
-        if options.token_scores not in TOKEN_SCORES:
-            raise TaskSetupError(
-                f"token_scores must be one of {', '.join(TOKEN_SCORES)}, got "
-                f"{options.token_scores!r}"
-            )
-        if options.scored_tokens not in SCORED_TOKENS:
-            raise TaskSetupError(
-                f"scored_tokens must be one of {', '.join(SCORED_TOKENS)}, got "
-                f"{options.scored_tokens!r}"
-            )
-        return options
-
-    @property
-    def wants_bertscore(self) -> bool:
-        return str(self.bertscore).lower() in ("true", "1")
-
-    @property
-    def wants_truth_ratio(self) -> bool:
-        return str(self.truth_ratio).lower() in ("true", "1")
 
 
-# Every option a task takes: TaskOptions' fields, the tokenizer of the token counts and the
-# real-world task's data files.
-TASK_OPTIONS = (
-    *(f.name for f in fields(TaskOptions) if f.name != "forget_split"),
-    "tokenizer",
-    "forget_data",
-    "neighbor_data",
+@dataclass(frozen=True)
+class RealWorldOptions(_CheckedNames, ScoringOptions):
+    """The options of ``realworld_unlearn``: the shared ones and its two data files."""
+
+    forget_data: str | None = None  # a JSON file in the shipped schema (default: the project's)
+    neighbor_data: str | None = None
+
+
+# Every option a task takes, and the tokenizer of the token counts.
+TASK_OPTIONS = tuple(
+    sorted(
+        {f.name for options in (TaskOptions, RealWorldOptions) for f in fields(options)}
+        - {"forget_split"}
+        | {"tokenizer"}
+    )
 )
 
 

@@ -19,11 +19,15 @@ from typing import Any
 
 from harness_ext.lm_eval_plugin.requests import TaskSetupError
 from harness_ext.lm_eval_plugin.task_provenance import TaskProvenance
+from harness_ext.lm_eval_plugin.unlearning_task import UnlearningTask
+from harness_ext.metrics.references import ScoredReference
 from tofu_tasks import data
+from tofu_tasks import metric_list as tofu_metric_list
 from tofu_tasks.documents import interleave_sets
 from tofu_tasks.eval_sets import REALWORLD_SETS
+from tofu_tasks.options import RealWorldOptions
 from tofu_tasks.realworld import read_realworld
-from tofu_tasks.task import TofuUnlearnTask
+from tofu_tasks.reference_files import load_reference
 
 
 def realworld_docs(
@@ -53,22 +57,26 @@ def realworld_docs(
     return docs
 
 
-def load_realworld_eval_dataset(**metadata: Any):
-    """``custom_dataset`` of ``realworld_unlearn``."""
-    import datasets
-
-    docs = realworld_docs(
-        metadata.get("forget_data"), metadata.get("neighbor_data"), metadata.get("max_rows_per_set")
-    )
-    return {"test": datasets.Dataset.from_list(interleave_sets(docs))}
-
-
-class RealWorldUnlearnTask(TofuUnlearnTask):
+class RealWorldUnlearnTask(UnlearningTask):
     """Forget set + neighbour set of real people; see the module docstring."""
 
     scenario = "realworld"
     MEMBERSHIP = False
     EVAL_SETS = REALWORLD_SETS
+    options_class = RealWorldOptions
+
+    @classmethod
+    def metric_list(cls) -> list[dict[str, Any]]:
+        tofu_metric_list.register()
+        return tofu_metric_list.metric_list(cls.scenario)
+
+    def documents(self) -> list[dict[str, Any]]:
+        options = self.options
+        docs = realworld_docs(options.forget_data, options.neighbor_data, options.max_rows_per_set)
+        return interleave_sets(docs)
+
+    def load_reference(self, path: str) -> ScoredReference:
+        return load_reference(path)
 
     METRIC_VARIANTS = {
         "forget_truth_ratio": "TOFU: mean of min(R, 1/R)",
@@ -77,10 +85,9 @@ class RealWorldUnlearnTask(TofuUnlearnTask):
     }
 
     def _data_source(self) -> dict[str, str]:
-        metadata = self.config.metadata
         return {
-            "forget": metadata.get("forget_data") or "lm-unlearn realworld_data/forget.json",
-            "neighbor": metadata.get("neighbor_data") or "lm-unlearn realworld_data/neighbor.json",
+            "forget": self.options.forget_data or "lm-unlearn realworld_data/forget.json",
+            "neighbor": self.options.neighbor_data or "lm-unlearn realworld_data/neighbor.json",
         }
 
     def _provenance(self) -> TaskProvenance:

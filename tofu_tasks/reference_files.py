@@ -185,7 +185,7 @@ def _from_samples(path: Path) -> ScoredReference:
 def _prompt_format_of_samples(samples: list[dict[str, Any]]) -> str | None:
     """The legacy or plain format a samples file's prompts were written in (a samples file
     without its results file does not record it); None when the prompts are another format's."""
-    from tofu_tasks.prompts import PROMPT_FORMATS
+    from harness_ext.prompts import PROMPT_FORMATS
 
     for sample in samples:
         arguments = sample.get("arguments")

@@ -25,9 +25,10 @@ from typing import Any
 
 import torch
 
+from harness_ext.prompts import PromptFormat
+from harness_ext.provenance import content_hash
 from harness_ext.row_slices import RowSliceError, parse_slice, split_named_slice
 from tofu_tasks import data as tofu_data
-from tofu_tasks.prompts import PromptFormat
 from unlearn_methods.losses.functional import IGNORE_INDEX
 
 PAIRINGS = ("random", "fixed")
@@ -47,7 +48,7 @@ class UnlearnData:
 
     def content_hash(self) -> str:
         rows = [{"forget": r} for r in self.forget] + [{"retain": r} for r in self.retain]
-        return tofu_data.content_hash(rows + [{"refusal": r} for r in self.refusals])
+        return content_hash(rows + [{"refusal": r} for r in self.refusals])
 
 
 def parse_rows_spec(spec: str) -> list[tuple[str, int | None, int | None]]:

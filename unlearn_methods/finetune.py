@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from harness_ext.model_files import add_reader_compatibility
-from tofu_tasks import data as tofu_data
-from tofu_tasks.prompts import get_prompt_format
+from harness_ext.prompts import get_prompt_format
+from harness_ext.provenance import content_hash
 from unlearn_methods.config import FinetuneConfig
 from unlearn_methods.data import PromptEncoder, read_rows
 from unlearn_methods.train import (
@@ -105,7 +105,7 @@ def finetune_card(options, trainer, rows, prompt_format, seconds) -> dict[str, A
     from harness_ext.provenance import git_commit, hardware, model_fingerprint, package_versions
 
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    digest = tofu_data.content_hash(rows)
+    digest = content_hash(rows)
     return {
         "format": "lm-unlearn-finetune/1",
         "options": options.given_options(),

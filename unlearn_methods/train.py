@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness_ext.model_files import add_reader_compatibility
-from tofu_tasks.prompts import choose_prompt_format, get_prompt_format
+from harness_ext.prompts import choose_prompt_format, get_prompt_format
 from unlearn_methods.config import (
     TrainingConfig,
     UnlearnConfig,

@@ -261,10 +261,11 @@ def wanted_forget_docs(
 ) -> dict[tuple[str, int], dict[str, Any]]:
     """The forget documents ``metadata`` selects, by (set, row): forget metrics are aggregated
     over the forget rows alone, so the other sets need not be in a run that gives them."""
-    from tofu_tasks.documents import eval_docs
-    from tofu_tasks.options import TaskOptions
+    from dataclasses import replace
 
-    options = TaskOptions.from_metadata({**metadata, "forget_split": settings.scoring.split})
+    from tofu_tasks.documents import eval_docs
+
+    options = replace(settings.scoring, metadata=metadata).task_options
     return {(d["set"], d["row"]): d for d in eval_docs(options) if d["set"] == "forget"}
 
 

@@ -67,10 +67,11 @@ class ContinualSettings:
     )
 
     def task_options(self) -> dict[str, Any]:
-        from tofu_tasks.options import parse_metadata
+        from tofu_tasks.options import check_option_names, hf_model_arguments, parse_metadata
 
         given = self.metadata
         options = parse_metadata(given) if isinstance(given, str) else dict(given or {})
+        check_option_names(options, hf_model_arguments())
         if self.max_rows_per_set is not None:
             options["max_rows_per_set"] = self.max_rows_per_set
         return options
@@ -131,7 +132,12 @@ def train_request(settings: ContinualSettings, config: Any, k: int) -> Path:
 
 
 def score_request(
-    settings: ContinualSettings, config: Any, k: int, model: Path, served: bool = False
+    settings: ContinualSettings,
+    config: Any,
+    task_options: dict[str, Any],
+    k: int,
+    model: Path,
+    served: bool = False,
 ) -> dict:
     from harness_ext.lm_eval_plugin.results import latest_results, task_metrics
     from harness_ext.workflows.score import score_model
@@ -142,7 +148,7 @@ def score_request(
     scoring = ScoreSettings(
         split="forget10",
         prompt_format=config.prompt_format,
-        metadata={**settings.task_options(), "forget_rows": rows},
+        metadata={**task_options, "forget_rows": rows},
         batch_size=settings.score_batch_size,
         device=settings.device,
         output=Path(config.output_dir) / "runs",
@@ -165,19 +171,20 @@ def run_continual(settings: ContinualSettings, config: Any) -> list[dict[str, An
         )
     from unlearn_methods.methods import resolve_method
 
-    resolve_method(config.method)  # an unknown name fails before any work
+    resolve_method(config.method)  # an unknown name or a mistyped option fails before any work
+    task_options = settings.task_options()
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     table = []
     for k in range(1, settings.requests + 1):
         model = train_request(settings, config, k)
-        metrics = score_request(settings, config, k, model)
+        metrics = score_request(settings, config, task_options, k, model)
         start, stop = request_rows(k)
         row = {"request": k, "forget_rows": f"{start}:{stop}",
                "retain_rows": _count_rows(retain_spec(k, settings.base_retain), config)}  # fmt: skip
         row.update({m: metrics.get(m) for m in SUMMARY})
         if settings.score_served and k > 1:
-            served = score_request(settings, config, k, model, served=True)
+            served = score_request(settings, config, task_options, k, model, served=True)
             row["served_forget_rougeL_recall"] = served.get("forget_rougeL_recall")
         table.append(row)
         write_outputs(output, table)

@@ -17,6 +17,7 @@ from harness_ext.provenance import (
     setting_files,
     settings_sha256,
 )
+from tofu_tasks.options import TaskOptions
 
 MANIFEST = "manifest.json"
 PARTIAL_PREFIX = ".partial-"
@@ -137,6 +138,11 @@ class ScoreSettings:
     @property
     def task(self) -> str:
         return f"tofu_{self.split}_unlearn"
+
+    @property
+    def task_options(self) -> TaskOptions:
+        """The task options, parsed and checked as the task parses them."""
+        return TaskOptions.from_metadata({**self.metadata, "forget_split": self.split})
 
 
 # ---------------------------------------------------------------------- models
@@ -267,7 +273,7 @@ def detect_prompt_format(spec: ModelSpec, requested: str | None) -> tuple[str, s
         return requested, "prompt_template in --metadata"
     if requested and requested != "chat":
         return requested, "chosen with --prompt-format"
-    from tofu_tasks.prompts import choose_prompt_format
+    from harness_ext.prompts import choose_prompt_format
 
     source = tokenizer_source(spec)
 

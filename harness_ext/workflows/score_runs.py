@@ -36,13 +36,10 @@ LOCATION_OPTIONS = ("data_dir",)
 
 def eval_data_sha256(settings: ScoreSettings) -> str:
     """Hash of the documents the task will score (the same function the task uses)."""
+    from harness_ext.provenance import content_hash
     from tofu_tasks.documents import eval_docs
-    from tofu_tasks.options import TaskOptions
 
-    options = TaskOptions.from_metadata({**settings.metadata, "forget_split": settings.split})
-    from tofu_tasks import data
-
-    return data.content_hash(eval_docs(options))
+    return content_hash(eval_docs(settings.task_options))
 
 
 def run_task_options(
