@@ -120,3 +120,18 @@ def test_continual_sets_the_request_options_itself(capsys):
                  "--forget", "forget05"])  # fmt: skip
     assert code == 2
     assert "--forget: each request of a continual run sets its own" in capsys.readouterr().err
+
+
+# Arguments that are no option of a dataclass: positionals, and what only steers the parsing.
+NOT_FIELDS = {"help", "config", "dry_run", "list", "more_models", "models", "model", "runs"}
+
+
+def test_every_option_is_a_dataclass_field():
+    """Options are declared once, as dataclass fields parsed by HfArgumentParser."""
+    for name, command in subcommands(build_parser()).items():
+        if name in ("eval", "tasks-path"):
+            continue  # eval passes lm_eval's own arguments; tasks-path takes none
+        fields = command.field_dests()
+        loose = {a.dest for a in command._actions} - fields - NOT_FIELDS
+        assert not loose, (name, loose)
+        assert fields, name

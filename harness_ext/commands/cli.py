@@ -22,7 +22,6 @@ from typing import Any
 
 from harness_ext import __version__
 from harness_ext.commands.parsing import Parser, with_examples
-from harness_ext.lm_eval_plugin import DEFAULT_BACKEND
 
 
 def _format_value(value: Any) -> str:
@@ -156,30 +155,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from harness_ext.workflows.score import score_model
-    from harness_ext.workflows.score_inputs import ScoreSettings, expand_models
-    from tofu_tasks.options import parse_metadata
+    from harness_ext.workflows.score_inputs import expand_models
 
-    metadata = parse_metadata(args.metadata)
-    if args.max_rows_per_set is not None:
-        metadata["max_rows_per_set"] = args.max_rows_per_set
-    settings = ScoreSettings(
-        split=args.split,
-        backend=args.backend,
-        model_args=args.model_args or "",
-        prompt_format=args.prompt_format,
-        retain_reference=args.reference,
-        pre_unlearning_reference=args.pre_unlearning_reference,
-        metadata=metadata,
-        label=args.label,
-        batch_size=args.batch_size,
-        device=args.device,
-        output=args.output,
-        force=args.force,
-    )
+    scoring, where = args.parser.dataclasses_from(args)
+    settings = scoring.settings(Path(where.output))
     models = expand_models([*args.models, *args.more_models], args.list)
-    if args.label and len(models) > 1:
+    if scoring.label and len(models) > 1:
         raise ValueError("--label names one model; score several models without it")
-    if args.base and len(models) > 1:
+    if scoring.base and len(models) > 1:
         raise ValueError(
             "--base applies to one adapter; give several adapters their base in config"
         )
@@ -187,14 +170,15 @@ def cmd_score(args: argparse.Namespace) -> int:
     for index, model in enumerate(models, 1):
         if len(models) > 1:
             print(f"[{index}/{len(models)}] {model}")
-        outcome = score_model(model, settings, base=args.base)
+        outcome = score_model(model, settings, base=scoring.base)
         outcomes.append(outcome)
         if outcome.metrics:
             print_metric_table(outcome.metrics, f"{settings.task} on {model}")
         print(f"run folder: {outcome.run_dir}")
     scored = sum(not o.skipped for o in outcomes)
     print(
-        f"{scored} scored, {len(outcomes) - scored} skipped (already scored); runs in {args.output}"
+        f"{scored} scored, {len(outcomes) - scored} skipped (already scored); runs in "
+        f"{settings.output}"
     )
     return 0
 
@@ -212,35 +196,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     import shlex
 
     from harness_ext.workflows.audit import run_audit
-    from harness_ext.workflows.audit_settings import AuditSettings, RelearnSettings
-    from harness_ext.workflows.score_inputs import ScoreSettings
-    from tofu_tasks.options import parse_metadata
 
-    metadata = parse_metadata(args.metadata)
-    if args.max_rows_per_set is not None:
-        metadata["max_rows_per_set"] = args.max_rows_per_set
-    scoring = ScoreSettings(
-        split=args.split, backend=args.backend, model_args=args.model_args or "",
-        prompt_format=args.prompt_format, retain_reference=args.reference,
-        pre_unlearning_reference=args.pre_unlearning_reference, metadata=metadata,
-        label=args.label, batch_size=args.batch_size, device=args.device, output=args.runs,
-        force=args.force,
-    )  # fmt: skip
-    relearn = RelearnSettings(
-        rows=args.relearn_rows, split=args.relearn_split, steps=args.relearn_steps,
-        learning_rate=args.relearn_lr, batch_size=args.relearn_batch_size,
-        lora=args.relearn_lora, seed=args.relearn_seed,
-    )  # fmt: skip
-    settings = AuditSettings(
-        model=args.model, scoring=scoring, attacks=args.attacks, target=args.target,
-        control=args.control, control_label=args.control_label,
-        output=args.output, models_dir=args.models_dir, relearn=relearn, base=args.base,
-        bits=args.bits,
-        command="lm-unlearn " + " ".join(shlex.quote(a) for a in getattr(args, "argv", [])),
-    )  # fmt: skip
+    scoring, audit = args.parser.dataclasses_from(args)
+    command = "lm-unlearn " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
+    settings = audit.settings(args.model, scoring, command)
     report = run_audit(settings)
     print("\n" + report.markdown)
-    print(f"wrote {', '.join(str(p) for p in report.files)}; runs in {args.runs}")
+    print(f"wrote {', '.join(str(p) for p in report.files)}; runs in {settings.scoring.output}")
     return 0
 
 
@@ -310,24 +272,10 @@ def cmd_eval(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from harness_ext.workflows.demo import DemoSettings, run_demo
+    from harness_ext.workflows.demo import run_demo
 
-    settings = DemoSettings(output=args.output)
-    if args.retain_rows is not None:
-        settings.retain_rows = args.retain_rows
-    if args.utility_rows is not None:
-        settings.utility_rows = args.utility_rows
-    if args.methods:
-        settings.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    if args.model:
-        settings.model = args.model
-    if args.audit:
-        settings.audit = args.audit
-    if args.no_audit:
-        settings.audit = None
-    if args.no_matching:
-        settings.match_forgetting = False
-    run_demo(settings)
+    (arguments,) = args.parser.dataclasses_from(args)
+    run_demo(arguments.settings())
     return 0
 
 
@@ -390,89 +338,19 @@ EXAMPLES = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="lm-unlearn", description="Machine unlearning of LLMs on lm-evaluation-harness."
-    )
-    parser.add_argument("--version", action="version", version=f"lm-unlearn {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+TRAINING_HELP = {
+    "train": "unlearn a TOFU forget split with a registered method; writes a checkpoint",
+    "continual": "serve forget10 as a sequence of forget requests, scoring after each",
+    "finetune": "fine-tune a model on TOFU splits (make a target or a retain model)",
+}
 
-    agg = sub.add_parser(
-        "aggregate", help="compute every metric from existing per-sample logs (no model needed)"
-    )
-    agg.add_argument(
-        "--legacy-logs", required=True, help="a TOFU legacy log directory (the four eval_*.json)"
-    )
-    agg.add_argument(
-        "--reference-logs",
-        help="the retain model's legacy log directory (or a samples/results file): forget quality",
-    )
-    agg.add_argument(
-        "--pre-unlearning-logs",
-        help="outputs of the model before unlearning (legacy log directory or reference file): "
-        "cosine similarity and entailment on Real Authors / World Facts",
-    )
-    agg.add_argument(
-        "--tokenizer", help="tokenizer of the logged model (dir, hub id or .gguf): token entropy"
-    )
-    agg.add_argument("--embedding-model", help="sentence-embedding model (cosine similarity)")
-    agg.add_argument("--nli-model", help="NLI classifier (entailment)")
-    agg.add_argument("--bertscore", action="store_true", help="also report <set>_bertscore_f1")
-    agg.add_argument("--bertscore-model", help="model of BERTScore (default roberta-large)")
-    agg.add_argument("--device", help="device of the auxiliary models")
-    agg.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    agg.set_defaults(handler=cmd_aggregate)
 
-    demo = sub.add_parser(
-        "demo",
-        help="fine-tune, unlearn, score and rank on the packaged SmolLM2 (CPU, offline)",
-    )
-    demo.add_argument("--output", type=Path, default=Path("results/demo"))
-    demo.add_argument("--model", help="base model (default: the packaged SmolLM2-135M-Instruct)")
-    demo.add_argument("--methods", help="comma-separated (default ME+GD,IDK+AP,GA+GD)")
-    demo.add_argument("--retain-rows", type=int, help="retain rows learned and scored (20)")
-    demo.add_argument(
-        "--utility-rows", type=int, help="Real Authors / World Facts rows scored (20)"
-    )
-    demo.add_argument(
-        "--audit",
-        help="the attacks of the audit of every unlearned model (lm-unlearn audit; default "
-        "relearn; also quantize, paraphrase)",
-    )
-    demo.add_argument("--no-audit", action="store_true", help="skip the audit")
-    demo.add_argument(
-        "--no-matching",
-        action="store_true",
-        help="train every method for its full epochs instead of stopping it at the retain "
-        "model's forget ROUGE-L (matched forgetting)",
-    )
-    demo.set_defaults(handler=cmd_demo)
-
-    ref = sub.add_parser(
-        "reference",
-        help="score a model before unlearning once and store its outputs and truth ratios",
-        description="The file serves as pre_unlearning_reference (cosine similarity and "
-        "entailment on Real Authors / World Facts) and as retain_reference (forget quality).",
-    )
-    ref.add_argument("--model", help="hub id or local path of the model before unlearning")
-    ref.add_argument(
-        "--model-args", default="", help="more lm-eval model args, e.g. dtype=bfloat16,peft=DIR"
-    )
-    ref.add_argument(
-        "--backend",
-        default=DEFAULT_BACKEND,
-        help=f"lm-eval model backend: {DEFAULT_BACKEND} (default), hf, vllm, ...",
-    )
-    ref.add_argument("--tasks", default="tofu_forget01_unlearn", help="comma-separated tasks")
-    ref.add_argument("--apply-chat-template", action="store_true")
-    ref.add_argument("--prompt-format", help="plain, llama2 or phi (without a chat template)")
-    ref.add_argument("--metadata", help="task options as JSON (rows, max_rows_per_set, ...)")
-    ref.add_argument("--batch-size", default="auto")
-    ref.add_argument("--device", help="cuda, cuda:0 or cpu (default: cuda if available)")
-    ref.add_argument("--from-samples", help="convert an existing samples/results file instead")
-    ref.add_argument("--output", required=True, type=Path, help="reference file to write (JSON)")
-    ref.set_defaults(handler=cmd_reference)
-
+def add_training_parsers(sub, lazy: bool = False) -> None:
+    """train, continual and finetune: their options are TrainingArguments subclasses."""
+    if lazy:
+        for name, text in TRAINING_HELP.items():
+            sub.add_parser(name, help=text)
+        return
     from harness_ext.workflows.continual import PER_REQUEST_FIELDS, ContinualSettings
     from unlearn_methods.config import FinetuneConfig, UnlearnConfig
 
@@ -483,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer = sub.add_parser(
         "train",
         dataclass_types=[UnlearnConfig],
-        help="unlearn a TOFU forget split with a registered method; writes a checkpoint",
+        help=TRAINING_HELP["train"],
         description="Options come from the command line, else from --config (YAML whose keys are "
         "the options' names, plus per-method overrides under 'methods:'), else the paper's "
         "defaults. " + library_note,
@@ -499,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     cont = sub.add_parser(
         "continual",
         dataclass_types=[ContinualSettings, UnlearnConfig],
-        help="serve forget10 as a sequence of forget requests, scoring after each",
+        help=TRAINING_HELP["continual"],
         description="Request 1 = forget01 (the last 2 authors), request 2 the 2 before, ...; each "
         "starts from the previous checkpoint (also its reference). Rerun to resume. The "
         "unlearning options are train's, except "
@@ -515,15 +393,62 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser(
         "finetune",
         dataclass_types=[FinetuneConfig],
-        help="fine-tune a model on TOFU splits (make a target or a retain model)",
+        help=TRAINING_HELP["finetune"],
         description="Plain supervised fine-tuning on TOFU question/answer pairs, the step before "
         "unlearning. --data lists splits, each optionally cut by a row slice (split[a:b]). "
         + library_note,
     )
     tune.set_defaults(handler=cmd_finetune, parser=tune)
 
+
+def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
+    """The command line. ``lazy``: the training commands' parsers as placeholders (their options
+    are TrainingArguments', whose import takes seconds), for a command line that runs another
+    command."""
+    parser = Parser(
+        prog="lm-unlearn", description="Machine unlearning of LLMs on lm-evaluation-harness."
+    )
+    parser.add_argument("--version", action="version", version=f"lm-unlearn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    from harness_ext.commands.arguments import (
+        AggregateArguments,
+        AuditArguments,
+        DemoArguments,
+        DoctorArguments,
+        LeaderboardArguments,
+        ReferenceArguments,
+        ScoreArguments,
+        ScoringArguments,
+    )
+
+    agg = sub.add_parser(
+        "aggregate",
+        dataclass_types=[AggregateArguments],
+        help="compute every metric from existing per-sample logs (no model needed)",
+    )
+    agg.set_defaults(handler=cmd_aggregate)
+
+    demo = sub.add_parser(
+        "demo",
+        dataclass_types=[DemoArguments],
+        help="fine-tune, unlearn, score and rank on the packaged SmolLM2 (CPU, offline)",
+    )
+    demo.set_defaults(handler=cmd_demo, parser=demo)
+
+    ref = sub.add_parser(
+        "reference",
+        dataclass_types=[ReferenceArguments],
+        help="score a model before unlearning once and store its outputs and truth ratios",
+        description="The file serves as pre_unlearning_reference (cosine similarity and "
+        "entailment on Real Authors / World Facts) and as retain_reference (forget quality).",
+    )
+    ref.set_defaults(handler=cmd_reference)
+
+    add_training_parsers(sub, lazy=lazy)
+
     score = sub.add_parser(
         "score",
+        dataclass_types=[ScoringArguments, ScoreArguments],
         help="score checkpoints, adapters or hub models on tofu_*_unlearn; skips scored ones",
         description="Each model gets a run folder under --output with lm-eval's results and "
         "samples files and manifest.json. A folder of checkpoints scores each one.",
@@ -533,15 +458,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--list", help="file with one model per line")
     score.add_argument(
-        "--label",
-        help="the model's name in tables (default: the method from its training card, else its "
-        "folder or hub name); shown as 'LABEL · BASE MODEL · SPLIT'",
-    )
-    score.add_argument(
-        "--base", help="base model of a PEFT adapter (default: from adapter_config.json)"
-    )
-    score.add_argument("--split", default="forget01", choices=["forget01", "forget05", "forget10"])
-    score.add_argument(
         "--model",
         dest="more_models",
         metavar="MODEL",
@@ -549,50 +465,36 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="a model to score, as the positional MODELS (may be repeated)",
     )
-    score.add_argument(
-        "--backend",
-        default=DEFAULT_BACKEND,
-        help=f"lm-eval backend: {DEFAULT_BACKEND} (default), hf, vllm, ...",
+    score.set_defaults(handler=cmd_score, parser=score)
+
+    audit = sub.add_parser(
+        "audit",
+        dataclass_types=[ScoringArguments, AuditArguments],
+        help="does the forgetting hold? relearn, quantize and paraphrase attacks, scored",
+        description="Attacks an unlearned model and scores each attacked version like any other "
+        "run (in --runs, beside lm-unlearn score's runs): relearn = fine-tune on part of the "
+        "forget set, score the rest; quantize = 8- and 4-bit weights (bitsandbytes); paraphrase = "
+        "the forget questions rephrased. Writes audit.md, audit.csv and audit.json: each forget "
+        "metric before and after each attack, the recovery (after - before) / (target - "
+        "before) when --target is given, and, with --control (the retain model), relearning's "
+        "gain on the control and the difference.",
     )
-    score.add_argument("--model-args", help="more lm-eval model arguments, e.g. dtype=bfloat16")
-    score.add_argument(
-        "--prompt-format",
-        help="chat, plain, llama2 or phi (default: chat if the tokenizer has a template, else plain)",
-    )
-    score.add_argument("--reference", help="retain-model reference (forget quality)")
-    score.add_argument("--pre-unlearning-reference", help="the model's outputs before unlearning")
-    score.add_argument("--metadata", help="task options as JSON (docs/scoring.md lists them)")
-    score.add_argument("--max-rows-per-set", type=int, help="score at most N rows of each set")
-    score.add_argument("--batch-size", default="auto")
-    score.add_argument("--device", help="cuda, cuda:0 or cpu (default: cuda if available)")
-    score.add_argument("--output", type=Path, default=Path("results/runs"))
-    score.add_argument("--force", action="store_true", help="score again even if already scored")
-    score.set_defaults(handler=cmd_score)
+    audit.add_argument("model", help="the unlearned model: checkpoint or adapter folder, hub id")
+    audit.set_defaults(handler=cmd_audit, parser=audit)
 
     board = sub.add_parser(
         "leaderboard",
+        dataclass_types=[LeaderboardArguments],
         help="LEADERBOARD.md, leaderboard.csv and leaderboard.html from run folders",
     )
     board.add_argument("runs", nargs="+", type=Path, help="folders of runs or lm-eval results")
-    board.add_argument("--output", type=Path, default=Path("results"))
-    board.add_argument("--title", default="TOFU unlearning leaderboard")
-    board.add_argument(
-        "--rank-by",
-        help="metric ranking each table (default: forget efficacy, else forget quality, else MU-9)",
-    )
     board.set_defaults(handler=cmd_leaderboard)
 
-    add_audit_parser(sub)
-
     doctor = sub.add_parser(
-        "doctor", help="versions, autoload, data and metric models, for bug reports"
+        "doctor",
+        dataclass_types=[DoctorArguments],
+        help="versions, autoload, data and metric models, for bug reports",
     )
-    doctor.add_argument(
-        "--embedding-model", help="check this embedding model instead of the default"
-    )
-    doctor.add_argument("--nli-model", help="check this NLI model instead of the default")
-    doctor.add_argument("--device", help="device of the metric models")
-    doctor.add_argument("--data-dir", help="TOFU directory (default: $TOFU_DATA_DIR or the hub)")
     doctor.set_defaults(handler=cmd_doctor)
 
     path = sub.add_parser("tasks-path", help="print the folder holding the task YAMLs")
@@ -610,61 +512,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_audit_parser(sub) -> None:
-    audit = sub.add_parser(
-        "audit",
-        help="does the forgetting hold? relearn, quantize and paraphrase attacks, scored",
-        description="Attacks an unlearned model and scores each attacked version like any other "
-        "run (in --runs, beside lm-unlearn score's runs): relearn = fine-tune on part of the "
-        "forget set, score the rest; quantize = 8- and 4-bit weights (bitsandbytes); paraphrase = "
-        "the forget questions rephrased. Writes audit.md, audit.csv and audit.json: each forget "
-        "metric before and after each attack, the recovery (after - before) / (target - "
-        "before) when --target is given, and, with --control (the retain model), relearning's "
-        "gain on the control and the difference.",
-    )
-    audit.add_argument("model", help="the unlearned model: checkpoint or adapter folder, hub id")
-    audit.add_argument("--attacks", default="relearn,quantize,paraphrase",
-                       help="comma-separated: relearn, quantize, paraphrase (default: all)")  # fmt: skip
-    audit.add_argument("--target", help="the model before unlearning (a model, or its scoring "
-                       "run folder or results file): recovery")  # fmt: skip
-    audit.add_argument("--control", help="the retain model (never trained on the forget rows): "
-                       "relearning runs on it too, and its gain is reported beside")  # fmt: skip
-    audit.add_argument("--control-label", help="the control's name in tables")
-    audit.add_argument("--split", default="forget01", choices=["forget01", "forget05", "forget10"])
-    audit.add_argument("--output", type=Path, default=Path("results/audit"), help="the table")
-    audit.add_argument("--runs", type=Path, default=Path("results/runs"),
-                       help="scoring runs (a leaderboard reads them; default results/runs)")  # fmt: skip
-    audit.add_argument("--models-dir", type=Path,
-                       help="attacked models (default $LM_UNLEARN_CACHE/audit)")  # fmt: skip
-    audit.add_argument("--base", help="base model of a PEFT adapter given as MODEL")
-    audit.add_argument("--label", help="the model's name in tables")
-    audit.add_argument("--relearn-split", default="same-authors",
-                       choices=["same-authors", "other-authors"],
-                       help="same-authors (default): relearn the first half of each author's "
-                       "rows, score the second half; other-authors: relearn the first half of "
-                       "the authors, score the others")  # fmt: skip
-    audit.add_argument("--relearn-rows", help="forget rows relearned by hand, start:stop "
-                       "touching one end; the other rows are scored")  # fmt: skip
-    audit.add_argument("--relearn-steps", type=int, default=10, help="optimiser steps (10)")
-    audit.add_argument("--relearn-lr", type=float, default=1e-5, help="constant rate (1e-5)")
-    audit.add_argument("--relearn-batch-size", type=int, default=4, help="rows per step (4)")
-    audit.add_argument("--relearn-lora", action="store_true", help="relearn a LoRA adapter")
-    audit.add_argument("--relearn-seed", type=int, default=42)
-    audit.add_argument("--bits", default="8,4", help="quantize: weight bits, 8 and/or 4")
-    audit.add_argument("--backend", default=DEFAULT_BACKEND,
-                       help=f"lm-eval backend: {DEFAULT_BACKEND} (default), hf, ...")  # fmt: skip
-    audit.add_argument("--model-args", help="more lm-eval model arguments")
-    audit.add_argument("--prompt-format", help="chat, plain, llama2 or phi (default: detected)")
-    audit.add_argument("--reference", help="retain-model reference (forget quality)")
-    audit.add_argument("--pre-unlearning-reference", help="the model's outputs before unlearning")
-    audit.add_argument("--metadata", help="task options as JSON (docs/scoring.md lists them)")
-    audit.add_argument("--max-rows-per-set", type=int, help="score at most N rows of each set")
-    audit.add_argument("--batch-size", default="auto")
-    audit.add_argument("--device", help="cuda, cuda:0 or cpu (default: cuda if available)")
-    audit.add_argument("--force", action="store_true", help="score again even if already scored")
-    audit.set_defaults(handler=cmd_audit)
-
-
 def apply_config_file(command: Parser, argv: Sequence[str]) -> None:
     """``train --config FILE``: the file's values become the command's defaults, so the
     command line wins over them (TRL's ``TrlParser`` does the same)."""
@@ -680,7 +527,7 @@ def apply_config_file(command: Parser, argv: Sequence[str]) -> None:
 
 def parse_command(argv: Sequence[str]) -> argparse.Namespace:
     """The parsed command line, ``train --config``'s file applied first."""
-    parser = build_parser()
+    parser = build_parser(lazy=not argv or argv[0] not in TRAINING_COMMANDS)
     if argv[:1] == ["train"]:
         apply_config_file(parser.commands["train"], argv[1:])
     args = parser.parse_args(argv)
@@ -690,9 +537,11 @@ def parse_command(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # bitsandbytes (the audit's quantiser) logs at import, on CPUs with AVX512-BF16, that an
-    # optional kernel from the hub is missing; it falls back to its own, so the line is noise
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # bitsandbytes (imported with transformers' TrainingArguments) logs at import, on CPUs with
+    # AVX512-BF16, that an optional kernel from the hub is missing, or, offline, that it skipped
+    # the kernel's publisher check; it falls back to its own kernel, so the lines are noise
+    for noisy in ("bitsandbytes.backends.cpu.ops", "kernels._internals.hf_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     if argv[:1] == ["eval"]:
         return cmd_eval(argparse.Namespace(), argv[1:])
     from harness_ext.assets import AssetError

@@ -29,7 +29,20 @@ def other_spelling(option: str) -> str | None:
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """One spelling per option in help (the first given); examples printed as written."""
+    """One spelling per option in help (the first given); examples printed as written; an
+    option's default shown when it has one and its help does not say it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and default not in (None, False, "", [], argparse.SUPPRESS)
+            and "default" not in text
+            and action.nargs != 0
+        ):
+            text += " (default: %(default)s)"
+        return text
 
     def _format_action_invocation(self, action: argparse.Action) -> str:
         if not action.option_strings:

@@ -25,7 +25,6 @@ distribution, which only ``hf-unlearn`` returns; with ``hf`` and ``vllm`` it rea
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -35,6 +34,8 @@ from lm_eval.api.task import ConfigurableTask
 
 from harness_ext.lm_eval_plugin import registry as lm_eval_registry
 from harness_ext.lm_eval_plugin.current_model import gives_token_scores
+from harness_ext.lm_eval_plugin.membership import membership_items
+from harness_ext.lm_eval_plugin.reference_checks import check_prompt_format, check_scored_tokens
 from harness_ext.lm_eval_plugin.requests import (
     DocKey,
     DocPlan,
@@ -52,13 +53,7 @@ from harness_ext.lm_eval_plugin.scored_tokens import (
 )
 from harness_ext.lm_eval_plugin.task_options import ScoringOptions
 from harness_ext.lm_eval_plugin.task_provenance import TaskProvenance, write_provenance
-from harness_ext.lm_eval_plugin.token_scores import (
-    NO_DISTRIBUTION,
-    NO_TOKENS,
-    NO_TOKENS_BEFORE_EOS,
-    TokenScores,
-    memorization,
-)
+from harness_ext.lm_eval_plugin.token_scores import TokenScores, memorization, read_token_scores
 from harness_ext.metrics import privacy
 from harness_ext.metrics.aggregate import (
     FORGET_EFFICACY_METRICS,
@@ -97,7 +92,6 @@ FQ_HOW_TO = (
 
 
 NO_ROWS = not_computed("no rows")
-LOG_HALF = math.log(0.5)
 
 
 class UnlearningTask(ConfigurableTask):
@@ -354,38 +348,6 @@ class UnlearningTask(ConfigurableTask):
             instance.arguments[1]["max_gen_toks"] = uniform
         info["prompt_plus_generation_max_tokens"] = limit
 
-    def _check_prompt_format(self, reference: ScoredReference) -> None:
-        fmt = self.prompt_format
-        if not reference.prompt_format:
-            raise TaskSetupError(
-                f"cannot tell which prompt format the reference {reference.source} was scored "
-                f"with; pass its results file (the samples file's results_*.json beside it), its "
-                f"run folder, or an lm-unlearn reference file"
-            )
-        if reference.prompt_format != fmt.name:
-            raise TaskSetupError(
-                f"the reference {reference.source} was scored with prompt format "
-                f"{reference.prompt_format!r} but this run uses {fmt.name!r}; "
-                f"score both with the same format"
-            )
-        mine = {"prompt": fmt.prompt, "answer": fmt.answer}
-        if fmt.name == "template" and reference.prompt_template not in (None, mine):
-            raise TaskSetupError(
-                f"the reference {reference.source} was scored with another prompt_template "
-                f"({reference.prompt_template}); score both with the same strings"
-            )
-
-    def _check_scored_tokens(self, reference: ScoredReference) -> None:
-        """Truth ratios of a reference are comparable only under the same token definition."""
-        theirs, mine = reference.scored_tokens, self.options.scored_tokens
-        if theirs is not None and theirs != mine:
-            raise TaskSetupError(
-                f"the reference {reference.source} scored answers as {theirs!r} but this run "
-                f"scores them as {mine!r} (scored_tokens); its truth ratios are not comparable. "
-                f"Score the reference again with this version, or pass "
-                f'--metadata \'{{"scored_tokens": "{theirs}"}}\''
-            )
-
     def _check_retain_reference(self, docs: list[dict], run_docs: list[dict]) -> None:
         """Forget quality's reference ratios for this rank's documents, and the retain model's
         own values on all the run's rows (the ideal of the metrics that have it)."""
@@ -399,8 +361,8 @@ class UnlearningTask(ConfigurableTask):
             self._record_ideals({})
             return
         reference = self.retain_reference
-        self._check_prompt_format(reference)
-        self._check_scored_tokens(reference)
+        check_prompt_format(reference, self.prompt_format)
+        check_scored_tokens(reference, self.options.scored_tokens)
         ratios = align_reference(
             [(d["row"], d["question"]) for d in forget], reference.forget_ratios, reference.source
         )
@@ -471,7 +433,7 @@ class UnlearningTask(ConfigurableTask):
                     PRE_UNLEARNING_HOW_TO,
                 )
             return
-        self._check_prompt_format(self.pre_unlearning)
+        check_prompt_format(self.pre_unlearning, self.prompt_format)
         for set_name in sorted({d["set"] for d in needing}):
             rows = [d for d in needing if d["set"] == set_name]
             outputs = align_reference(
@@ -693,48 +655,13 @@ class UnlearningTask(ConfigurableTask):
         return out
 
     def _token_scores(self, plan: DocPlan, likelihoods: list) -> TokenScores | str:
-        """The per-token numbers of the ground truth's scored tokens but the final EOS (as
-        open-unlearning drops it for Min-K%, Min-K%++ and memorisation): the backend's own, or
-        those of the per-token requests; else why there are none."""
-        eos_scored = self.options.scored_tokens == "tofu"
-        given = getattr(likelihoods[0], "tokens", None)
-        requested = self.options.token_scores == "requests" and plan.probes
-        if given and len(given) >= plan.counts[0] and not requested:
-            details = list(given[-plan.counts[0] :])
-            details = details[:-1] if eos_scored else details
-            return TokenScores(
-                logprobs=[t[0] for t in details],
-                greedy=[bool(t[3]) for t in details],
-                expected=[t[1] for t in details],
-                variances=[t[2] for t in details],
-            )
-        if not plan.probes:
-            if self.options.token_scores == "off":
-                return not_computed("token_scores is off")
-            if not eos_scored:
-                return not_computed(
-                    "per-token requests score TOFU's tokens: drop scored_tokens answer-only, "
-                    "or score with --model hf-unlearn"
-                )
-            return NO_TOKENS
-        logprobs, greedy = [], []
-        for probe in plan.probes:
-            total, is_greedy = float(likelihoods[probe.index][0]), bool(likelihoods[probe.index][1])
-            if probe.boundary is not None:
-                total -= float(likelihoods[probe.boundary][0])
-                if not likelihoods[probe.boundary][1]:
-                    # the whitespace before the token was scored with it and is not the argmax,
-                    # so the flag says nothing of the token: above probability 1/2 it is the
-                    # argmax for sure; below, it is counted as not and reported
-                    is_greedy = total > LOG_HALF
-                    self._undetermined_argmax += total <= LOG_HALF
-            # byte pieces of one character share their log-prob evenly (no string ends
-            # between them); the count is in the results (token_scores.shared_characters)
-            logprobs += [total / probe.size] * probe.size
-            greedy += [is_greedy] * probe.size
+        tokens, undetermined = read_token_scores(
+            plan, likelihoods, self.options.token_scores, self.options.scored_tokens == "tofu"
+        )
+        self._undetermined_argmax += undetermined
         if self._undetermined_argmax:
             self.provenance.token_scores["undetermined_argmax"] = self._undetermined_argmax
-        return TokenScores(logprobs, greedy, source="requests")
+        return tokens
 
     def _set_metrics(self, doc: dict, nlls: list[float], counts: list[int]) -> dict[str, Any]:
         key = doc_key(doc)
@@ -779,34 +706,8 @@ class UnlearningTask(ConfigurableTask):
         self, doc: dict, nll: float, zlib_text: str, tokens: TokenScores | str
     ) -> dict[str, Any]:
         """Per-row membership-inference scores of a forget or holdout row."""
-        scores: dict[str, float | str] = {
-            "loss": nll,
-            "zlib": privacy.zlib_score(nll, zlib_text),
-            "min_k": tokens,
-            "min_k_plus_plus": tokens,
-            "reference": self._reference_score(doc, nll),
-        }
-        if isinstance(tokens, TokenScores):
-            if not tokens.logprobs:
-                scores["min_k"] = scores["min_k_plus_plus"] = NO_TOKENS_BEFORE_EOS
-            else:
-                scores["min_k"] = privacy.min_k(tokens.logprobs)
-                scores["min_k_plus_plus"] = (
-                    privacy.min_k_plus_plus(tokens.logprobs, tokens.expected, tokens.variances)
-                    if tokens.expected is not None
-                    else NO_DISTRIBUTION
-                )
-        items: dict[str, Any] = {
-            privacy.mia_key(attack): {"set": doc["set"], "row": doc["row"], "score": score}
-            for attack, score in scores.items()
-        }
-        items["privleak"] = {
-            "set": doc["set"],
-            "row": doc["row"],
-            "score": scores[privacy.PRIVLEAK_ATTACK],
-            "retain_auc": self._retain_auc,
-        }
-        return items
+        reference = self._reference_score(doc, nll)
+        return membership_items(doc, nll, zlib_text, tokens, reference, self._retain_auc)
 
     def _reference_score(self, doc: dict, nll: float) -> float | str:
         if self.retain_reference is None:

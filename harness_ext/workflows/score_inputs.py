@@ -22,7 +22,6 @@ from tofu_tasks.options import TaskOptions
 MANIFEST = "manifest.json"
 PARTIAL_PREFIX = ".partial-"
 MANIFEST_FORMAT = "lm-unlearn-score/1"
-PROMPT_FORMAT_CHOICES = ("chat", "plain", "llama2", "phi", "template")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -265,10 +264,11 @@ def detect_prompt_format(spec: ModelSpec, requested: str | None) -> tuple[str, s
     """(format, why): the chat template when the tokenizer has one, else plain; or as requested."""
     from transformers import AutoTokenizer
 
-    if requested and requested not in PROMPT_FORMAT_CHOICES:
-        raise ScoreError(
-            f"unknown prompt format {requested!r}; choose from {PROMPT_FORMAT_CHOICES}"
-        )
+    from harness_ext.prompts import PROMPT_FORMATS
+
+    known = (*PROMPT_FORMATS, "template")  # template: prompt_template in the task options
+    if requested and requested not in known:
+        raise ScoreError(f"unknown prompt format {requested!r}; choose from {', '.join(known)}")
     if requested == "template":
         return requested, "prompt_template in --metadata"
     if requested and requested != "chat":
