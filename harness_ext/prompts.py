@@ -160,18 +160,19 @@ def choose_prompt_format(
     template: dict[str, str] | str | None = None,
     why_chat: str = "the tokenizer has a chat template",
     why_plain: str = "the tokenizer has no chat template",
+    why_requested: str = "chosen with prompt_format",
 ) -> tuple[str, str]:
     """(format name, why): the one rule every command follows. A prompt template given as
     strings wins; then a format asked for by name; then the legacy format of TOFU's own
     checkpoints and the models made from them; then the chat template when ``chat_template``
     (the tokenizer has one, for ``lm-unlearn``; ``--apply_chat_template`` was given, for
     ``lm_eval``; a function is called only when the choice comes to it, so a tokenizer is read
-    only then); else the plain format. ``why_chat`` / ``why_plain`` say why in the caller's
-    terms."""
+    only then); else the plain format. ``why_chat`` / ``why_plain`` / ``why_requested`` say
+    why in the caller's terms."""
     if template:
         return "template", "prompt_template"
     if requested:
-        return requested, "chosen with prompt_format"
+        return requested, why_requested
     tofu = tofu_checkpoint_format(model)
     if tofu:
         return tofu

@@ -97,7 +97,7 @@ def test_output_folder_holding_other_results(capsys, tmp_path, tiny_model_dir):
         (["finetune", "--data", "forget01[a:b]"], "split[start:stop]"),
         (["continual", "--method", "ME+GD", "--requests", "11"], "between 1 and 10"),
         (["train", "--method", "GA", "--config", "no_such_config"], "shipped configs are"),
-        (["score", "--split", "forget01", "--prompt-format", "fancy"], "unknown prompt format"),
+        (["score", "--forget", "forget01", "--prompt-format", "fancy"], "unknown prompt format"),
     ],
 )
 def test_bad_options(capsys, tmp_path, tiny_model_dir, args, message):

@@ -4,6 +4,7 @@ comparability, atomic writes and the HTML page."""
 import csv
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -86,6 +87,10 @@ def test_each_run_has_lm_evals_files_and_a_complete_manifest(runs, tiny_model_di
     assert {"torch", "transformers", "lm_eval"} <= set(manifest["versions"])
     assert manifest["hardware"]["cpus"] >= 1 and manifest["wall_seconds"] > 0
     assert manifest["rerun"].startswith("lm-unlearn score ")
+    from harness_ext.commands.cli import parse_command
+
+    rerun = parse_command(shlex.split(manifest["rerun"])[1:])  # a command that parses
+    assert rerun.command == "score" and len(rerun.models) == 1
 
 
 def test_adapter_base_comes_from_its_config(runs, tiny_model_dir, tiny_lora_dir):

@@ -275,8 +275,8 @@ class UnlearnConfig(TrainingConfig):
     eval_rows: int | None = field(
         default=None, metadata=_help("rows of each set per evaluation (default: all)")
     )
-    eval_split: str | None = field(
-        default=None, metadata=_help("forget split scored (default: the one unlearned)")
+    eval_forget: str | None = field(
+        default=None, metadata=_help("the forget split scored (default: the one unlearned)")
     )
     eval_metadata: dict[str, Any] | str | None = field(
         default=None, metadata=_help("more task options of the evaluations, as JSON")

@@ -93,18 +93,18 @@ class EvalPlan:
 
 
 def eval_task(options: UnlearnConfig) -> tuple[str, str | None]:
-    """(task name, forget_rows) of the forget split scored: ``--eval-split``, else the one
+    """(task name, forget_rows) of the forget split scored: ``--eval-forget``, else the one
     unlearned (``forget10[360:400]`` scores those rows of tofu_forget10_unlearn)."""
     from tofu_tasks.eval_sets import FORGET_SPLITS
     from unlearn_methods.data import parse_rows_spec
 
-    spec = options.eval_split or options.forget
+    spec = options.eval_forget or options.forget
     parts = parse_rows_spec(spec)
     name, start, stop = parts[0]
     if len(parts) != 1 or name not in FORGET_SPLITS:
         raise EvalOptionError(
             f"--eval-every scores a TOFU forget split and cannot score {spec!r}; pass "
-            f"--eval-split {' or '.join(FORGET_SPLITS)} (optionally cut, e.g. forget10[360:400])"
+            f"--eval-forget {' or '.join(FORGET_SPLITS)} (optionally cut, e.g. forget10[360:400])"
         )
     rows = (
         None if start is None and stop is None else f"{start or 0}:{'' if stop is None else stop}"
@@ -222,7 +222,7 @@ def plan_evaluation(options: UnlearnConfig, prompt_format: str) -> EvalPlan | No
                 ("--select", options.select),
                 ("--select-matching-reference", options.select_matching_reference),
                 ("--eval-rows", options.eval_rows),
-                ("--eval-split", options.eval_split),
+                ("--eval-forget", options.eval_forget),
                 ("--eval-metadata", options.eval_metadata),
             )
             if value is not None

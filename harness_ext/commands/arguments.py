@@ -61,7 +61,11 @@ class ScoringArguments(RunArguments):
 
     help_group = "scoring"
 
-    split: str = field(default="forget01", metadata=_help(f"forget split: {', '.join(SPLITS)}"))
+    forget: str = field(
+        default="forget01",
+        # --split: its name in commands recorded by earlier versions (manifests' rerun lines)
+        metadata=_help(f"the forget split scored: {', '.join(SPLITS)}", hidden_aliases=["--split"]),
+    )
     base: str | None = field(
         default=None, metadata=_help("base model of a PEFT adapter (default: its adapter_config)")
     )
@@ -84,8 +88,8 @@ class ScoringArguments(RunArguments):
     force: bool = field(default=False, metadata=_help("score again even if already scored"))
 
     def __post_init__(self) -> None:
-        if self.split not in SPLITS:
-            raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        if self.forget not in SPLITS:
+            raise ValueError(f"--forget must be one of {', '.join(SPLITS)}, got {self.forget!r}")
 
     def settings(self, runs: Path) -> ScoreSettings:
         """The scoring settings, the runs going to ``runs``."""
@@ -95,7 +99,7 @@ class ScoringArguments(RunArguments):
         if self.max_rows_per_set is not None:
             metadata["max_rows_per_set"] = self.max_rows_per_set
         return ScoreSettings(
-            split=self.split,
+            split=self.forget,
             backend=self.backend,
             model_args=self.model_args,
             prompt_format=self.prompt_format,

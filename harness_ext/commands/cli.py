@@ -1,6 +1,6 @@
 """The ``lm-unlearn`` command line.
 
-lm-unlearn score MODEL... [--base BASE] [--split forget01] [--output results/runs]
+lm-unlearn score MODEL... [--base BASE] [--forget forget01] [--output results/runs]
 lm-unlearn leaderboard results/runs --output results/
 lm-unlearn audit MODEL [--attacks relearn,quantize,paraphrase] [--target TARGET] [--output DIR]
 lm-unlearn train --method ME+GD --model X --forget forget01 --output DIR
@@ -317,7 +317,7 @@ EXAMPLES = {
         "lm-unlearn score runs/me-gd --reference refs/retain99.json "
         "--pre-unlearning-reference refs/target.json",
         "lm-unlearn score open-unlearning/some-model --base meta-llama/Llama-2-7b-chat-hf "
-        "--split forget10",
+        "--forget forget10",
         "lm-unlearn score --list models.txt --backend vllm --model-args tensor_parallel_size=2",
     ],
     "leaderboard": [

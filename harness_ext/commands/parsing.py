@@ -137,6 +137,8 @@ class Parser(HfArgumentParser):
 def add_both_spellings(add, names: tuple[str, ...], kwargs: dict[str, Any]) -> argparse.Action:
     """Add an option under its dashed and its underscored name; help and usage show the dashed
     one first (``--max-length``), as the project's other options."""
+    hidden = tuple(kwargs.pop("hidden_aliases", ()))  # earlier names, still read, not shown
+    names = (*names, *hidden)
     extra = [other for name in names if (other := other_spelling(name)) and other not in names]
     ordered = sorted([*names, *extra], key=lambda n: n.startswith("--") and "_" in n)
     if kwargs.get("action") == "store_false" and names[0].startswith("--no"):
@@ -146,7 +148,9 @@ def add_both_spellings(add, names: tuple[str, ...], kwargs: dict[str, Any]) -> a
     action = add(*ordered, **kwargs)
     spellings = set(action.option_strings)
     action.aliases = tuple(
-        s for s in action.option_strings if "_" in s and other_spelling(s) in spellings
+        s
+        for s in action.option_strings
+        if ("_" in s and other_spelling(s) in spellings) or s in hidden
     )
     return action
 

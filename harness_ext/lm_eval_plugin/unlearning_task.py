@@ -226,19 +226,20 @@ class UnlearningTask(ConfigurableTask):
         if self.prompt_format is None:
             metadata = self.config.metadata
             template = self.options.prompt_template
-            requested = self.options.prompt_format
+            requested, asked_by = self.options.prompt_format, "chosen with prompt_format"
             if apply_chat_template and not template and requested in (None, "", "chat"):
-                requested, why = "chat", "--apply_chat_template"
-            else:
-                requested, why = choose_prompt_format(
-                    requested,
-                    metadata.get("peft") or metadata.get("pretrained"),
-                    chat_template=False,  # lm_eval asks in the chat template only when told
-                    template=template,
-                    why_plain="the default without a chat template",
-                )
-                logger.info("%s: prompt format %s: %s", self.task_name, requested, why)
-                requested = None if requested == "template" else requested
+                # lm_eval's --apply_chat_template asks for the chat format by name
+                requested, asked_by = "chat", "--apply_chat_template"
+            requested, why = choose_prompt_format(
+                requested,
+                metadata.get("peft") or metadata.get("pretrained"),
+                chat_template=False,  # lm_eval asks in the chat template only when told
+                template=template,
+                why_plain="the default without a chat template",
+                why_requested=asked_by,
+            )
+            logger.info("%s: prompt format %s: %s", self.task_name, requested, why)
+            requested = None if requested == "template" else requested
             try:
                 self.prompt_format = resolve_prompt_format(requested, apply_chat_template, template)
             except ValueError as err:

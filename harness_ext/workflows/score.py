@@ -235,7 +235,7 @@ def rerun_command(spec: ModelSpec, settings: ScoreSettings, prompt_format: str) 
     parts = ["lm-unlearn", "score", spec.source]
     if spec.peft:
         parts += ["--base", spec.pretrained]
-    parts += ["--split", settings.split, "--prompt-format", prompt_format]
+    parts += ["--forget", settings.split, "--prompt-format", prompt_format]
     if settings.label:
         parts += ["--label", settings.label]
     if settings.model_args:
