@@ -200,6 +200,7 @@ def audit(
             control_label="retain model" if relearning else None,
             output=Path(settings.output) / "audit" / method.replace("+", "_"),
             relearn=RelearnSettings(learning_rate=settings.relearn_lr),
+            command="lm-unlearn demo",  # the command that ran this audit
         )
     )
 
