@@ -101,7 +101,8 @@ def test_evaluating_leaves_training_unchanged(evaluated, tiny_model_dir, tmp_pat
 def test_scoring_restores_mode_gradients_and_random_state(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from unlearn_methods.evaluation import plan_evaluation, score_live_model
+    from unlearn_methods.evaluation import score_live_model
+    from unlearn_methods.evaluation_plan import plan_evaluation
 
     options = UnlearnConfig(model=str(tiny_model_dir), output_dir="unused", **SETTINGS, **EVAL)
     plan = plan_evaluation(options, "plain")
@@ -139,7 +140,7 @@ def write_reference(path: Path, docs: list[dict], generation_of) -> Path:
 
 
 def scored_docs() -> list[dict]:
-    from unlearn_methods.evaluation import scored_docs as docs_of
+    from unlearn_methods.evaluation_plan import scored_docs as docs_of
 
     return docs_of("tofu_forget01_unlearn", {"max_rows_per_set": 1})
 

@@ -186,7 +186,8 @@ def test_columns_na_in_every_run_are_named_once_not_shown(tmp_path):
 # ---------------------------------------------------------------------- checkpoint selection
 def evaluate_in_turn(rule, values: list[float]) -> int:
     """The step the training callback keeps when its evaluations give ``values``."""
-    from unlearn_methods.evaluation import EvalPlan, EvaluateDuringTraining
+    from unlearn_methods.evaluation import EvaluateDuringTraining
+    from unlearn_methods.evaluation_plan import EvalPlan
 
     plan = EvalPlan(every=1, task=TASK, metadata={}, apply_chat_template=False, batch_size=1,
                     rule=rule)  # fmt: skip

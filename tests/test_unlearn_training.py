@@ -211,7 +211,7 @@ def test_non_finite_loss_names_the_step_and_the_term(tiny_model_dir, tmp_path):
 
 
 def test_output_folder_with_a_finished_run_or_other_files_is_refused(tiny_model_dir, tmp_path):
-    from unlearn_methods.train import OutputDirError
+    from unlearn_methods.output_folder import OutputDirError
 
     output = small_run(tiny_model_dir, tmp_path / "done", "GA")
     with pytest.raises(OutputDirError, match="already holds a finished run"):

@@ -267,7 +267,7 @@ class UnlearnConfig(TrainingConfig):
     rmu_steering: float = field(default=6.5, metadata=_help("RMU: target norm c"))
     rmu_alpha: float = field(default=100.0, metadata=_help("RMU: retain weight α"))
     keep_checkpoints: bool = field(default=False, metadata=_help("keep checkpoints/ after the run"))
-    # Evaluation during training and checkpoint selection (unlearn_methods/evaluation.py)
+    # Evaluation during training and checkpoint selection (unlearn_methods/evaluation_plan.py)
     eval_every: int | None = field(
         default=None,
         metadata=_help("score the model being trained every N optimiser steps (the task)"),

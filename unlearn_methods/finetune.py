@@ -25,13 +25,13 @@ from harness_ext.prompts import get_prompt_format
 from harness_ext.provenance import content_hash
 from unlearn_methods.config import FinetuneConfig
 from unlearn_methods.data import PromptEncoder, read_rows
-from unlearn_methods.train import (
-    OutputDirError,
+from unlearn_methods.model_loading import (
     load_model,
     load_training_tokenizer,
     lora_config,
     training_prompt_format,
 )
+from unlearn_methods.output_folder import OutputDirError
 
 FINETUNE_CARD = "finetune_card.json"
 

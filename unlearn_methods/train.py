@@ -8,7 +8,6 @@ the run finishes; running the same command again after an interruption resumes f
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -18,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from harness_ext.model_files import add_reader_compatibility
-from harness_ext.prompts import choose_prompt_format, get_prompt_format
+from harness_ext.prompts import get_prompt_format
 from unlearn_methods.config import (
-    TrainingConfig,
     UnlearnConfig,
     default_forget_coeff,
     world_size,
@@ -29,214 +27,26 @@ from unlearn_methods.data import (
     PromptEncoder,
     UnlearnCollator,
     UnlearnDataset,
-    check_tokenizer,
     load_unlearn_data,
 )
 from unlearn_methods.distributed import from_main_process
 from unlearn_methods.methods import resolve_method
-
-RUN_CARD = "run_card.json"
-CHECKPOINTS = "checkpoints"
-
-
-class OutputDirError(ValueError):
-    """The output folder holds something a new run must not overwrite."""
-
-
-# ---------------------------------------------------------------------- output folder
-RUN_SETTINGS = "run_settings.json"  # the resolved settings of a run in progress
-LOCK = ".lock"
-BOOKKEEPING = {CHECKPOINTS, RUN_SETTINGS, LOCK}
-
-
-def complete_checkpoint(folder: Path) -> bool:
-    """A checkpoint written to the end: the marker, and a trainer state that parses."""
-    from unlearn_methods.trainer import COMPLETE
-
-    if not (folder / COMPLETE).is_file():
-        return False
-    try:
-        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    return True
-
-
-def resumable_checkpoint(output: Path) -> Path | None:
-    """The newest complete checkpoint; incomplete ones (a run killed while writing one) are
-    reported and set aside under a hidden name, so nothing resumes from them."""
-    folder = output / CHECKPOINTS
-    found = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    complete = [p for p in found if complete_checkpoint(p)]
-    for incomplete in (p for p in found if p not in complete):
-        aside = incomplete.with_name(f".incomplete-{incomplete.name}-{os.getpid()}")
-        os.replace(incomplete, aside)
-        print(f"skipped {incomplete}: written only in part (moved to {aside.name})")
-    return complete[-1] if complete else None
-
-
-def prepare_output(output: Path, overwrite: bool) -> Path | None:
-    """Check the output folder; return the checkpoint to resume from, if any."""
-    if not output.exists():
-        return None
-    if overwrite:
-        for entry in output.iterdir():
-            if entry.name != LOCK:
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-        return None
-    if (output / RUN_CARD).exists():
-        raise OutputDirError(
-            f"{output} already holds a finished run ({RUN_CARD}); choose another --output or pass "
-            f"--overwrite"
-        )
-    others = [p.name for p in output.iterdir() if p.name not in BOOKKEEPING]
-    if others:
-        raise OutputDirError(
-            f"{output} exists and holds other files ({', '.join(sorted(others)[:5])}); choose an "
-            f"empty folder or pass --overwrite"
-        )
-    return resumable_checkpoint(output)
-
-
-def is_main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"
-
-
-@contextlib.contextmanager
-def output_lock(output: Path):
-    """One training run per output folder: a second one refuses while the first holds the lock
-    (the processes of one multi-GPU run share it through rank 0)."""
-    if not is_main_process():
-        yield
-        return
-    import fcntl
-
-    existed = output.exists()
-    output.mkdir(parents=True, exist_ok=True)
-    handle = open(output / LOCK, "a+")  # noqa: SIM115  (held for the whole run)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise OutputDirError(
-            f"another lm-unlearn run is writing to {output}; wait for it or choose another --output"
-        ) from None
-    try:
-        yield
-    finally:
-        # the lock file stays only beside an interrupted run's state (it is resumed there)
-        if not (output / RUN_SETTINGS).exists() or (output / RUN_CARD).exists():
-            (output / LOCK).unlink(missing_ok=True)
-        if not existed and output.is_dir() and not any(output.iterdir()):
-            output.rmdir()
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
-
-
-def check_same_run(output: Path, settings: dict[str, Any], resuming: bool) -> None:
-    """A resumed run must be the interrupted one; a new run records its settings."""
-    path = output / RUN_SETTINGS
-    if resuming and path.is_file():
-        before = json.loads(path.read_text(encoding="utf-8"))
-        changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
-        if changed:
-            listed = "; ".join(
-                f"{k}: {before.get(k)!r} then, {settings.get(k)!r} now" for k in changed
-            )
-            raise OutputDirError(
-                f"{output} holds an interrupted run with other settings ({listed}); rerun it with "
-                f"its settings to resume, or pass --overwrite to start this one instead"
-            )
-    else:
-        from harness_ext.provenance import write_json_atomic
-
-        write_json_atomic(path, settings)
-
-
-# ---------------------------------------------------------------------- building blocks
-def load_training_tokenizer(options: TrainingConfig):
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            options.model, trust_remote_code=options.trust_remote_code
-        )
-    except OSError as err:  # transformers' message does not name what it was loading
-        raise OSError(f"cannot load the tokenizer of {options.model}: {err}") from err
-    if options.pad_token == "eos":
-        tokenizer.pad_token = tokenizer.eos_token
-    elif options.pad_token:
-        raise ValueError(f"--pad-token accepts only 'eos', got {options.pad_token!r}")
-    check_tokenizer(tokenizer, f"the tokenizer of {options.model}")
-    return tokenizer
-
-
-def training_prompt_format(options: TrainingConfig, tokenizer=None) -> str:
-    """The prompt format the run trains in, by the rule scoring follows (so a model is scored
-    the way it was trained): as asked, else TOFU's legacy format for its checkpoints and their
-    descendants, else the tokenizer's chat template, else plain. The tokenizer is loaded only
-    when the choice comes to it and none is given."""
-    name, _ = choose_prompt_format(
-        options.prompt_format,
-        options.model,
-        lambda: bool(getattr(tokenizer or load_training_tokenizer(options), "chat_template", None)),
-    )
-    return get_prompt_format(name).name
-
-
-def adapter_base(model: str) -> str | None:
-    """The base model of a PEFT adapter folder (None for anything else)."""
-    config = Path(model).expanduser() / "adapter_config.json"
-    if not config.is_file():
-        return None
-    base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    if not base:
-        raise ValueError(f"{config} names no base model (base_model_name_or_path)")
-    return base
-
-
-def load_model(options: TrainingConfig, tokenizer, *, trainable_adapter: bool = False):
-    """The model to unlearn from. An adapter folder (a LoRA run, e.g. the previous request of a
-    continual run) is its base with the adapter applied: merged into the weights, or, with
-    ``trainable_adapter``, kept as the PEFT adapter that training continues."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    dtype = (
-        getattr(torch, options.dtype)
-        if options.dtype
-        else (torch.bfloat16 if options.bf16 else torch.float32)
-    )
-    base = adapter_base(options.model)
-    from harness_ext.model_files import check_safetensors
-
-    for folder in (options.model, base):
-        if folder and Path(folder).expanduser().is_dir():
-            check_safetensors(Path(folder).expanduser())
-    model = AutoModelForCausalLM.from_pretrained(
-        base or options.model, dtype=dtype, trust_remote_code=options.trust_remote_code
-    )
-    if base:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, options.model, is_trainable=trainable_adapter)
-        if not trainable_adapter:
-            model = model.merge_and_unload()
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model
-
-
-def lora_config(options: TrainingConfig):
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=options.lora_r,
-        lora_alpha=options.lora_alpha,
-        lora_dropout=options.lora_dropout,
-        target_modules="all-linear",  # every linear layer except the output head
-        task_type="CAUSAL_LM",
-    )
+from unlearn_methods.model_loading import (
+    adapter_base,
+    load_model,
+    load_training_tokenizer,
+    lora_config,
+    training_prompt_format,
+)
+from unlearn_methods.output_folder import (
+    CHECKPOINTS,
+    RUN_CARD,
+    RUN_SETTINGS,
+    check_same_run,
+    is_main_process,
+    output_lock,
+    prepare_output,
+)
 
 
 def paper_schedule(forget_rows: int, epochs: float, effective_batch: int) -> tuple[int, int]:
@@ -307,7 +117,7 @@ def resolved_run(options: UnlearnConfig, data, prompt_format: str) -> dict[str, 
 def evaluation_settings(options: UnlearnConfig, prompt_format: str) -> dict[str, Any]:
     """``{"evaluation": plan}`` of a run that evaluates during training, else nothing (so the
     settings of runs without it stay as they were)."""
-    from unlearn_methods.evaluation import plan_evaluation
+    from unlearn_methods.evaluation_plan import plan_evaluation
 
     plan = plan_evaluation(options, prompt_format)
     return {"evaluation": plan.settings()} if plan else {}
@@ -403,7 +213,8 @@ def _train(options: UnlearnConfig, output: Path, settings: dict[str, Any]) -> Pa
     if is_main_process():
         resume_from = prepare_output(output, options.overwrite)
         check_same_run(output, settings, resuming=resume_from is not None)
-    from unlearn_methods.evaluation import EvaluateDuringTraining, plan_evaluation
+    from unlearn_methods.evaluation import EvaluateDuringTraining
+    from unlearn_methods.evaluation_plan import plan_evaluation
     from unlearn_methods.trainer import MarkCompleteCheckpoints
 
     plan = plan_evaluation(options, settings["prompt_format"])

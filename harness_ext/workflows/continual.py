@@ -111,7 +111,8 @@ def train_request(settings: ContinualSettings, config: Any, k: int) -> Path:
     """Unlearn request k from request k-1's checkpoint (``config`` is train's UnlearnConfig)."""
     import dataclasses
 
-    from unlearn_methods.train import RUN_CARD, train
+    from unlearn_methods.output_folder import RUN_CARD
+    from unlearn_methods.train import train
 
     output = Path(config.output_dir)
     folder = request_dir(output, k)
