@@ -15,7 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from harness_ext.lm_eval_plugin.backend import _token_statistics
+from harness_ext.lm_eval_plugin.shared_context import token_statistics
 
 TOKENS = 1024  # predicted positions in one batch
 REPEATS = 5
@@ -44,7 +44,7 @@ def main() -> None:
         wanted = torch.randint(vocab, (TOKENS,))
         log_probs = F.log_softmax(logits, dim=-1, dtype=torch.float32)
         plain = best_of(log_softmax_and_pick, logits, wanted)
-        extra = best_of(_token_statistics, log_probs, wanted)
+        extra = best_of(token_statistics, log_probs, wanted)
         print(
             f"| {vocab:,} | {TOKENS} | {plain * 1e3:.1f} | {extra * 1e3:.1f} | "
             f"{extra / plain:.2f} |"

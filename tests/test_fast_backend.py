@@ -12,14 +12,10 @@ from pathlib import Path
 import pytest
 from lm_eval.api.instance import Instance
 
-from harness_ext.lm_eval_plugin.backend import (
-    UnlearnHFLM,
-    _attention_scheme,
-    _GenerationRow,
-    _pack_groups,
-    _PrefixTree,
-)
+from harness_ext.lm_eval_plugin.backend import UnlearnHFLM
+from harness_ext.lm_eval_plugin.greedy_decoding import GenerationRow
 from harness_ext.lm_eval_plugin.run import run_tasks
+from harness_ext.lm_eval_plugin.shared_context import PrefixTree, attention_scheme, pack_groups
 
 TASK = "tofu_forget01_unlearn"
 
@@ -67,7 +63,7 @@ def test_loglikelihoods_equal_the_hf_backend(backends, prefix_trees):
 
 
 def test_prefix_tree_feeds_each_shared_beginning_once():
-    tree = _PrefixTree([[5, 6, 7], [5, 6, 8], [9], [5]])
+    tree = PrefixTree([[5, 6, 7], [5, 6, 8], [9], [5]])
     assert tree.tokens == [5, 6, 7, 8, 9]
     assert tree.parents == [-1, 0, 1, 1, -1]
     assert tree.depths == [0, 1, 2, 2, 0]
@@ -127,7 +123,7 @@ def test_prompt_lookup_keeps_the_greedy_generations(backends):
 
 
 def test_prompt_lookup_drafts_what_followed_the_last_ngram():
-    row = _GenerationRow(0, [5, 6, 7, 5, 6], budget=10, stops=[], lookup_ngrams=3)
+    row = GenerationRow(0, [5, 6, 7, 5, 6], budget=10, stops=[], lookup_ngrams=3)
     assert row.lookup(3) == [7, 5, 6]  # "5 6" was followed by "7 5 6"
     row.push(9)
     assert row.lookup(3) == []  # 9 never occurred before
@@ -178,7 +174,7 @@ def test_sampling_and_logit_processors_use_hf_generate(backends):
 
 def test_groups_are_packed_without_exceeding_the_batch():
     groups = [((1,), [0, 1, 2, 3, 4]), ((2,), [5, 6]), ((3,), [7]), ((4,), [8, 9, 10])]
-    batches = list(_pack_groups(groups, rows=4))
+    batches = list(pack_groups(groups, rows=4))
     assert [sum(len(ids) for _, ids in b) for b in batches] == [4, 4, 3]
     assert sorted(i for b in batches for _, ids in b for i in ids) == list(range(11))
 
@@ -474,16 +470,16 @@ def test_attention_schemes_are_read_from_configs():
         Qwen2Config,
     )
 
-    plain = _attention_scheme(LlamaConfig())
+    plain = attention_scheme(LlamaConfig())
     assert (plain.window, plain.alibi, plain.known) == (None, False, True)
-    assert _attention_scheme(FalconConfig(alibi=True)).alibi
-    assert not _attention_scheme(FalconConfig()).alibi
-    assert _attention_scheme(MptConfig()).alibi  # attn_config.alibi
-    assert _attention_scheme(Qwen2Config(use_sliding_window=False)).window is None
-    assert _attention_scheme(Gemma2Config(sliding_window=16)).window == 16  # layer_types
+    assert attention_scheme(FalconConfig(alibi=True)).alibi
+    assert not attention_scheme(FalconConfig()).alibi
+    assert attention_scheme(MptConfig()).alibi  # attn_config.alibi
+    assert attention_scheme(Qwen2Config(use_sliding_window=False)).window is None
+    assert attention_scheme(Gemma2Config(sliding_window=16)).window == 16  # layer_types
     hybrid = PretrainedConfig(layer_types=["full_attention", "linear_attention"])
-    assert not _attention_scheme(hybrid).known
-    assert not _attention_scheme(PretrainedConfig(attention_chunk_size=8)).known
+    assert not attention_scheme(hybrid).known
+    assert not attention_scheme(PretrainedConfig(attention_chunk_size=8)).known
 
 
 # ---------------------------------------------------------------- bfloat16 on CPU

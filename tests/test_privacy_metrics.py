@@ -81,7 +81,8 @@ def test_aggregations_report_why_not():
 
 
 def test_backend_token_numbers_equal_a_plain_forward_pass(tiny_model_dir):
-    from harness_ext.lm_eval_plugin.backend import ScoredContinuation, UnlearnHFLM
+    from harness_ext.lm_eval_plugin.backend import UnlearnHFLM
+    from harness_ext.lm_eval_plugin.shared_context import ScoredContinuation
 
     lm = UnlearnHFLM(pretrained=str(tiny_model_dir), batch_size=4, device="cpu")
     tokenizer = lm.tokenizer
@@ -112,7 +113,7 @@ def test_backend_token_numbers_equal_a_plain_forward_pass(tiny_model_dir):
 def test_scored_continuation_pickles_with_its_tokens():
     import pickle
 
-    from harness_ext.lm_eval_plugin.backend import ScoredContinuation
+    from harness_ext.lm_eval_plugin.shared_context import ScoredContinuation
 
     scored = ScoredContinuation(-1.5, False, [(-1.0, -2.0, 0.5, False), (-0.5, -1.0, 0.2, True)])
     again = pickle.loads(pickle.dumps(scored))
