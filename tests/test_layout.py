@@ -24,7 +24,10 @@ LAYERS = [
     ("support", ("harness_ext",)),
     ("metrics: pure math of per-row numbers", ("harness_ext/metrics",)),
     ("lm-eval machinery every benchmark shares", ("harness_ext/lm_eval_plugin",)),
-    ("benchmark plug-ins: data, eval sets, task YAMLs, task classes", ("tofu_tasks",)),
+    (
+        "benchmark plug-ins: data, eval sets, task YAMLs, task classes",
+        ("tofu_tasks", "tofu_tasks/muse"),
+    ),
     ("loss terms", ("unlearn_methods/losses",)),
     ("training, test models", ("unlearn_methods", "harness_ext/testing")),
     ("workflows", ("harness_ext/workflows",)),
