@@ -1,0 +1,78 @@
+"""The documents of a MUSE run: one per row of each criterion's split, with the prompt the model
+is asked in.
+
+- knowledge memorisation (``forget_knowmem``, ``retain_knowmem``): the split's three in-context
+  examples, then the question, in MUSE's plain format; the prompt ends in a lone space after
+  ``Answer:`` and the answer is the reference of ROUGE-L;
+- verbatim memorisation (``forget_verbmem``): the beginning of a forget passage as the prompt,
+  its continuation as the reference;
+- privacy leakage (``forget`` and ``holdout``): whole texts, scored by membership inference
+  against each other.
+
+>>> knowmem_prompt([{"question": "Q1?", "answer": "A1."}], "Q?")
+'Question: Q1?\\nAnswer: A1.\\n\\nQuestion: Q?\\nAnswer: '
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from harness_ext.metrics.eval_set import FORGET_SET
+from harness_ext.metrics.privacy import HOLDOUT
+from tofu_tasks.muse.data import read_split
+
+# MUSE's plain QA format (open-unlearning's template for base models)
+QUESTION_TAG = "Question: "
+QUESTION_END = "\n"
+ANSWER_TAG = "Answer: "
+ANSWER_END = "\n\n"
+# (set, config, split, in-context split) of each criterion
+KNOWMEM_SETS = (
+    ("forget_knowmem", "forget_qa", "forget_qa_icl"),
+    ("retain_knowmem", "retain_qa", "retain_qa_icl"),
+)
+VERBMEM_SET = "forget_verbmem"
+PRIVLEAK_SETS = ((FORGET_SET, "forget"), (HOLDOUT, "holdout"))
+
+
+def knowmem_prompt(examples: list[dict[str, str]], question: str) -> str:
+    """The in-context examples, then the question, its answer left to the model."""
+    shots = "".join(
+        f"{QUESTION_TAG}{e['question']}{QUESTION_END}{ANSWER_TAG}{e['answer']}{ANSWER_END}"
+        for e in examples
+    )
+    return f"{shots}{QUESTION_TAG}{question}{QUESTION_END}{ANSWER_TAG}"
+
+
+def knowmem_docs(corpus: str, data_dir: str | os.PathLike | None) -> list[dict[str, Any]]:
+    docs = []
+    for set_name, split, icl_split in KNOWMEM_SETS:
+        examples = read_split(corpus, "knowmem", icl_split, data_dir)
+        for row, item in enumerate(read_split(corpus, "knowmem", split, data_dir)):
+            docs.append(
+                {
+                    "set": set_name,
+                    "row": row,
+                    "question": item["question"],
+                    "answer": item["answer"],
+                    "prompt": knowmem_prompt(examples, item["question"]),
+                }
+            )
+    return docs
+
+
+def verbmem_docs(corpus: str, data_dir: str | os.PathLike | None) -> list[dict[str, Any]]:
+    rows = read_split(corpus, "verbmem", "forget", data_dir)
+    return [
+        {"set": VERBMEM_SET, "row": row, "prompt": item["prompt"], "answer": item["gt"]}
+        for row, item in enumerate(rows)
+    ]
+
+
+def privleak_docs(corpus: str, data_dir: str | os.PathLike | None) -> list[dict[str, Any]]:
+    return [
+        {"set": set_name, "row": row, "text": item["text"]}
+        for set_name, split in PRIVLEAK_SETS
+        for row, item in enumerate(read_split(corpus, "privleak", split, data_dir))
+    ]
