@@ -231,12 +231,16 @@ class UnlearnConfig(TrainingConfig):
     )
     forget: str = field(
         default="forget01",
-        metadata=_help("forget rows: forget01, forget05, forget10, or a slice: forget10[360:400]"),
+        metadata=_help(
+            "forget rows: forget01, forget05, forget10, a slice (forget10[360:400]), or a text "
+            "corpus (muse-news:forget, muse-books:forget, text:PATH)"
+        ),
     )
     retain: str | None = field(
         default=None,
         metadata=_help(
-            "retain rows (default: the complement, e.g. retain99); e.g. retain90,forget10[:360]"
+            "retain rows (default: the complement, e.g. retain99; muse-news:retain1 for MUSE); "
+            "e.g. retain90,forget10[:360]"
         ),
     )
     targets: str | None = field(

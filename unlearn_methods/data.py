@@ -14,6 +14,11 @@ and index, so runs and resumed runs repeat it); ``fixed`` is the paper's: item i
 generator with i and draws a retain offset and one refusal once, for all epochs; that one refusal
 serves both the forget and the retain IDK example. The draws are those of the paper's public
 code, so the same forget rows meet the same retain rows and refusals.
+
+Forget and retain data may also be text corpora (MUSE's ``raw`` splits, ``muse-news:forget``;
+a local file, ``text:PATH``): each document is tokenised once, closed with EOS and cut into
+``max_length``-token chunks, one training example each, with every token supervised. Methods
+whose loss needs questions (the refusal-based IDK, DPO and AP) refuse text.
 """
 
 from __future__ import annotations
@@ -74,6 +79,52 @@ def parse_rows_spec(spec: str) -> list[tuple[str, int | None, int | None]]:
 
 
 REALWORLD_PREFIX = "realworld:"
+# text corpora: MUSE's raw splits (hub or $MUSE_DATA_DIR) and local files
+MUSE_PREFIXES = {"muse-news:": "news", "muse-books:": "books"}
+TEXT_FILE_PREFIX = "text:"
+
+
+def is_text_spec(spec: str) -> bool:
+    """Whether a rows spec names a text corpus rather than question–answer rows."""
+    name = parse_rows_spec(spec)[0][0]
+    return name.startswith((TEXT_FILE_PREFIX, *MUSE_PREFIXES))
+
+
+def read_text_file(path: str) -> list[dict[str, str]]:
+    """Documents of a local file: JSON Lines with a ``text`` field, or a plain-text file (one
+    document)."""
+    import json
+    from pathlib import Path
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UnlearnDataError(f"text corpus {file} does not exist")
+    if file.suffix not in (".jsonl", ".json"):
+        return [{"text": file.read_text(encoding="utf-8")}]
+    documents = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            text = json.loads(line)["text"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise UnlearnDataError(
+                f"{file} line {number}: expected a JSON object with a 'text' field"
+            ) from err
+        documents.append({"text": text})
+    return documents
+
+
+def read_text_rows(name: str) -> list[dict[str, str]]:
+    if name.startswith(TEXT_FILE_PREFIX):
+        return read_text_file(name.removeprefix(TEXT_FILE_PREFIX))
+    from tofu_tasks.muse.data import MuseDataError, read_split
+
+    prefix = next(p for p in MUSE_PREFIXES if name.startswith(p))
+    try:
+        return read_split(MUSE_PREFIXES[prefix], "raw", name.removeprefix(prefix))
+    except MuseDataError as err:
+        raise UnlearnDataError(str(err)) from err
 
 
 def read_rows(spec: str, data_dir: str | None = None) -> list[dict[str, Any]]:
@@ -84,7 +135,9 @@ def read_rows(spec: str, data_dir: str | None = None) -> list[dict[str, Any]]:
     """
     rows: list[dict[str, Any]] = []
     for name, start, stop in parse_rows_spec(spec):
-        if name.startswith(REALWORLD_PREFIX):
+        if name.startswith((TEXT_FILE_PREFIX, *MUSE_PREFIXES)):
+            rows += read_text_rows(name)[start:stop]
+        elif name.startswith(REALWORLD_PREFIX):
             from tofu_tasks.realworld import read_realworld
 
             source = read_realworld(name.removeprefix(REALWORLD_PREFIX))
@@ -112,6 +165,9 @@ def retain_split_for(forget_split: str) -> str:
     forget_split = parse_rows_spec(forget_split)[0][0]
     if forget_split.startswith(REALWORLD_PREFIX):
         return REALWORLD_PREFIX + "retain"
+    muse = next((p for p in MUSE_PREFIXES if forget_split.startswith(p)), None)
+    if muse:
+        return muse + "retain1"  # MUSE's retain corpus of unlearning
     digits = forget_split.removeprefix("forget")
     if not forget_split.startswith("forget") or not digits.isdigit():
         raise UnlearnDataError(
@@ -125,8 +181,11 @@ def load_unlearn_data(
     retain_split: str | None = None,
     data_dir: str | None = None,
     targets: str | None = None,
+    tokenizer: Any = None,
+    max_length: int = 500,
 ) -> UnlearnData:
-    """Forget rows, retain rows and refusals, each checked by the TOFU data layer.
+    """Forget rows, retain rows and refusals, each checked by the TOFU data layer; a text corpus
+    becomes ``max_length``-token chunks of ``tokenizer`` (``{"input_ids": [...]}`` rows).
 
     ``targets``: a reference (``lm-unlearn reference`` file or run) whose generations replace the
     dataset answers of both forget and retain rows — the real-world setup, where a model unlearns
@@ -135,6 +194,11 @@ def load_unlearn_data(
     retain_split = retain_split or retain_split_for(forget_split)
     forget = read_rows(forget_split, data_dir)
     retain = read_rows(retain_split, data_dir)
+    texts = is_text_spec(forget_split), is_text_spec(retain_split)
+    if any(texts) and targets:
+        raise UnlearnDataError("--targets replaces answers; a text corpus has none")
+    if any(texts) and tokenizer is None:
+        raise UnlearnDataError("a text corpus is chunked by the model's tokenizer; pass it")
     if targets:
         from tofu_tasks.reference_files import load_reference
 
@@ -142,14 +206,49 @@ def load_unlearn_data(
         forget, retain = with_targets(forget, answers), with_targets(retain, answers)
     if not forget:
         raise UnlearnDataError(f"the forget split {forget_split!r} is empty: nothing to unlearn")
-    keep = ("question", "answer")
+
+    def examples(rows: list[dict[str, Any]], text: bool) -> tuple[dict[str, Any], ...]:
+        if text:
+            return tuple(text_chunks(rows, tokenizer, max_length))
+        return tuple({k: r[k] for k in ("question", "answer")} for r in rows)
+
     return UnlearnData(
         forget_split,
         retain_split,
-        tuple({k: r[k] for k in keep} for r in forget),
-        tuple({k: r[k] for k in keep} for r in retain),
-        tuple(tofu_data.read_refusals(data_dir)),
+        examples(forget, texts[0]),
+        examples(retain, texts[1]),
+        () if texts[0] else tuple(tofu_data.read_refusals(data_dir)),
     )
+
+
+def text_chunks(documents: list[dict[str, Any]], tokenizer, max_length: int) -> list[dict]:
+    """Each document tokenised (with the tokenizer's BOS), closed with EOS and cut into chunks of
+    ``max_length`` tokens, as MUSE's and open-unlearning's raw-text training cut them."""
+    if max_length < 2:
+        raise UnlearnDataError(f"max_length must leave room for text, got {max_length}")
+    chunks = []
+    for document in documents:
+        ids = list(tokenizer(document["text"], add_special_tokens=True)["input_ids"])
+        ids.append(tokenizer.eos_token_id)
+        chunks += [{"input_ids": ids[i : i + max_length]} for i in range(0, len(ids), max_length)]
+    return chunks
+
+
+QUESTION_SETS = ("forget_idk", "retain_idk")  # example sets built from a question
+
+
+def check_method_data(needs: Sequence[str], data: UnlearnData, method: str) -> None:
+    """A method that answers questions with refusals cannot train on a text corpus."""
+    texts = {
+        "forget_idk": bool(data.forget) and "input_ids" in data.forget[0],
+        "retain_idk": bool(data.retain) and "input_ids" in data.retain[0],
+    }
+    asked = [name for name in needs if name in QUESTION_SETS and texts[name]]
+    if asked:
+        raise UnlearnDataError(
+            f"{method} trains refusals to questions ({', '.join(asked)}), and a text corpus has "
+            f"none; on text, use GA, GA+GD, GA+KL, NPO, NPO+GD, SimNPO+GD, ME+GD or RMU"
+        )
 
 
 def check_tokenizer(tokenizer, name: str = "the tokenizer") -> None:
@@ -237,14 +336,15 @@ class UnlearnDataset(torch.utils.data.Dataset):
             raise UnlearnDataError(f"pairing must be one of {PAIRINGS}, got {self.pairing!r}")
 
     def __len__(self) -> int:
-        return len(self.data.forget)
+        return len(self.data.forget)  # one item per forget example (a chunk, for text)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def partners(self, index: int) -> tuple[int, int, int]:
         """(retain index, refusal for the forget question, refusal for the retain question)."""
-        retain, refusals = len(self.data.retain), len(self.data.refusals)
+        # text data has no refusals and never asks for one (check_method_data)
+        retain, refusals = len(self.data.retain), max(1, len(self.data.refusals))
         if self.pairing == "fixed":
             return fixed_partners(index, retain, refusals)
         rng = random.Random(f"{self.seed}:{self.epoch}:{index}")
@@ -255,24 +355,33 @@ class UnlearnDataset(torch.utils.data.Dataset):
             self._cache[key] = self.encoder.encode(question, answer)
         return self._cache[key]
 
+    @staticmethod
+    def _text(row: dict[str, Any]) -> dict[str, list[int]]:
+        """A text chunk: every token supervised."""
+        ids = list(row["input_ids"])
+        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ids}
+
     def __getitem__(self, index: int) -> dict[str, list[int]]:
         forget = self.data.forget[index]
         retain_index, idk_forget, idk_retain = self.partners(index)
         retain = self.data.retain[retain_index]
-        refusals = self.data.refusals
+        refusals = self.data.refusals or ("",)  # text data: no refusal is ever asked for
         sources = {
-            "forget": (("f", index), forget["question"], forget["answer"]),
-            "forget_idk": (("fi", index, idk_forget), forget["question"], refusals[idk_forget]),
-            "retain": (("r", retain_index), retain["question"], retain["answer"]),
+            "forget": (("f", index), forget.get("question"), forget.get("answer")),
+            "forget_idk": (("fi", index, idk_forget), forget.get("question"), refusals[idk_forget]),
+            "retain": (("r", retain_index), retain.get("question"), retain.get("answer")),
             "retain_idk": (
                 ("ri", retain_index, idk_retain),
-                retain["question"],
+                retain.get("question"),
                 refusals[idk_retain],
             ),
         }
         item = {}
         for name in self.sets:
-            for field_name, values in self._encode(*sources[name]).items():
+            key, question, answer = sources[name]
+            row = forget if name.startswith("forget") else retain
+            example = self._text(row) if "input_ids" in row else self._encode(key, question, answer)
+            for field_name, values in example.items():
                 item[f"{name}_{field_name}"] = values
         return item
 

@@ -27,6 +27,8 @@ from unlearn_methods.data import (
     PromptEncoder,
     UnlearnCollator,
     UnlearnDataset,
+    check_method_data,
+    is_text_spec,
     load_unlearn_data,
 )
 from unlearn_methods.distributed import from_main_process
@@ -123,10 +125,24 @@ def evaluation_settings(options: UnlearnConfig, prompt_format: str) -> dict[str,
     return {"evaluation": plan.settings()} if plan else {}
 
 
+def training_data(options: UnlearnConfig, tokenizer=None):
+    """The run's forget and retain examples, checked against the method (a text corpus is
+    chunked by the tokenizer, loaded here only then)."""
+    method = resolve_method(options.method)
+    texts = is_text_spec(options.forget) or bool(options.retain and is_text_spec(options.retain))
+    if texts and tokenizer is None:
+        tokenizer = load_training_tokenizer(options)
+    data = load_unlearn_data(
+        options.forget, options.retain, options.data_dir, options.targets,
+        tokenizer=tokenizer, max_length=options.max_length,
+    )  # fmt: skip
+    check_method_data(method.needs, data, method.name)
+    return data
+
+
 def dry_run(options: UnlearnConfig) -> dict[str, Any]:
     """The resolved run, without loading the model or touching the output folder."""
-    resolve_method(options.method)
-    data = load_unlearn_data(options.forget, options.retain, options.data_dir, options.targets)
+    data = training_data(options)
     return resolved_run(options, data, training_prompt_format(options))
 
 
@@ -151,7 +167,7 @@ def build_run(options: UnlearnConfig, callbacks: list | None = None) -> Prepared
     output = Path(options.output_dir)
     tokenizer = load_training_tokenizer(options)
     prompt_format = training_prompt_format(options, tokenizer)
-    data = load_unlearn_data(options.forget, options.retain, options.data_dir, options.targets)
+    data = training_data(options, tokenizer)
     encoder = PromptEncoder(tokenizer, get_prompt_format(prompt_format), options.max_length)
     dataset = UnlearnDataset(data, encoder, method.needs, options.pairing, options.seed)
     pad_to = options.max_length if options.compat == "closer-look" else None
