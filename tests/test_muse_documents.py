@@ -43,3 +43,28 @@ def test_privacy_texts_are_the_forget_and_holdout_texts_open_unlearning_scores()
         mine = [d["text"] for d in docs if d["set"] == set_name]
         ou = [r["text"] for r in rows if r["metric"] == "mia_min_k" and r["mia_split"] == set_name]
         assert mine == ou and len(mine) == 10
+
+
+def test_generations_read_as_open_unlearning_reads_them():
+    """OU's new tokens of every row, decoded without clean-up (as lm-eval's backends decode),
+    then cleaned, cut at the criterion's stop words and stripped: OU's generation, and the
+    references its ground truths (verbmem row 2's "the 'real' world" becomes "the'real' world")."""
+    from transformers import AutoTokenizer
+
+    from harness_ext.metrics.muse import KNOWMEM_STOP_WORDS
+    from tofu_tasks.muse.documents import as_open_unlearning_reads
+
+    tokenizer = AutoTokenizer.from_pretrained(NEWS.parents[2] / "tiny-muse-llama")
+    checked = 0
+    for run in ("ou_muse_news", "ou_muse_news_retain"):
+        lines = (NEWS.parents[2] / run / "rows.jsonl").read_text().splitlines()
+        for row in map(json.loads, lines):
+            if not row["metric"].endswith("_ROUGE"):
+                continue
+            stops = () if "verbmem" in row["metric"] else KNOWMEM_STOP_WORDS
+            text = tokenizer.decode(row["gen_ids"], skip_special_tokens=True)
+            assert as_open_unlearning_reads(tokenizer, text, stops) == row["generation"]
+            reference = row["answer"] if "knowmem" in row["metric"] else row["gt"]
+            assert as_open_unlearning_reads(tokenizer, reference) == row["ground_truth"]
+            checked += 1
+    assert checked == 100

@@ -76,3 +76,13 @@ def privleak_docs(corpus: str, data_dir: str | os.PathLike | None) -> list[dict[
         for set_name, split in PRIVLEAK_SETS
         for row, item in enumerate(read_split(corpus, "privleak", split, data_dir))
     ]
+
+
+def as_open_unlearning_reads(tokenizer, text: str, stop_words: tuple[str, ...] = ()) -> str:
+    """A generation (or a reference) as MUSE's metrics read it in open-unlearning: decoded text
+    with the tokenizer's clean-up of spaces before punctuation and contractions, cut at the
+    first stop word, stripped. (transformers 5 no longer applies ``clean_up_tokenization_spaces``
+    to BPE tokenizers when decoding, so it is applied here, as open-unlearning's decode did.)"""
+    from harness_ext.metrics.muse import cut_at_stop_words
+
+    return cut_at_stop_words(tokenizer.clean_up_tokenization(text), stop_words)
