@@ -108,16 +108,8 @@ NEIGHBOR = EvalSet(
 REALWORLD_SETS: tuple[EvalSet, ...] = (REALWORLD_FORGET, NEIGHBOR)
 REALWORLD_UTILITY_SETS: tuple[EvalSet, ...] = (NEIGHBOR,)
 
-# Lookup by name: the real-world forget set shares its name (and its probability and truth-ratio
-# forms) with TOFU's; documents that carry scenario "realworld" resolve through eval_set_for().
+# Lookup by name of TOFU's sets (a task resolves its own documents' sets: UnlearningTask.eval_set).
 EVAL_SETS_BY_NAME: dict[str, EvalSet] = {s.name: s for s in (*EVAL_SETS, NEIGHBOR)}
-
-
-def eval_set_for(doc: dict) -> EvalSet:
-    """The eval set of a task document (its scenario decides between same-named sets)."""
-    if doc.get("scenario") == "realworld":
-        return {s.name: s for s in REALWORLD_SETS}[doc["set"]]
-    return get_eval_set(doc["set"])
 
 
 def get_eval_set(name: str) -> EvalSet:

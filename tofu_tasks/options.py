@@ -103,6 +103,12 @@ class TaskOptions(_CheckedNames, ScoringOptions):
             raise TaskSetupError("task metadata lacks 'forget_split' (set by the task YAML)")
         return super().from_metadata(metadata)
 
+    @classmethod
+    def for_split(cls, metadata: Mapping[str, Any], forget_split: str) -> TaskOptions:
+        """The options of ``tofu_<forget_split>_unlearn`` given ``metadata``, as its task parses
+        them (the split is the task YAML's)."""
+        return cls.from_metadata({**metadata, "forget_split": forget_split})
+
     def check(self) -> None:
         super().check()
         try:
@@ -183,6 +189,21 @@ def parse_metadata(text: str | None) -> dict[str, Any]:
         raise TaskOptionError("--metadata must be a JSON object")
     check_option_names(metadata, hf_model_arguments())
     return metadata
+
+
+def given_task_options(
+    given: str | Mapping[str, Any] | None, max_rows_per_set: int | None = None
+) -> dict[str, Any]:
+    """Task options a command was given: ``--metadata`` JSON or a mapping (a YAML config's, a
+    caller's), mistyped names refused; ``--max-rows-per-set`` folded in."""
+    if given is None or isinstance(given, str):
+        options = parse_metadata(given)
+    else:
+        options = dict(given)
+        check_option_names(options, hf_model_arguments())
+    if max_rows_per_set is not None:
+        options["max_rows_per_set"] = max_rows_per_set
+    return options
 
 
 def hf_model_arguments() -> frozenset[str]:

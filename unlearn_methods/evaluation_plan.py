@@ -86,11 +86,9 @@ def evaluation_task_options(
 ) -> dict[str, Any]:
     """Task options of the evaluations: the user's (``--eval-metadata``), the training's prompt
     format, data and tokenizer, no auxiliary models unless asked for, ``--eval-rows``."""
-    from tofu_tasks.options import check_option_names, hf_model_arguments, parse_metadata
+    from tofu_tasks.options import given_task_options
 
-    given = options.eval_metadata
-    metadata = parse_metadata(given) if isinstance(given, str) else dict(given or {})
-    check_option_names(metadata, hf_model_arguments())  # also the keys of a YAML config
+    metadata = given_task_options(options.eval_metadata)  # JSON, or a YAML config's mapping
     metadata.setdefault("embedding_model", "none")
     metadata.setdefault("nli_model", "none")
     metadata.setdefault("tokenizer", options.model)
@@ -115,7 +113,7 @@ def scored_docs(task: str, metadata: dict[str, Any]) -> list[dict[str, Any]]:
     from tofu_tasks.options import TaskOptions
 
     split = task.removeprefix("tofu_").removesuffix("_unlearn")
-    return eval_docs(TaskOptions.from_metadata({**metadata, "forget_split": split}))
+    return eval_docs(TaskOptions.for_split(metadata, split))
 
 
 def missing_inputs(metric: str, metadata: dict[str, Any]) -> list[str]:

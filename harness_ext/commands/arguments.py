@@ -93,11 +93,9 @@ class ScoringArguments(RunArguments):
 
     def settings(self, runs: Path) -> ScoreSettings:
         """The scoring settings, the runs going to ``runs``."""
-        from tofu_tasks.options import parse_metadata
+        from tofu_tasks.options import given_task_options
 
-        metadata = parse_metadata(self.metadata)
-        if self.max_rows_per_set is not None:
-            metadata["max_rows_per_set"] = self.max_rows_per_set
+        metadata = given_task_options(self.metadata, self.max_rows_per_set)
         return ScoreSettings(
             split=self.forget,
             backend=self.backend,

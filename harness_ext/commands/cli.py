@@ -34,9 +34,6 @@ from harness_ext.commands.handlers import (
 )
 from harness_ext.commands.parsing import Parser, with_examples
 
-TRAINING_COMMANDS = ("train", "finetune", "continual")
-
-
 # Two or three examples at the end of each command's help (a test parses every one).
 EXAMPLES = {
     "aggregate": [
@@ -101,6 +98,7 @@ TRAINING_HELP = {
     "continual": "serve forget10 as a sequence of forget requests, scoring after each",
     "finetune": "fine-tune a model on TOFU splits (make a target or a retain model)",
 }
+TRAINING_COMMANDS = tuple(TRAINING_HELP)  # their options are TrainingArguments subclasses
 
 
 def add_training_parsers(sub, lazy: bool = False) -> None:

@@ -54,18 +54,6 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return ", ".join(f"{o} {value}" for o in shown)
 
 
-def declaring_class(config_type: type, name: str) -> type | None:
-    """The project class that declares field ``name`` (the most derived one), else None."""
-    import inspect
-
-    for cls in config_type.__mro__:
-        if cls.__module__.split(".")[0] in PROJECT_PACKAGES and name in inspect.get_annotations(
-            cls
-        ):
-            return cls
-    return None
-
-
 def help_layout(config_type: type) -> list[tuple[str | None, list[dataclasses.Field]]]:
     """The fields of a dataclass in help order: one group per project class (its
     ``help_group``, most derived first, fields in the order written), then the fields a

@@ -67,14 +67,9 @@ class ContinualSettings:
     )
 
     def task_options(self) -> dict[str, Any]:
-        from tofu_tasks.options import check_option_names, hf_model_arguments, parse_metadata
+        from tofu_tasks.options import given_task_options
 
-        given = self.metadata
-        options = parse_metadata(given) if isinstance(given, str) else dict(given or {})
-        check_option_names(options, hf_model_arguments())
-        if self.max_rows_per_set is not None:
-            options["max_rows_per_set"] = self.max_rows_per_set
-        return options
+        return given_task_options(self.metadata, self.max_rows_per_set)
 
 
 def check_per_request_fields(given: set[str]) -> None:

@@ -141,7 +141,7 @@ class ScoreSettings:
     @property
     def task_options(self) -> TaskOptions:
         """The task options, parsed and checked as the task parses them."""
-        return TaskOptions.from_metadata({**self.metadata, "forget_split": self.split})
+        return TaskOptions.for_split(self.metadata, self.split)
 
 
 # ---------------------------------------------------------------------- models
