@@ -65,9 +65,7 @@ def _from_legacy(path: Path) -> ScoredReference:
 # ---------------------------------------------------------------- lm-eval output files
 def _is_scored_task(task: str) -> bool:
     """The project's tasks whose samples carry per-row generations and truth ratios."""
-    return (task.startswith("tofu_forget") and task.endswith("_unlearn")) or (
-        task == "realworld_unlearn"
-    )
+    return task.endswith("_unlearn") and task.startswith(("tofu_forget", "muse_", "realworld_"))
 
 
 def _samples_for_results(path: Path) -> Path:
@@ -106,7 +104,9 @@ def sample_row(sample: dict[str, Any]) -> ReferenceRow:
     item = sample.get("model_utility") or sample.get("tofu_model_utility") or {}
     generation = item.get("generation")
     row, nll, mia = doc.get("row"), _nll(sample), _mia_scores(sample)
-    if doc["set"] == "holdout":  # holdout rows are scored, never answered
+    responses = sample.get("filtered_resps") or [""]
+    if doc["set"] == "holdout" or not isinstance(responses[0], str):
+        # holdout rows (and MUSE's privacy texts) are scored, never answered
         return ReferenceRow(doc["set"], doc["question"], None, None, row, nll, mia)
     if generation is None:  # written before the scored generation was recorded
         generation = str(sample["filtered_resps"][0]).strip()

@@ -16,7 +16,7 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
     return simple_parse_args_string(text or "")
 
 
-PROJECT_TASK_PREFIXES = ("tofu_", "realworld_")
+PROJECT_TASK_PREFIXES = ("tofu_", "realworld_", "muse_")
 NEEDS_LM_EVAL_TASKS = {"realworld_general"}  # a group of lm-eval's built-in tasks
 
 

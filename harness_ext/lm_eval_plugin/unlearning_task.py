@@ -498,13 +498,13 @@ class UnlearningTask(ConfigurableTask):
         return pairs, plan
 
     def _probe_pairs(
-        self, ctx: str, answer: str, plan: DocPlan, first_index: int
+        self, ctx: str, answer: str, plan: DocPlan, first_index: int, eos: str | None = None
     ) -> list[tuple[str, str]]:
-        """One pair per scored token of the ground truth but its EOS (plus the boundaries of
-        contexts that end in whitespace); their indexes go into the plan."""
-        probes = token_probes(
-            self.tokenizer, ctx, answer, self._eos_text(), plan.counts[0] - 1, self._add_bos
-        )
+        """One pair per scored token of the ground truth but its last (the EOS, when ``eos``
+        is None: TOFU's; open-unlearning drops the last scored token of a text too), plus the
+        boundaries of contexts that end in whitespace; their indexes go into the plan."""
+        eos = self._eos_text() if eos is None else eos
+        probes = token_probes(self.tokenizer, ctx, answer, eos, plan.counts[0] - 1, self._add_bos)
         pairs = [(probe.context, probe.token) for probe in probes]
         boundaries = list(
             dict.fromkeys((p.context.rstrip(), p.boundary) for p in probes if p.boundary)

@@ -37,6 +37,7 @@ CLOSEST_PREFIX = "closest:"
 FORGET_LOWER = {
     "rougeL_recall", "prob", "cosine_similarity", "entailment", "bertscore_f1",
     "truth_ratio_closer_look", "extraction_strength", "exact_memorization",
+    "knowmem_rougeL_f1", "verbmem_rougeL_f1",  # MUSE's memorisation of the forget set
 }  # fmt: skip
 FORGET_PREFIX = "forget_"
 MIA_PREFIX, MIA_SUFFIX = "mia_", "_auc"

@@ -119,10 +119,14 @@ def mia_auc_value(reference: ScoredReference, docs: Sequence[dict], attack: str)
     return privacy.auc(scores[FORGET], scores[HOLDOUT])
 
 
-def retain_values(reference: ScoredReference, docs: Sequence[dict]) -> dict[str, float | str]:
-    """Every retain-model value the reference gives on the run's rows (module docs)."""
+def retain_values(
+    reference: ScoredReference, docs: Sequence[dict], answers: bool = True
+) -> dict[str, float | str]:
+    """Every retain-model value the reference gives on the run's rows (module docs);
+    ``answers=False`` for a benchmark whose forget rows are texts, not answered questions
+    (MUSE's): membership inference only."""
     values: dict[str, float | str] = dict(FIXED)
-    if any(doc["set"] == FORGET for doc in docs):
+    if answers and any(doc["set"] == FORGET for doc in docs):
         for kind in MATCHABLE:
             values[f"{FORGET}_{kind}"] = set_metric_value(reference, docs, FORGET, kind)
     if any(doc["set"] == HOLDOUT for doc in docs):

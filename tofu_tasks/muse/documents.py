@@ -20,7 +20,7 @@ from typing import Any
 
 from harness_ext.metrics.eval_set import FORGET_SET
 from harness_ext.metrics.privacy import HOLDOUT
-from tofu_tasks.muse.data import read_split
+from tofu_tasks.muse.data import MuseDataError, read_split
 
 # MUSE's plain QA format (open-unlearning's template for base models)
 QUESTION_TAG = "Question: "
@@ -33,7 +33,6 @@ KNOWMEM_SETS = (
     ("retain_knowmem", "retain_qa", "retain_qa_icl"),
 )
 VERBMEM_SET = "forget_verbmem"
-PRIVLEAK_SETS = ((FORGET_SET, "forget"), (HOLDOUT, "holdout"))
 
 
 def knowmem_prompt(examples: list[dict[str, str]], question: str) -> str:
@@ -65,17 +64,56 @@ def knowmem_docs(corpus: str, data_dir: str | os.PathLike | None) -> list[dict[s
 def verbmem_docs(corpus: str, data_dir: str | os.PathLike | None) -> list[dict[str, Any]]:
     rows = read_split(corpus, "verbmem", "forget", data_dir)
     return [
-        {"set": VERBMEM_SET, "row": row, "prompt": item["prompt"], "answer": item["gt"]}
+        {"set": VERBMEM_SET, "row": row, "question": item["prompt"], "prompt": item["prompt"],
+         "answer": item["gt"]}
         for row, item in enumerate(rows)
-    ]
+    ]  # fmt: skip
 
 
-def privleak_docs(corpus: str, data_dir: str | os.PathLike | None) -> list[dict[str, Any]]:
+def privleak_docs(
+    corpus: str,
+    data_dir: str | os.PathLike | None,
+    forget_texts: tuple[str, str] = ("privleak", "forget"),
+) -> list[dict[str, Any]]:
+    """The member texts (``forget_texts``: config and split) and the holdout texts; a text is
+    its row's ``question`` too, the key references match rows by."""
+    sources = {FORGET_SET: forget_texts, HOLDOUT: ("privleak", "holdout")}
     return [
-        {"set": set_name, "row": row, "text": item["text"]}
-        for set_name, split in PRIVLEAK_SETS
-        for row, item in enumerate(read_split(corpus, "privleak", split, data_dir))
+        {"set": set_name, "row": row, "question": item["text"], "text": item["text"]}
+        for set_name, (config, split) in sources.items()
+        for row, item in enumerate(read_split(corpus, config, split, data_dir))
     ]
+
+
+def muse_docs(options) -> list[dict[str, Any]]:
+    """The documents of a run (``options``: the task's :class:`MuseOptions`): the chosen sets,
+    at most ``max_rows_per_set`` rows each, sets interleaved (so lm-eval's ``--limit`` keeps
+    some of each)."""
+    from tofu_tasks.data import row_limits, set_names
+    from tofu_tasks.documents import interleave_sets
+    from tofu_tasks.muse.options import MUSE_SETS
+
+    wanted = set_names(options.sets) if options.sets else list(MUSE_SETS)
+    unknown = sorted(set(wanted) - set(MUSE_SETS))
+    if unknown:
+        raise MuseDataError(f"sets names unknown sets {unknown}; the MUSE sets are {MUSE_SETS}")
+    limits = row_limits(options.max_rows_per_set, MUSE_SETS) if options.max_rows_per_set else {}
+    docs: list[dict[str, Any]] = []
+    if set(wanted) & {name for name, _, _ in KNOWMEM_SETS}:
+        docs += knowmem_docs(options.corpus, options.data_dir)
+    if VERBMEM_SET in wanted:
+        docs += verbmem_docs(options.corpus, options.data_dir)
+    if set(wanted) & {FORGET_SET, HOLDOUT}:
+        docs += privleak_docs(options.corpus, options.data_dir, options.forget_texts_split())
+    kept = [
+        doc
+        for doc in docs
+        if doc["set"] in wanted
+        and (limits.get(doc["set"]) is None or doc["row"] < limits[doc["set"]])
+    ]
+    # every document carries every field (datasets takes the columns from the first one)
+    fields = list(dict.fromkeys(key for doc in kept for key in doc))
+    return interleave_sets([{key: doc.get(key) for key in fields} for doc in kept])
 
 
 def as_open_unlearning_reads(tokenizer, text: str, stop_words: tuple[str, ...] = ()) -> str:
