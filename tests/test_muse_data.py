@@ -80,3 +80,23 @@ def test_offline_without_a_folder_says_how_to_get_one(monkeypatch):
     monkeypatch.delenv("MUSE_DATA_DIR", raising=False)
     with pytest.raises(MuseDataError, match="set MUSE_DATA_DIR"):
         read_split("news", "raw", "forget")
+
+
+def test_training_reads_a_scalability_split_by_config_and_split(tmp_path, monkeypatch):
+    """`muse-news:scal/forget_2` names News's scalability config (a text config the kit's
+    fixture lacks: added here to a copy, in the card's own `configs:` format)."""
+    from unlearn_methods.data import read_text_rows
+
+    copy = tmp_path / "MUSE-News"
+    shutil.copytree(NEWS, copy)
+    (copy / "scal").mkdir()
+    texts = [{"text": f"scalability text {i}"} for i in range(3)]
+    (copy / "scal" / "forget_2.jsonl").write_text("".join(json.dumps(t) + "\n" for t in texts))
+    card = (copy / "README.md").read_text()
+    entry = (
+        "- config_name: scal\n  data_files:\n  - split: forget_2\n    path: scal/forget_2.jsonl\n"
+    )
+    (copy / "README.md").write_text(card.replace("configs:\n", "configs:\n" + entry, 1))
+    monkeypatch.setenv("MUSE_DATA_DIR", str(copy))
+    assert read_text_rows("muse-news:scal/forget_2") == texts
+    assert read_text_rows("muse-news:forget") == read_split("news", "raw", "forget", copy)

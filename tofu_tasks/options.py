@@ -68,6 +68,7 @@ from typing import Any
 from harness_ext.lm_eval_plugin.requests import TaskSetupError
 from harness_ext.lm_eval_plugin.task_options import ScoringOptions
 from tofu_tasks import data
+from tofu_tasks.muse.options import MuseOptions
 
 # Keys the task YAMLs or the project put there themselves.
 INTERNAL_KEYS = ("forget_split", "version", "tofu", "config_source")
@@ -128,8 +129,12 @@ class RealWorldOptions(_CheckedNames, ScoringOptions):
 # Every option a task takes, and the tokenizer of the token counts.
 TASK_OPTIONS = tuple(
     sorted(
-        {f.name for options in (TaskOptions, RealWorldOptions) for f in fields(options)}
-        - {"forget_split"}
+        {
+            f.name
+            for options in (TaskOptions, RealWorldOptions, MuseOptions)
+            for f in fields(options)
+        }
+        - {"forget_split", "corpus"}
         | {"tokenizer"}
     )
 )
@@ -171,7 +176,7 @@ def check_option_names(metadata: Mapping[str, Any], backend_args: Iterable[str] 
         if near or key.lower().startswith("tofu"):
             hint = f"did you mean {near}? " if near else ""
             raise TaskOptionError(
-                f"unknown task option {key!r}: {hint}The TOFU and real-world tasks take "
+                f"unknown task option {key!r}: {hint}The TOFU, real-world and MUSE tasks take "
                 f"{', '.join(sorted(TASK_OPTIONS))}."
             )
 

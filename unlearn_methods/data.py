@@ -121,8 +121,10 @@ def read_text_rows(name: str) -> list[dict[str, str]]:
     from tofu_tasks.muse.data import MuseDataError, read_split
 
     prefix = next(p for p in MUSE_PREFIXES if name.startswith(p))
+    # "forget" is a raw split; "scal/forget_2" or "sust/forget_3" names another text config
+    config, _, split = name.removeprefix(prefix).rpartition("/")
     try:
-        return read_split(MUSE_PREFIXES[prefix], "raw", name.removeprefix(prefix))
+        return read_split(MUSE_PREFIXES[prefix], config or "raw", split)
     except MuseDataError as err:
         raise UnlearnDataError(str(err)) from err
 

@@ -18,9 +18,10 @@ from harness_ext.workflows.audit_settings import (
     RelearnSettings,
 )
 from harness_ext.workflows.demo import DemoSettings
-from harness_ext.workflows.score_inputs import ScoreSettings
+from harness_ext.workflows.score_inputs import MUSE_CORPORA, ScoreSettings
 
 SPLITS = ("forget01", "forget05", "forget10")
+SCORED = (*SPLITS, *MUSE_CORPORA)  # TOFU's forget splits and MUSE's corpora
 
 
 def _help(text: str, **more: Any) -> dict[str, Any]:
@@ -64,7 +65,10 @@ class ScoringArguments(RunArguments):
     forget: str = field(
         default="forget01",
         # --split: its name in commands recorded by earlier versions (manifests' rerun lines)
-        metadata=_help(f"the forget split scored: {', '.join(SPLITS)}", hidden_aliases=["--split"]),
+        metadata=_help(
+            f"the TOFU forget split or the MUSE corpus scored: {', '.join(SCORED)}",
+            hidden_aliases=["--split"],
+        ),
     )
     base: str | None = field(
         default=None, metadata=_help("base model of a PEFT adapter (default: its adapter_config)")
@@ -88,8 +92,8 @@ class ScoringArguments(RunArguments):
     force: bool = field(default=False, metadata=_help("score again even if already scored"))
 
     def __post_init__(self) -> None:
-        if self.forget not in SPLITS:
-            raise ValueError(f"--forget must be one of {', '.join(SPLITS)}, got {self.forget!r}")
+        if self.forget not in SCORED:
+            raise ValueError(f"--forget must be one of {', '.join(SCORED)}, got {self.forget!r}")
 
     def settings(self, runs: Path) -> ScoreSettings:
         """The scoring settings, the runs going to ``runs``."""

@@ -19,6 +19,9 @@ SET_LABELS = {
     "world_facts": "WF",
     "neighbor": "neighbour",
     "holdout": "holdout",
+    "forget_knowmem": "forget knowmem",
+    "retain_knowmem": "retain knowmem",
+    "forget_verbmem": "forget verbmem",
 }
 METRIC_LABELS = {
     "rougeL_recall": "ROUGE-L",
@@ -31,6 +34,7 @@ METRIC_LABELS = {
     "bertscore_f1": "BERTScore",
     "extraction_strength": "extraction strength",
     "exact_memorization": "exact memorisation",
+    "rougeL_f1": "ROUGE-L F1",
 }
 NAMED = {
     "forget_quality": "FQ",
@@ -58,6 +62,8 @@ SET_DEFINITIONS = {
     "bertscore_f1": "BERTScore F1 against the dataset answer",
     "extraction_strength": "share of the answer the model completes by itself (teacher forced)",
     "exact_memorization": "share of answer tokens that are the model's argmax",
+    "rougeL_f1": "ROUGE-L F1 of the greedy output against the reference (MUSE: knowmem, an "
+    "answer after 3 examples; verbmem, a passage's continuation)",
 }
 DEFINITIONS = {
     "forget_quality": "KS-test p-value of forget truth ratios against the retain model's",

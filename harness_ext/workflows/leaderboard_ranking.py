@@ -27,8 +27,10 @@ def difference(record: dict[str, Any], main: dict[str, Any]) -> str:
 def rankable_metrics() -> set[str]:
     """Every metric the tasks report, and the real-world utility the leaderboard adds."""
     from tofu_tasks.metric_list import known_metrics
+    from tofu_tasks.muse.metric_list import metric_list as muse_metrics
 
-    return {*known_metrics(), *known_metrics("realworld"), "model_utility_with_general"}
+    muse = [entry["metric"] for entry in muse_metrics()]
+    return {*known_metrics(), *known_metrics("realworld"), *muse, "model_utility_with_general"}
 
 
 def check_rank_metric(rank_by: str | None) -> None:

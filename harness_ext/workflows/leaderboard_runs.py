@@ -23,6 +23,10 @@ SUMMARY_COLUMNS = (
     *AGGREGATES,
     *(f"{FORGET.name}_{m}" for m in ("rougeL_recall", "prob", "truth_ratio")),
     *(f"{name}_rougeL_recall" for name in SETS if name != FORGET.name),
+    # MUSE's criteria: memorisation of the forget corpus, utility on the retain one
+    "forget_verbmem_rougeL_f1",
+    "forget_knowmem_rougeL_f1",
+    "retain_knowmem_rougeL_f1",
     "privleak",
     "forget_extraction_strength",
 )
@@ -159,6 +163,8 @@ def _label(
     """What the run is: "ME+GD · SmolLM2-135M-Instruct · forget01" (method or model, base
     model, split); for plain lm-eval results the model's folder or hub name and the split."""
     split = task.removeprefix("tofu_").removesuffix("_unlearn")
+    if split.startswith("muse_"):  # the corpus as `lm-unlearn score --forget` names it
+        split = split.replace("_", "-")
     if manifest and manifest.get("name"):
         name = str(manifest["name"])
         return name if name.endswith(f" · {split}") else f"{name} · {split}"

@@ -203,7 +203,8 @@ def to_markdown(tables: dict[str, Table], output: Path, title: str) -> str:
         references = sorted({r.fq_reference_name for r in main if r.fq_reference_name})
         if references:
             names = "; ".join(md_text(name) for name in references)
-            lines.append(f"Forget quality against the retain reference: {names}.")
+            compared = "privleak" if task.startswith("muse_") else "Forget quality"
+            lines.append(f"{compared} against the retain reference: {names}.")
         if sentence := selection_sentence(main, table.ranking):
             lines.append(md_text(sentence))
         selected = any(selection_of(r) for r in main)

@@ -20,7 +20,8 @@ from typing import Any
 from harness_ext.metrics.ideals import RETAIN, Ideal, finite, ideal_of, parse_ranking
 
 # Without matched forgetting: the first of these most runs have.
-RANK_PREFERENCE = ("forget_efficacy", "forget_quality", "tofu_model_utility")
+# MUSE's tables have no aggregate of their own: privleak (best 0) ranks them.
+RANK_PREFERENCE = ("forget_efficacy", "forget_quality", "tofu_model_utility", "privleak")
 # At matched forgetting the paper compares utility at equal forgetting.
 UTILITY_PREFERENCE = ("model_utility", "tofu_model_utility")
 RETAIN_ROLE = "retain reference"

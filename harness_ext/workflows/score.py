@@ -40,6 +40,7 @@ from harness_ext.provenance import (
 from harness_ext.workflows.score_inputs import (
     MANIFEST,
     MANIFEST_FORMAT,
+    MUSE_PROMPT_FORMAT,
     PARTIAL_PREFIX,
     ModelSpec,
     ScoreError,
@@ -76,7 +77,12 @@ def score_model(model: str, settings: ScoreSettings, base: str | None = None) ->
     if settings.base_label:
         spec.base_name = settings.base_label
     requested = requested_prompt_format(settings)
-    prompt_format, why = detect_prompt_format(spec, requested)
+    if settings.muse:
+        if requested:
+            raise ScoreError("MUSE asks in its own plain format: drop the prompt format")
+        prompt_format, why = MUSE_PROMPT_FORMAT, "MUSE's own plain format"
+    else:
+        prompt_format, why = detect_prompt_format(spec, requested)
     key = settings_key(spec, settings, prompt_format)
     name = run_name(spec, settings, key)
     final = settings.output / name
@@ -113,16 +119,24 @@ def score_model(model: str, settings: ScoreSettings, base: str | None = None) ->
     return ScoreOutcome(model, final, skipped=False, metrics=task_metrics(results, settings.task))
 
 
+def data_folder(settings: ScoreSettings) -> Path | None:
+    """The local data folder the run reads (None: the hub)."""
+    if settings.muse:
+        from tofu_tasks.muse.data import resolve_data_dir
+    else:
+        from tofu_tasks.data import resolve_data_dir
+    return resolve_data_dir(settings.metadata.get("data_dir"))
+
+
 def local_stand_ins(spec: ModelSpec, settings: ScoreSettings) -> dict[str, str]:
     """Local paths a run's files would name -> their path relative to the results folder (the
     project's task folder -> ``tofu_tasks``), so that no file names the scoring machine's folders."""
     from harness_ext.lm_eval_plugin.autoload import project_tasks_dir
-    from tofu_tasks import data
 
     metadata = settings.metadata
     paths = [spec.pretrained, spec.peft, spec.source, settings.retain_reference,
              settings.pre_unlearning_reference, metadata.get("data_dir"),
-             metadata.get("tokenizer"), data.resolve_data_dir(metadata.get("data_dir")),
+             metadata.get("tokenizer"), data_folder(settings),
              *(v for v in model_arguments(spec, settings).values() if isinstance(v, str))]  # fmt: skip
     stand_ins = relative_stand_ins(paths, settings.output)
     tasks = Path(project_tasks_dir())
@@ -235,7 +249,9 @@ def rerun_command(spec: ModelSpec, settings: ScoreSettings, prompt_format: str) 
     parts = ["lm-unlearn", "score", spec.source]
     if spec.peft:
         parts += ["--base", spec.pretrained]
-    parts += ["--forget", settings.split, "--prompt-format", prompt_format]
+    parts += ["--forget", settings.split]
+    if not settings.muse:
+        parts += ["--prompt-format", prompt_format]
     if settings.label:
         parts += ["--label", settings.label]
     if settings.model_args:

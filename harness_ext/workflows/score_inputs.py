@@ -17,7 +17,12 @@ from harness_ext.provenance import (
     setting_files,
     settings_sha256,
 )
+from tofu_tasks.muse.options import MuseOptions
 from tofu_tasks.options import TaskOptions
+
+# what `lm-unlearn score --forget` takes besides TOFU's splits: a MUSE corpus
+MUSE_CORPORA = {"muse-news": "news", "muse-books": "books"}
+MUSE_PROMPT_FORMAT = "muse"
 
 MANIFEST = "manifest.json"
 PARTIAL_PREFIX = ".partial-"
@@ -136,12 +141,30 @@ class ScoreSettings:
 
     @property
     def task(self) -> str:
-        return f"tofu_{self.split}_unlearn"
+        corpus = MUSE_CORPORA.get(self.split)
+        return f"muse_{corpus}_unlearn" if corpus else f"tofu_{self.split}_unlearn"
 
     @property
-    def task_options(self) -> TaskOptions:
+    def muse(self) -> bool:
+        """Whether the run scores a MUSE corpus (its own prompts; no prompt format to choose)."""
+        return self.split in MUSE_CORPORA
+
+    @property
+    def task_options(self) -> TaskOptions | MuseOptions:
         """The task options, parsed and checked as the task parses them."""
+        if self.muse:
+            return MuseOptions.from_metadata({**self.metadata, "corpus": MUSE_CORPORA[self.split]})
         return TaskOptions.for_split(self.metadata, self.split)
+
+    def eval_docs(self) -> list[dict[str, Any]]:
+        """The documents the task will score (the functions the tasks use)."""
+        if self.muse:
+            from tofu_tasks.muse.documents import muse_docs
+
+            return muse_docs(self.task_options)
+        from tofu_tasks.documents import eval_docs
+
+        return eval_docs(self.task_options)
 
 
 # ---------------------------------------------------------------------- models

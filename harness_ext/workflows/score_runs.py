@@ -37,16 +37,15 @@ LOCATION_OPTIONS = ("data_dir",)
 def eval_data_sha256(settings: ScoreSettings) -> str:
     """Hash of the documents the task will score (the same function the task uses)."""
     from harness_ext.provenance import content_hash
-    from tofu_tasks.documents import eval_docs
 
-    return content_hash(eval_docs(settings.task_options))
+    return content_hash(settings.eval_docs())
 
 
 def run_task_options(
     spec: ModelSpec, settings: ScoreSettings, prompt_format: str
 ) -> dict[str, Any]:
     metadata = dict(settings.metadata)
-    if prompt_format != "chat":
+    if prompt_format != "chat" and not settings.muse:
         metadata["prompt_format"] = prompt_format
     if settings.retain_reference:
         metadata["retain_reference"] = settings.retain_reference
