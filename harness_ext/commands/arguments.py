@@ -187,6 +187,12 @@ class AuditArguments:
             )
 
     def settings(self, model: str, scoring: ScoringArguments, command: str) -> AuditSettings:
+        if scoring.forget in MUSE_CORPORA:
+            raise ValueError(
+                f"lm-unlearn audit takes a TOFU forget split ({', '.join(SPLITS)}); auditing a "
+                f"MUSE model is not available yet: score it with lm-unlearn score --forget "
+                f"{scoring.forget}"
+            )
         relearn = RelearnSettings(
             rows=self.relearn_rows, split=self.relearn_split, steps=self.relearn_steps,
             learning_rate=self.relearn_lr, batch_size=self.relearn_batch_size,
