@@ -65,7 +65,9 @@ def _from_legacy(path: Path) -> ScoredReference:
 # ---------------------------------------------------------------- lm-eval output files
 def _is_scored_task(task: str) -> bool:
     """The project's tasks whose samples carry per-row generations and truth ratios."""
-    return task.endswith("_unlearn") and task.startswith(("tofu_forget", "muse_", "realworld_"))
+    from harness_ext.lm_eval_plugin import PROJECT_TASK_PREFIXES
+
+    return task.endswith("_unlearn") and task.startswith(PROJECT_TASK_PREFIXES)
 
 
 def _samples_for_results(path: Path) -> Path:

@@ -34,6 +34,7 @@ from harness_ext.prompts import PromptFormat
 from harness_ext.provenance import content_hash
 from harness_ext.row_slices import RowSliceError, parse_slice, split_named_slice
 from tofu_tasks import data as tofu_data
+from tofu_tasks.muse.data import CORPORA
 from unlearn_methods.losses.functional import IGNORE_INDEX
 
 PAIRINGS = ("random", "fixed")
@@ -80,7 +81,7 @@ def parse_rows_spec(spec: str) -> list[tuple[str, int | None, int | None]]:
 
 REALWORLD_PREFIX = "realworld:"
 # text corpora: MUSE's raw splits (hub or $MUSE_DATA_DIR) and local files
-MUSE_PREFIXES = {"muse-news:": "news", "muse-books:": "books"}
+MUSE_PREFIXES = {f"muse-{corpus}:": corpus for corpus in CORPORA}
 TEXT_FILE_PREFIX = "text:"
 
 

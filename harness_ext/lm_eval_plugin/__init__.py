@@ -7,3 +7,5 @@ Kept import-free (the autoload hook imports this package at every interpreter st
 # lm-eval's hf backend with shared-context log-likelihoods and early-exit greedy decoding
 DEFAULT_BACKEND = "hf-unlearn"
 BACKEND_CLASS = "harness_ext.lm_eval_plugin.backend:UnlearnHFLM"
+# the names of the project's tasks begin with these
+PROJECT_TASK_PREFIXES = ("tofu_", "realworld_", "muse_")

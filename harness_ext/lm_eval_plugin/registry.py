@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from harness_ext.lm_eval_plugin import PROJECT_TASK_PREFIXES
 from harness_ext.metrics import aggregate as scoring
 from harness_ext.metrics import privacy
 from harness_ext.metrics.eval_set import CLOSER_LOOK_SET_METRICS, EvalSet
@@ -69,7 +70,7 @@ class _PerSetCountFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        ours = message.startswith(("[tofu_", "[muse_", "[realworld_"))
+        ours = message.startswith(tuple(f"[{prefix}" for prefix in PROJECT_TASK_PREFIXES))
         return not (ours and "not scored on the same number" in message)
 
 

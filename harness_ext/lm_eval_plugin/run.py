@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from harness_ext.lm_eval_plugin import DEFAULT_BACKEND
+from harness_ext.lm_eval_plugin import DEFAULT_BACKEND, PROJECT_TASK_PREFIXES
 
 
 def parse_model_args(text: str | None) -> dict[str, Any]:
@@ -16,7 +16,6 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
     return simple_parse_args_string(text or "")
 
 
-PROJECT_TASK_PREFIXES = ("tofu_", "realworld_", "muse_")
 NEEDS_LM_EVAL_TASKS = {"realworld_general"}  # a group of lm-eval's built-in tasks
 
 

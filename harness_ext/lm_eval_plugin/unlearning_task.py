@@ -460,6 +460,19 @@ class UnlearningTask(ConfigurableTask):
         self._requests[doc_key(doc)] = plan
         # holdout rows are only scored, never answered
         generation = [] if doc["set"] == HOLDOUT else [(ctx, self._generation_kwargs())]
+        return self._instances(doc, generation, pairs, plan, **kwargs)
+
+    def _instances(
+        self,
+        doc: dict,
+        generation: list[tuple[str, dict]],
+        pairs: list[tuple[str, str]],
+        plan: DocPlan | None,
+        **kwargs,
+    ) -> list[Instance]:
+        """A document's requests: its generation (at most one) first, then its log-likelihood
+        pairs; the per-token probes of ``plan`` are marked so that a backend with per-token
+        numbers of its own (hf-unlearn) need not answer them."""
         instances = [
             Instance(
                 request_type="generate_until" if generation and index == 0 else "loglikelihood",
@@ -470,8 +483,7 @@ class UnlearningTask(ConfigurableTask):
             )
             for index, arguments in enumerate([*generation, *pairs])
         ]
-        # A backend with per-token numbers of its own (hf-unlearn) need not answer the probes.
-        if self.options.token_scores == "auto":
+        if plan is not None and self.options.token_scores == "auto":
             for index in plan.probe_indexes():
                 instances[len(generation) + index].token_probe = True
         return instances
@@ -633,12 +645,7 @@ class UnlearningTask(ConfigurableTask):
         key = doc_key(doc)
         holdout = doc["set"] == HOLDOUT
         likelihoods = results if holdout else results[1:]
-        plan = self._requests.get(key)
-        if plan is None or not (holdout or key in self._scored):
-            raise TaskSetupError(
-                f"no request bookkeeping for {doc['set']} row {doc['row']}; requests must be "
-                f"built by this task (request caching is not supported)"
-            )
+        plan = self._plan_of(doc, ready=holdout or key in self._scored)
         summed = [float(result[0]) for result in likelihoods]
         nlls = [
             mean_nll(summed[i] - (0.0 if b is None else summed[b]), n)
@@ -654,6 +661,17 @@ class UnlearningTask(ConfigurableTask):
         if doc["set"] == FORGET_SET:
             out.update(memorization(tokens))
         return out
+
+    def _plan_of(self, doc: dict, ready: bool = True) -> DocPlan:
+        """The plan of a document's requests, which this task built (``ready``: and whatever
+        else the document's results need was done)."""
+        plan = self._requests.get(doc_key(doc))
+        if plan is None or not ready:
+            raise TaskSetupError(
+                f"no request bookkeeping for {doc['set']} row {doc['row']}; requests must be "
+                f"built by this task (request caching is not supported)"
+            )
+        return plan
 
     def _token_scores(self, plan: DocPlan, likelihoods: list) -> TokenScores | str:
         tokens, undetermined = read_token_scores(

@@ -40,7 +40,6 @@ from harness_ext.provenance import (
 from harness_ext.workflows.score_inputs import (
     MANIFEST,
     MANIFEST_FORMAT,
-    MUSE_PROMPT_FORMAT,
     PARTIAL_PREFIX,
     ModelSpec,
     ScoreError,
@@ -59,6 +58,7 @@ from harness_ext.workflows.score_runs import (
     settings_key,
     slug,
 )
+from tofu_tasks.muse.options import PROMPT_FORMAT as MUSE_PROMPT_FORMAT
 
 
 @dataclass
@@ -119,15 +119,6 @@ def score_model(model: str, settings: ScoreSettings, base: str | None = None) ->
     return ScoreOutcome(model, final, skipped=False, metrics=task_metrics(results, settings.task))
 
 
-def data_folder(settings: ScoreSettings) -> Path | None:
-    """The local data folder the run reads (None: the hub)."""
-    if settings.muse:
-        from tofu_tasks.muse.data import resolve_data_dir
-    else:
-        from tofu_tasks.data import resolve_data_dir
-    return resolve_data_dir(settings.metadata.get("data_dir"))
-
-
 def local_stand_ins(spec: ModelSpec, settings: ScoreSettings) -> dict[str, str]:
     """Local paths a run's files would name -> their path relative to the results folder (the
     project's task folder -> ``tofu_tasks``), so that no file names the scoring machine's folders."""
@@ -136,7 +127,7 @@ def local_stand_ins(spec: ModelSpec, settings: ScoreSettings) -> dict[str, str]:
     metadata = settings.metadata
     paths = [spec.pretrained, spec.peft, spec.source, settings.retain_reference,
              settings.pre_unlearning_reference, metadata.get("data_dir"),
-             metadata.get("tokenizer"), data_folder(settings),
+             metadata.get("tokenizer"), settings.data_folder(),
              *(v for v in model_arguments(spec, settings).values() if isinstance(v, str))]  # fmt: skip
     stand_ins = relative_stand_ins(paths, settings.output)
     tasks = Path(project_tasks_dir())

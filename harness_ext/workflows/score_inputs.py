@@ -17,12 +17,12 @@ from harness_ext.provenance import (
     setting_files,
     settings_sha256,
 )
+from tofu_tasks.muse.data import CORPORA
 from tofu_tasks.muse.options import MuseOptions
 from tofu_tasks.options import TaskOptions
 
 # what `lm-unlearn score --forget` takes besides TOFU's splits: a MUSE corpus
-MUSE_CORPORA = {"muse-news": "news", "muse-books": "books"}
-MUSE_PROMPT_FORMAT = "muse"
+MUSE_CORPORA = {f"muse-{corpus}": corpus for corpus in CORPORA}
 
 MANIFEST = "manifest.json"
 PARTIAL_PREFIX = ".partial-"
@@ -165,6 +165,14 @@ class ScoreSettings:
         from tofu_tasks.documents import eval_docs
 
         return eval_docs(self.task_options)
+
+    def data_folder(self) -> Path | None:
+        """The local data folder the task reads (None: the hub)."""
+        if self.muse:
+            from tofu_tasks.muse.data import resolve_data_dir
+        else:
+            from tofu_tasks.data import resolve_data_dir
+        return resolve_data_dir(self.metadata.get("data_dir"))
 
 
 # ---------------------------------------------------------------------- models

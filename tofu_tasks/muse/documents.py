@@ -21,18 +21,17 @@ from typing import Any
 from harness_ext.metrics.eval_set import FORGET_SET
 from harness_ext.metrics.privacy import HOLDOUT
 from tofu_tasks.muse.data import MuseDataError, read_split
+from tofu_tasks.muse.options import KNOWMEM_SETS, MUSE_SETS, VERBMEM_SET
 
 # MUSE's plain QA format (open-unlearning's template for base models)
 QUESTION_TAG = "Question: "
 QUESTION_END = "\n"
 ANSWER_TAG = "Answer: "
 ANSWER_END = "\n\n"
-# (set, config, split, in-context split) of each criterion
-KNOWMEM_SETS = (
-    ("forget_knowmem", "forget_qa", "forget_qa_icl"),
-    ("retain_knowmem", "retain_qa", "retain_qa_icl"),
+# (set, split, in-context split) of the knowledge criteria
+KNOWMEM_SPLITS = tuple(
+    zip(KNOWMEM_SETS, ("forget_qa", "retain_qa"), ("forget_qa_icl", "retain_qa_icl"), strict=True)
 )
-VERBMEM_SET = "forget_verbmem"
 
 
 def knowmem_prompt(examples: list[dict[str, str]], question: str) -> str:
@@ -46,7 +45,7 @@ def knowmem_prompt(examples: list[dict[str, str]], question: str) -> str:
 
 def knowmem_docs(corpus: str, data_dir: str | os.PathLike | None) -> list[dict[str, Any]]:
     docs = []
-    for set_name, split, icl_split in KNOWMEM_SETS:
+    for set_name, split, icl_split in KNOWMEM_SPLITS:
         examples = read_split(corpus, "knowmem", icl_split, data_dir)
         for row, item in enumerate(read_split(corpus, "knowmem", split, data_dir)):
             docs.append(
@@ -91,7 +90,6 @@ def muse_docs(options) -> list[dict[str, Any]]:
     some of each)."""
     from tofu_tasks.data import row_limits, set_names
     from tofu_tasks.documents import interleave_sets
-    from tofu_tasks.muse.options import MUSE_SETS
 
     wanted = set_names(options.sets) if options.sets else list(MUSE_SETS)
     unknown = sorted(set(wanted) - set(MUSE_SETS))
@@ -99,7 +97,7 @@ def muse_docs(options) -> list[dict[str, Any]]:
         raise MuseDataError(f"sets names unknown sets {unknown}; the MUSE sets are {MUSE_SETS}")
     limits = row_limits(options.max_rows_per_set, MUSE_SETS) if options.max_rows_per_set else {}
     docs: list[dict[str, Any]] = []
-    if set(wanted) & {name for name, _, _ in KNOWMEM_SETS}:
+    if set(wanted) & set(KNOWMEM_SETS):
         docs += knowmem_docs(options.corpus, options.data_dir)
     if VERBMEM_SET in wanted:
         docs += verbmem_docs(options.corpus, options.data_dir)

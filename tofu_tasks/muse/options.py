@@ -32,6 +32,7 @@ VERBMEM_SET = "forget_verbmem"
 # member (forget) and non-member (holdout) texts of privacy leakage
 MUSE_SETS = (*KNOWMEM_SETS, VERBMEM_SET, FORGET_SET, HOLDOUT)
 DEFAULT_FORGET_TEXTS = "privleak/forget"
+PROMPT_FORMAT = "muse"  # MUSE's plain "Question: ...\nAnswer: " with in-context examples
 NOT_APPLICABLE = (
     "prompt_format", "prompt_template", "pre_unlearning_reference", "holdout", "embedding_model",
     "nli_model", "bertscore_model",

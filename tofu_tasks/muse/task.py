@@ -26,7 +26,12 @@ from typing import Any
 from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 
-from harness_ext.lm_eval_plugin.requests import DocPlan, TaskSetupError, continuation_token_counts
+from harness_ext.lm_eval_plugin.requests import (
+    DocPlan,
+    TaskSetupError,
+    continuation_token_counts,
+    doc_key,
+)
 from harness_ext.lm_eval_plugin.token_scores import memorization
 from harness_ext.lm_eval_plugin.unlearning_task import NO_ROWS, UnlearningTask
 from harness_ext.metrics import privacy
@@ -42,10 +47,9 @@ from harness_ext.metrics.retain_values import RetainValueError, retain_values
 from tofu_tasks.muse import metric_list as muse_metric_list
 from tofu_tasks.muse.data import hub_id, resolve_data_dir
 from tofu_tasks.muse.documents import as_open_unlearning_reads, muse_docs
-from tofu_tasks.muse.options import KNOWMEM_SETS, VERBMEM_SET, MuseOptions
+from tofu_tasks.muse.options import KNOWMEM_SETS, PROMPT_FORMAT, VERBMEM_SET, MuseOptions
 from tofu_tasks.reference_files import load_reference
 
-PROMPT_FORMAT = "muse"  # MUSE's plain "Question: ...\nAnswer: " with in-context examples
 NO_PRIVLEAK_REFERENCE = not_computed(
     "privleak compares with the retain model's Min-K% AUC: score the retain model with this "
     "task and --log_samples and pass retain_reference, or give privleak_reference_auc (0.5 "
@@ -145,6 +149,7 @@ class MuseUnlearnTask(UnlearningTask):
         set_name = doc["set"]
         generation: list[tuple[str, dict]] = []
         pairs: list[tuple[str, str]] = []
+        plan = None
         if set_name in KNOWMEM_SETS:
             generation = [(ctx, _greedy(KNOWMEM_NEW_TOKENS, KNOWMEM_STOP_WORDS))]
         else:
@@ -154,21 +159,8 @@ class MuseUnlearnTask(UnlearningTask):
             else:
                 scored = doc["text"]
             pairs, plan = self._scored_text(ctx, scored)
-            self._requests[(set_name, doc["row"])] = plan
-        instances = [
-            Instance(
-                request_type="generate_until" if generation and index == 0 else "loglikelihood",
-                doc=doc,
-                arguments=arguments,
-                idx=index,
-                **kwargs,
-            )
-            for index, arguments in enumerate([*generation, *pairs])
-        ]
-        if pairs and self.options.token_scores == "auto":
-            for index in plan.probe_indexes():
-                instances[len(generation) + index].token_probe = True
-        return instances
+            self._requests[doc_key(doc)] = plan
+        return self._instances(doc, generation, pairs, plan, **kwargs)
 
     def _scored_text(self, ctx: str, text: str) -> tuple[list[tuple[str, str]], DocPlan]:
         """The log-likelihood of ``text`` after ``ctx`` (after BOS alone when ``ctx`` is
@@ -222,12 +214,7 @@ class MuseUnlearnTask(UnlearningTask):
             out[f"{set_name}_{muse_metric_list.ROUGE_METRIC}"] = rouge_l_f1(generation, reference)
             if set_name in KNOWMEM_SETS:
                 return out
-        plan = self._requests.get((set_name, doc["row"]))
-        if plan is None:
-            raise TaskSetupError(
-                f"no request bookkeeping for {set_name} row {doc['row']}; requests must be "
-                f"built by this task (request caching is not supported)"
-            )
+        plan = self._plan_of(doc)
         likelihoods = results[1:] if set_name == VERBMEM_SET else results
         tokens = self._token_scores(plan, likelihoods)
         if set_name == VERBMEM_SET:
