@@ -472,7 +472,7 @@ def test_a_target_run_gives_its_scores_on_the_rows_wanted(audited):
     assert exact.metrics == manifest["attack"]["target"]["metrics"] and not exact.note
     two_rows = {**rows_4_to_7, "max_rows_per_set": {**SCORED, "forget": 2}}
     part = target_from_run(target_run, settings, two_rows)
-    samples = {row: s for (row, _), s in forget_samples(target_run).items()}
+    samples = {row: s for (_, row, _), s in forget_samples(target_run).items()}
     expected = (samples[4]["forget_prob"] + samples[5]["forget_prob"]) / 2
     assert part.metrics["forget_prob"] == pytest.approx(expected)
     assert part.note.endswith("aggregated from this run's per-row numbers")
@@ -483,9 +483,10 @@ def test_a_target_run_gives_its_scores_on_the_rows_wanted(audited):
 
 def forget_samples(run_dir: Path) -> dict:
     from harness_ext.workflows.audit_scores import forget_samples as read
+    from harness_ext.workflows.audit_settings import AuditSettings
 
     (results_file,) = run_dir.rglob("results_*.json")
-    return read(results_file, "tofu_forget01_unlearn")
+    return read(results_file, AuditSettings(model="unused"))  # scoring forget01
 
 
 def test_relearning_a_lora_adapter_saves_an_adapter_on_the_unlearned_model(models, tmp_path):

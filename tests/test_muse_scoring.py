@@ -82,10 +82,3 @@ def test_muse_refuses_what_does_not_apply(tmp_path, capsys):
     options = json.dumps({"data_dir": str(NEWS), "forget_texts": "knowmem/forget_qa"})
     assert _score(tmp_path, model, "--forget", "muse-news", "--metadata", options) != 0
     assert "forget_texts must be CONFIG/SPLIT of a text config" in capsys.readouterr().err
-
-
-def test_audit_says_muse_is_not_available_yet(tmp_path, capsys):
-    model = str(MUSE_KIT / "tiny-muse-llama")
-    assert main(["audit", model, "--forget", "muse-news", "--output", str(tmp_path)]) != 0
-    err = capsys.readouterr().err
-    assert "auditing a MUSE model is not available yet" in err and "--forget muse-news" in err

@@ -12,7 +12,8 @@ from tests.test_muse_data import NEWS
 from tofu_tasks.muse.data import read_split
 from unlearn_methods.config import UnlearnConfig
 from unlearn_methods.data import UnlearnDataError, load_unlearn_data
-from unlearn_methods.train import dry_run, train
+from unlearn_methods.evaluation_plan import eval_task
+from unlearn_methods.train import dry_run, read_run_card, train
 
 TARGET = NEWS.parents[2] / "tiny-muse-llama"
 
@@ -93,3 +94,57 @@ def test_ga_gd_on_text_forgets_the_forget_passages_and_keeps_the_retain_ones(tmp
     forget_drop, retain_drop = before[0] - after[0], before[1] - after[1]
     assert forget_drop > 2 * retain_drop + 0.1
     assert after[1] > 0.75
+
+
+def test_evaluation_during_training_scores_the_muse_task_and_selects(tmp_path):
+    """--eval-every on a MUSE corpus scores muse_news_unlearn on the model in memory; the first
+    evaluation whose verbatim ROUGE-L F1 reaches the target is kept and training stops there."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = train(UnlearnConfig(
+            method="GA+GD", model=str(TARGET), output_dir=str(tmp_path / "selected"),
+            forget="muse-news:forget", max_length=128, max_steps=16, learning_rate=1e-3,
+            per_device_train_batch_size=4, effective_batch_size=4, warmup_steps=0, bf16=False,
+            disable_tqdm=True, eval_every=4, eval_rows=5, select="forget_verbmem_rougeL_f1<=0.8",
+            eval_metadata={"privleak_reference_auc": 0.5, "sets": ["forget_verbmem", "forget",
+                                                                  "holdout", "retain_knowmem"]},
+        ))  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    card = read_run_card(out)
+    evaluation, selection = card["evaluation"], card["selection"]
+    assert evaluation["task"] == "muse_news_unlearn"
+    assert evaluation["apply_chat_template"] is False
+    history = [(r["step"], r["metrics"]) for r in evaluation["history"]]
+    print([(step, m["forget_verbmem_rougeL_f1"]) for step, m in history])
+    for _, metrics in history:
+        assert {"forget_verbmem_rougeL_f1", "retain_knowmem_rougeL_f1", "mia_min_k_auc"} <= set(
+            metrics
+        )
+        assert isinstance(metrics["privleak"], float)  # against the fixed AUC given
+        assert metrics["forget_knowmem_rougeL_f1"] == "N/A (no rows)"  # a set not asked for
+    values = [m["forget_verbmem_rougeL_f1"] for _, m in history]
+    assert values[0] > 0.8 >= values[-1]  # stopped at the first evaluation reaching it
+    assert selection["reached"] and selection["step"] == history[-1][0] < 16
+    assert selection["stopped_early"]
+    # the output is the model evaluated there: its verbatim ROUGE-L on those 5 rows agrees
+    forget = [(r["prompt"], r["gt"]) for r in read_split("news", "verbmem", "forget")][:5]
+    assert verbatim_rouge(out, forget) == pytest.approx(values[-1], abs=0.02)
+
+
+def test_muse_selection_rules_are_checked_before_training(tmp_path):
+    base = dict(method="GA+GD", model=str(TARGET), output_dir=str(tmp_path / "x"),
+                forget="muse-news:forget", max_length=128, eval_every=2)  # fmt: skip
+    with pytest.raises(ValueError, match="the MUSE task reports"):
+        dry_run(UnlearnConfig(**base, select="forget_rougeL_recall<=0.4"))
+    with pytest.raises(ValueError, match="reads the retain model's membership AUCs"):
+        dry_run(UnlearnConfig(**base, select_matching_reference=str(tmp_path)))
+    with pytest.raises(ValueError, match="privleak needs retain_reference"):
+        dry_run(UnlearnConfig(**base, select="best:privleak"))
+    with pytest.raises(ValueError, match="scores a TOFU forget split or a MUSE corpus"):
+        dry_run(UnlearnConfig(**base, eval_forget="text:notes.txt"))
+    # a scalability split unlearned is the member set of the privacy criterion scored
+    scal = UnlearnConfig(**{**base, "forget": "muse-news:scal/forget_2"})
+    assert eval_task(scal) == ("muse_news_unlearn", {"forget_texts": "scal/forget_2"})
+    assert eval_task(UnlearnConfig(**base)) == ("muse_news_unlearn", {})

@@ -80,6 +80,13 @@ class TrainingConfig(TrainingArguments):
     data_dir: str | None = field(
         default=None, metadata=_help("local TOFU folder (default: $TOFU_DATA_DIR, else the hub)")
     )
+    muse_data_dir: str | None = field(
+        default=None,
+        metadata=_help(
+            "local MUSE corpus folder for muse-news: / muse-books: data (default: "
+            "$MUSE_DATA_DIR, else the hub)"
+        ),
+    )
     pad_token: str | None = field(
         default=None, metadata=_help("'eos' pads with the end-of-sequence token")
     )
@@ -326,13 +333,17 @@ class UnlearnConfig(TrainingConfig):
 
 @dataclass
 class FinetuneConfig(TrainingConfig):
-    """``lm-unlearn finetune``: supervised fine-tuning on TOFU rows (a target or retain model)."""
+    """``lm-unlearn finetune``: supervised fine-tuning on TOFU rows or text (a target or retain
+    model)."""
 
     help_group = "fine-tuning"
 
     data: str = field(
         default="full",
-        metadata=_help("TOFU splits, each optionally cut: full, retain99, forget01,retain[:40]"),
+        metadata=_help(
+            "TOFU splits, each optionally cut (full, retain99, forget01,retain[:40]), or text "
+            "corpora (muse-news:forget,muse-news:retain1, text:PATH)"
+        ),
     )
     save_strategy: str = field(default="no", metadata=_help("checkpoints: no, epoch or steps"))
     seed: int = field(default=42, metadata=_help("random seed"))

@@ -116,7 +116,7 @@ def read_text_file(path: str) -> list[dict[str, str]]:
     return documents
 
 
-def read_text_rows(name: str) -> list[dict[str, str]]:
+def read_text_rows(name: str, muse_data_dir: str | None = None) -> list[dict[str, str]]:
     if name.startswith(TEXT_FILE_PREFIX):
         return read_text_file(name.removeprefix(TEXT_FILE_PREFIX))
     from tofu_tasks.muse.data import MuseDataError, read_split
@@ -125,13 +125,16 @@ def read_text_rows(name: str) -> list[dict[str, str]]:
     # "forget" is a raw split; "scal/forget_2" or "sust/forget_3" names another text config
     config, _, split = name.removeprefix(prefix).rpartition("/")
     try:
-        return read_split(MUSE_PREFIXES[prefix], config or "raw", split)
+        return read_split(MUSE_PREFIXES[prefix], config or "raw", split, muse_data_dir)
     except MuseDataError as err:
         raise UnlearnDataError(str(err)) from err
 
 
-def read_rows(spec: str, data_dir: str | None = None) -> list[dict[str, Any]]:
-    """Rows of a rows spec (see :func:`parse_rows_spec`), in order.
+def read_rows(
+    spec: str, data_dir: str | None = None, muse_data_dir: str | None = None
+) -> list[dict[str, Any]]:
+    """Rows of a rows spec (see :func:`parse_rows_spec`), in order: TOFU's from ``data_dir``,
+    MUSE's from ``muse_data_dir`` (each else its environment variable, else the hub).
 
     ``realworld:forget`` / ``realworld:retain`` / ``realworld:neighbor`` (or
     ``realworld:PATH.json``) read the real-world sets, their golden answers as answers.
@@ -139,7 +142,7 @@ def read_rows(spec: str, data_dir: str | None = None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for name, start, stop in parse_rows_spec(spec):
         if name.startswith((TEXT_FILE_PREFIX, *MUSE_PREFIXES)):
-            rows += read_text_rows(name)[start:stop]
+            rows += read_text_rows(name, muse_data_dir)[start:stop]
         elif name.startswith(REALWORLD_PREFIX):
             from tofu_tasks.realworld import read_realworld
 
@@ -186,6 +189,7 @@ def load_unlearn_data(
     targets: str | None = None,
     tokenizer: Any = None,
     max_length: int = 500,
+    muse_data_dir: str | None = None,
 ) -> UnlearnData:
     """Forget rows, retain rows and refusals, each checked by the TOFU data layer; a text corpus
     becomes ``max_length``-token chunks of ``tokenizer`` (``{"input_ids": [...]}`` rows).
@@ -195,8 +199,8 @@ def load_unlearn_data(
     what it itself says.
     """
     retain_split = retain_split or retain_split_for(forget_split)
-    forget = read_rows(forget_split, data_dir)
-    retain = read_rows(retain_split, data_dir)
+    forget = read_rows(forget_split, data_dir, muse_data_dir)
+    retain = read_rows(retain_split, data_dir, muse_data_dir)
     texts = is_text_spec(forget_split), is_text_spec(retain_split)
     if any(texts) and targets:
         raise UnlearnDataError("--targets replaces answers; a text corpus has none")

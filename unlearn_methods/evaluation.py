@@ -1,7 +1,8 @@
 """Evaluation during training (``lm-unlearn train --eval-every N``) and checkpoint selection.
 
 Every N optimiser steps the model being trained is scored by the same lm-eval task code as a
-scoring run (``tofu_<split>_unlearn``), through the ``hf-unlearn`` backend wrapped around the
+scoring run (``tofu_<split>_unlearn``, or ``muse_<corpus>_unlearn`` when the forget data is a
+MUSE corpus), through the ``hf-unlearn`` backend wrapped around the
 model object in memory: nothing is written to disk for it. The metrics go through the Trainer's
 logging (``eval_<metric>`` in the log history, shown as ``eval/<metric>`` by TensorBoard and
 W&B) and into the run card. The model goes back to train mode afterwards; gradients and the
@@ -40,7 +41,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from unlearn_methods.distributed import from_main_process
-from unlearn_methods.evaluation_plan import EvalOptionError, EvalPlan
+from unlearn_methods.evaluation_plan import EvalOptionError, EvalPlan, shown_metric
 
 LOG_PREFIX = "eval_"  # TensorBoard and W&B show eval_<metric> as eval/<metric>
 STATE_FILE = "lm_unlearn_eval.json"  # inside each Trainer checkpoint
@@ -199,7 +200,7 @@ class EvaluateDuringTraining(TrainerCallback):
         """One line per evaluation on the console: the selection metric (or the forget
         ROUGE-L) against its target, and the time the evaluation took."""
         rule = self.plan.rule
-        metric = rule.metric if rule else "forget_rougeL_recall"
+        metric = rule.metric if rule else shown_metric(self.plan.task)
         value = record["metrics"].get(metric)
         shown = f"{value:.4f}" if _is_number(value) else str(value)
         target = f" (target {rule.text})" if rule else ""

@@ -9,6 +9,7 @@ keeps; every option checked before training starts. The evaluations themselves a
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,54 +62,75 @@ class EvalPlan:
         }
 
 
-def eval_task(options: UnlearnConfig) -> tuple[str, str | None]:
-    """(task name, forget_rows) of the forget split scored: ``--eval-forget``, else the one
-    unlearned (``forget10[360:400]`` scores those rows of tofu_forget10_unlearn)."""
+def eval_task(options: UnlearnConfig) -> tuple[str, dict[str, Any]]:
+    """(task name, its options for the data scored) of ``--eval-forget``, else of the forget
+    data unlearned: ``forget10[360:400]`` scores those rows of tofu_forget10_unlearn;
+    ``muse-news:forget`` scores muse_news_unlearn, ``muse-news:scal/forget_2`` with that
+    split as the member texts of its privacy criterion."""
     from tofu_tasks.eval_sets import FORGET_SPLITS
-    from unlearn_methods.data import parse_rows_spec
+    from unlearn_methods.data import MUSE_PREFIXES, parse_rows_spec
 
     spec = options.eval_forget or options.forget
     parts = parse_rows_spec(spec)
     name, start, stop = parts[0]
+    muse = next((p for p in MUSE_PREFIXES if name.startswith(p)), None)
+    if len(parts) == 1 and muse:
+        config, _, split = name.removeprefix(muse).rpartition("/")
+        texts = {"forget_texts": f"{config}/{split}"} if config else {}
+        return f"muse_{MUSE_PREFIXES[muse]}_unlearn", texts
     if len(parts) != 1 or name not in FORGET_SPLITS:
         raise EvalOptionError(
-            f"--eval-every scores a TOFU forget split and cannot score {spec!r}; pass "
-            f"--eval-forget {' or '.join(FORGET_SPLITS)} (optionally cut, e.g. forget10[360:400])"
+            f"--eval-every scores a TOFU forget split or a MUSE corpus and cannot score "
+            f"{spec!r}; pass --eval-forget {' or '.join(FORGET_SPLITS)} (optionally cut, e.g. "
+            f"forget10[360:400]) or {' or '.join(p + 'forget' for p in MUSE_PREFIXES)}"
         )
-    rows = (
-        None if start is None and stop is None else f"{start or 0}:{'' if stop is None else stop}"
-    )
-    return f"tofu_{name}_unlearn", rows
+    if start is None and stop is None:
+        return f"tofu_{name}_unlearn", {}
+    return f"tofu_{name}_unlearn", {"forget_rows": f"{start or 0}:{'' if stop is None else stop}"}
+
+
+def is_muse(task: str) -> bool:
+    return task.startswith("muse_")
 
 
 def evaluation_task_options(
-    options: UnlearnConfig, prompt_format: str, forget_rows: str | None
+    options: UnlearnConfig, prompt_format: str, task: str, scored: dict[str, Any]
 ) -> dict[str, Any]:
     """Task options of the evaluations: the user's (``--eval-metadata``), the training's prompt
-    format, data and tokenizer, no auxiliary models unless asked for, ``--eval-rows``."""
+    format, data and tokenizer, no auxiliary models unless asked for, ``--eval-rows``, and
+    ``scored`` (the rows or texts of the data unlearned, :func:`eval_task`). MUSE asks in its
+    own format and has no auxiliary models."""
     from tofu_tasks.options import given_task_options
 
     metadata = given_task_options(options.eval_metadata)  # JSON, or a YAML config's mapping
-    metadata.setdefault("embedding_model", "none")
-    metadata.setdefault("nli_model", "none")
     metadata.setdefault("tokenizer", options.model)
     if options.trust_remote_code:
         metadata["trust_remote_code"] = True
-    if options.data_dir:
-        metadata.setdefault("data_dir", options.data_dir)
-    if prompt_format != "chat":
-        metadata["prompt_format"] = prompt_format
+    if is_muse(task):
+        if options.muse_data_dir:
+            metadata.setdefault("data_dir", options.muse_data_dir)
+    else:
+        metadata.setdefault("embedding_model", "none")
+        metadata.setdefault("nli_model", "none")
+        if options.data_dir:
+            metadata.setdefault("data_dir", options.data_dir)
+        if prompt_format != "chat":
+            metadata["prompt_format"] = prompt_format
     if options.eval_rows is not None:
         if options.eval_rows <= 0:
             raise EvalOptionError(f"--eval-rows must be positive, got {options.eval_rows}")
         metadata["max_rows_per_set"] = options.eval_rows
-    if forget_rows:
-        metadata["forget_rows"] = forget_rows
-    return metadata
+    return {**metadata, **scored}
 
 
 def scored_docs(task: str, metadata: dict[str, Any]) -> list[dict[str, Any]]:
     """The documents each evaluation scores."""
+    if is_muse(task):
+        from tofu_tasks.muse.documents import muse_docs
+        from tofu_tasks.muse.options import MuseOptions
+
+        corpus = task.removeprefix("muse_").removesuffix("_unlearn")
+        return muse_docs(MuseOptions.from_metadata({**metadata, "corpus": corpus}))
     from tofu_tasks.documents import eval_docs
     from tofu_tasks.options import TaskOptions
 
@@ -116,9 +138,16 @@ def scored_docs(task: str, metadata: dict[str, Any]) -> list[dict[str, Any]]:
     return eval_docs(TaskOptions.for_split(metadata, split))
 
 
+def shown_metric(task: str) -> str:
+    """The metric an evaluation's progress line shows when no selection rule names one."""
+    return "forget_verbmem_rougeL_f1" if is_muse(task) else "forget_rougeL_recall"
+
+
 def missing_inputs(metric: str, metadata: dict[str, Any]) -> list[str]:
     """What the task options lack for ``metric`` to be a number (empty: nothing)."""
     needs = list(AGGREGATE_NEEDS.get(metric, ()))
+    if metric == "privleak" and metadata.get("privleak_reference_auc") is not None:
+        needs.remove("retain_reference")  # MUSE's fixed reference AUC instead
     compares_with_before = metric.startswith(("real_authors_", "world_facts_"))
     if metric.endswith("_entailment"):
         needs += ["nli_model"] + ["pre_unlearning_reference"] * compares_with_before
@@ -127,14 +156,19 @@ def missing_inputs(metric: str, metadata: dict[str, Any]) -> list[str]:
     return [n for n in needs if str(metadata.get(n) or "none").lower() == "none"]
 
 
-def check_computable(rule: SelectionRule, metadata: dict[str, Any]) -> None:
+def check_computable(rule: SelectionRule, task: str, metadata: dict[str, Any]) -> None:
     missing = missing_inputs(rule.metric, metadata)
     if missing:
         wanted = ", ".join(f"{name} ({NEEDS[name]})" for name in missing)
+        examples = (
+            "retain_knowmem_rougeL_f1, forget_verbmem_rougeL_f1"
+            if is_muse(task)
+            else "tofu_model_utility, forget_rougeL_recall"
+        )
         raise EvalOptionError(
             f"--select {rule.text}: {rule.metric} needs {wanted}, which the evaluations during "
             f"training do not have; give them with --eval-metadata '{{\"{missing[0]}\": ...}}' "
-            f"or select a metric that needs none (e.g. tofu_model_utility, forget_rougeL_recall)"
+            f"or select a metric that needs none (e.g. {examples})"
         )
 
 
@@ -149,9 +183,32 @@ def retain_lookup(task: str, metadata: dict[str, Any]):
     return lambda metric: reference_value(path, metric, scored_docs(task, metadata))
 
 
+def check_muse_rule(options: UnlearnConfig) -> None:
+    """On MUSE: the rule names one of its metrics, and a retain reference gives a target only
+    for a membership-inference AUC (its rows keep no ROUGE-L F1)."""
+    from tofu_tasks.muse.metric_list import metric_list
+
+    known = [entry["metric"] for entry in metric_list()]
+    metric = (options.select or "").split(":", 1)[-1]
+    metric = re.split(r"[<>=]", metric, maxsplit=1)[0].strip()
+    if metric and metric not in known:
+        raise EvalOptionError(
+            f"--select {options.select!r}: the MUSE task reports {', '.join(known)}"
+        )
+    if options.select_matching_reference and not metric.startswith("mia_"):
+        raise EvalOptionError(
+            "on MUSE, --select-matching-reference reads the retain model's membership AUCs "
+            "(--select mia_min_k_auc, ...); for a ROUGE-L target give its value, e.g. --select "
+            "'forget_verbmem_rougeL_f1<=0.3', or keep the checkpoint closest to the retain "
+            "model's privacy with --select best:privleak"
+        )
+
+
 def selection_rule(
     options: UnlearnConfig, task: str, metadata: dict[str, Any]
 ) -> SelectionRule | None:
+    if is_muse(task):
+        check_muse_rule(options)
     if options.select_matching_reference:
         docs = scored_docs(task, metadata)
         rule = matching_rule(options.select, options.select_matching_reference, docs)
@@ -159,7 +216,7 @@ def selection_rule(
         rule = parse_rule(options.select, retain_lookup(task, metadata))
     else:
         return None
-    check_computable(rule, metadata)
+    check_computable(rule, task, metadata)
     return rule
 
 
@@ -204,8 +261,8 @@ def plan_evaluation(options: UnlearnConfig, prompt_format: str) -> EvalPlan | No
             f"--eval-every must be a positive step count, got {options.eval_every}"
         )
     check_parallelism(options)
-    task, forget_rows = eval_task(options)
-    metadata = evaluation_task_options(options, prompt_format, forget_rows)
+    task, scored = eval_task(options)
+    metadata = evaluation_task_options(options, prompt_format, task, scored)
     try:
         rule = selection_rule(options, task, metadata)
     except SelectionError as err:
@@ -214,7 +271,7 @@ def plan_evaluation(options: UnlearnConfig, prompt_format: str) -> EvalPlan | No
         every=options.eval_every,
         task=task,
         metadata=metadata,
-        apply_chat_template=prompt_format == "chat",
+        apply_chat_template=prompt_format == "chat" and not is_muse(task),
         batch_size=options.per_device_eval_batch_size,
         rule=rule,
         stop=options.stop_at_selection,

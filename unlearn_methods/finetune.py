@@ -7,7 +7,10 @@ prompt formats and with the same question masking as the unlearning trainer, thr
 ``transformers`` Trainer (so LoRA, bf16 and ``accelerate launch`` work as for ``train``).
 
 Data is a comma-separated list of TOFU splits, each optionally cut by a slice of its rows:
-``forget01,retain_perturbed[:40]`` = the 40 forget01 rows and the first 40 retain rows.
+``forget01,retain_perturbed[:40]`` = the 40 forget01 rows and the first 40 retain rows. Text
+corpora (``muse-news:forget``, ``text:PATH``) are cut into ``max_length``-token chunks with every
+token supervised, as unlearning reads them: a MUSE target is ``--data
+muse-news:forget,muse-news:retain1``, and the audit relearns MUSE's forget text this way.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from harness_ext.model_files import add_reader_compatibility
 from harness_ext.prompts import get_prompt_format
 from harness_ext.provenance import content_hash
 from unlearn_methods.config import FinetuneConfig
-from unlearn_methods.data import PromptEncoder, read_rows
+from unlearn_methods.data import PromptEncoder, is_text_spec, read_rows, text_chunks
 from unlearn_methods.model_loading import (
     load_model,
     load_training_tokenizer,
@@ -36,13 +39,35 @@ from unlearn_methods.output_folder import OutputDirError
 FINETUNE_CARD = "finetune_card.json"
 
 
-def load_rows(spec: str, data_dir: str | None) -> list[dict[str, str]]:
+def load_rows(
+    spec: str, data_dir: str | None, muse_data_dir: str | None = None
+) -> list[dict[str, str]]:
+    """The rows of ``spec`` in order: question-answer pairs, or ``{"text": ...}`` documents of
+    its text corpora; overlapping parts give each row once."""
     rows, seen = [], set()
-    for row in read_rows(spec, data_dir):
-        if row["question"] not in seen:  # overlapping splits teach each row once
-            seen.add(row["question"])
-            rows.append({"question": row["question"], "answer": row["answer"]})
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        for row in read_rows(part, data_dir, muse_data_dir):
+            kept = {"text": row["text"]} if is_text_spec(part) else {
+                "question": row["question"], "answer": row["answer"]}  # fmt: skip
+            key = kept.get("text") or kept["question"]
+            if key not in seen:
+                seen.add(key)
+                rows.append(kept)
     return rows
+
+
+def training_examples(rows: list[dict[str, str]], encoder: PromptEncoder) -> list[dict]:
+    """A question-answer row with its question masked; a document as its chunks, every token
+    supervised."""
+    examples = []
+    for row in rows:
+        if "text" not in row:
+            examples.append(encoder.encode(row["question"], row["answer"]))
+            continue
+        for chunk in text_chunks([row], encoder.tokenizer, encoder.max_length):
+            ids = chunk["input_ids"]
+            examples.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ids})
+    return examples
 
 
 def finetune(options: FinetuneConfig) -> Path:
@@ -60,8 +85,8 @@ def finetune(options: FinetuneConfig) -> Path:
     tokenizer = load_training_tokenizer(options)
     prompt_format = training_prompt_format(options, tokenizer)
     encoder = PromptEncoder(tokenizer, get_prompt_format(prompt_format), options.max_length)
-    rows = load_rows(options.data, options.data_dir)
-    examples = [encoder.encode(r["question"], r["answer"]) for r in rows]
+    rows = load_rows(options.data, options.data_dir, options.muse_data_dir)
+    examples = training_examples(rows, encoder)
     steps_per_epoch = math.ceil(len(examples) / options.effective_batch)
     warmup = options.warmup_steps
     if warmup is None:  # a tenth of the training, at least one step
@@ -85,8 +110,9 @@ def finetune(options: FinetuneConfig) -> Path:
         processing_class=tokenizer,
     )
     if trainer.is_world_process_zero():
-        print(f"fine-tuning {options.model} on {len(rows)} rows ({options.data}), prompt format "
-              f"{prompt_format}, {options.num_train_epochs:g} epochs")  # fmt: skip
+        print(f"fine-tuning {options.model} on {len(rows)} rows ({options.data}; "
+              f"{len(examples)} examples), prompt format {prompt_format}, "
+              f"{options.num_train_epochs:g} epochs")  # fmt: skip
     started = time.time()
     trainer.train()
     trainer.save_model(str(output))

@@ -57,10 +57,11 @@ class SelectionError(ValueError):
 
 
 def check_metric(name: str) -> None:
-    """An unknown name is refused, listing the known ones."""
+    """An unknown name is refused, listing the known ones (TOFU's and MUSE's tasks')."""
     from tofu_tasks.metric_list import known_metrics
+    from tofu_tasks.muse.metric_list import metric_list as muse_metrics
 
-    known = known_metrics()
+    known = list(dict.fromkeys([*known_metrics(), *(e["metric"] for e in muse_metrics())]))
     if name not in known:
         raise SelectionError(
             f"unknown metric {name!r} in --select; the tasks report: {', '.join(known)}"

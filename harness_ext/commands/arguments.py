@@ -133,9 +133,12 @@ class AuditArguments:
 
     help_group = "audit"
 
-    attacks: str = field(
-        default=",".join(ATTACKS),
-        metadata=_help(f"comma-separated: {', '.join(ATTACKS)} (default: all)"),
+    attacks: str | None = field(
+        default=None,
+        metadata=_help(
+            f"comma-separated: {', '.join(ATTACKS)} (default: every one that applies; on a "
+            f"MUSE corpus relearn and quantize)"
+        ),
     )
     target: str | None = field(
         default=None,
@@ -160,17 +163,19 @@ class AuditArguments:
     models_dir: str | None = field(
         default=None, metadata=_help("attacked models (default $LM_UNLEARN_CACHE/audit)")
     )
-    relearn_split: str = field(
-        default="same-authors",
+    relearn_split: str | None = field(
+        default=None,
         metadata=_help(
-            "same-authors (default): relearn the first half of each author's rows, score the "
-            "second half; other-authors: relearn the first half of the authors, score the others"
+            "TOFU: same-authors (default): relearn the first half of each author's rows, score "
+            "the second half; other-authors: relearn the first half of the authors, score the "
+            "others"
         ),
     )
     relearn_rows: str | None = field(
         default=None,
         metadata=_help("forget rows relearned by hand, start:stop touching one end; the other "
-                       "rows are scored"),
+                       "rows are scored (MUSE: the forget documents relearned, default the "
+                       "first half; every forget row is scored)"),
     )  # fmt: skip
     relearn_steps: int = field(default=10, metadata=_help("optimiser steps"))
     relearn_lr: float = field(default=1e-5, metadata=_help("constant learning rate"))
@@ -180,19 +185,13 @@ class AuditArguments:
     bits: str = field(default="8,4", metadata=_help("quantize: weight bits, 8 and/or 4"))
 
     def __post_init__(self) -> None:
-        if self.relearn_split not in RELEARN_SPLITS:
+        if self.relearn_split not in (None, *RELEARN_SPLITS):
             raise ValueError(
                 f"--relearn-split must be one of {', '.join(RELEARN_SPLITS)}, got "
                 f"{self.relearn_split!r}"
             )
 
     def settings(self, model: str, scoring: ScoringArguments, command: str) -> AuditSettings:
-        if scoring.forget in MUSE_CORPORA:
-            raise ValueError(
-                f"lm-unlearn audit takes a TOFU forget split ({', '.join(SPLITS)}); auditing a "
-                f"MUSE model is not available yet: score it with lm-unlearn score --forget "
-                f"{scoring.forget}"
-            )
         relearn = RelearnSettings(
             rows=self.relearn_rows, split=self.relearn_split, steps=self.relearn_steps,
             learning_rate=self.relearn_lr, batch_size=self.relearn_batch_size,

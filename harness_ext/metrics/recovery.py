@@ -34,8 +34,10 @@ from collections.abc import Mapping
 from typing import Any
 
 FORGET_PREFIX = "forget_"
-# Shown first; every other forget_* metric of the results follows in name order.
-LEADING_FORGET_METRICS = ("forget_rougeL_recall", "forget_prob", "forget_truth_ratio")
+# Shown first (TOFU's, then MUSE's); every other forget_* metric of the results follows in name
+# order.
+LEADING_FORGET_METRICS = ("forget_rougeL_recall", "forget_prob", "forget_truth_ratio",
+                          "forget_verbmem_rougeL_f1", "forget_knowmem_rougeL_f1")  # fmt: skip
 # Below this the unlearned model and the target score alike: no gap, no recovery.
 MIN_GAP = 1e-9
 

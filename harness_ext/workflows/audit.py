@@ -17,6 +17,10 @@ scores each attacked version like any other model, on the same rows as the model
 ``paraphrase``  the forget questions as TOFU rephrased them (task option
                 ``forget_question: "paraphrased"``): does forgetting survive other wording?
 
+On a MUSE corpus (``--forget muse-news``) ``relearn`` trains on forget documents (default the first
+half of ``raw/forget``, as text chunks) and the verbatim and knowledge forget sets are scored whole;
+``paraphrase`` does not apply (MUSE has no rephrased questions).
+
 Every score is a normal ``lm-unlearn score`` run (manifest, settings hash, skipped when already
 made) in the runs folder a leaderboard reads; an attacked run's manifest says the attack, its
 settings and the input model's fingerprint. Attacked models are built once and kept, named by the
@@ -111,19 +115,20 @@ def _input_spec(settings: AuditSettings) -> ModelSpec:
 def _check_plan(settings: AuditSettings, variants: list[Variant]) -> None:
     """The data and task options of every run, checked before any model is touched."""
     from tofu_tasks.data import TofuDataError
+    from tofu_tasks.muse.data import MuseDataError
 
     for variant in variants:
         for metadata in (variant.metadata, variant.before_metadata):
             try:
                 eval_data_sha256(replace(settings.scoring, metadata=metadata))
-            except (TofuDataError, ScoreError) as err:
+            except (TofuDataError, MuseDataError, ScoreError) as err:
                 raise AuditError(f"{variant.name}: {err}") from err
     if settings.target and target_is_run(settings.target):
         task, results_file = settings.scoring.task, results_file_of(Path(settings.target))
         results = json.loads(results_file.read_text(encoding="utf-8"))
         if task not in results.get("results", {}):
             raise AuditError(f"--target {settings.target}: its results have no {task} scores")
-        forget_samples(results_file, task)  # its per-row numbers are there
+        forget_samples(results_file, settings)  # its per-row numbers are there
 
 
 @contextmanager
@@ -142,7 +147,7 @@ def run_attack(settings: AuditSettings, spec: ModelSpec, variant: Variant) -> At
     started = time.time()
     before = score_before(settings, spec, variant)
     target = score_target(settings, variant)
-    noise = gap_noise(before, target) if target else {}
+    noise = gap_noise(settings, before, target) if target else {}
     control = run_control(settings, variant) if variant.attack in KNOWLEDGE_ATTACKS else None
     model = attacked_model(settings, spec, variant)
     after = score_after(settings, spec, variant, model, before, target, noise, control)
@@ -150,12 +155,12 @@ def run_attack(settings: AuditSettings, spec: ModelSpec, variant: Variant) -> At
     return AttackResult(variant, before, after, target, model, seconds, control, noise)
 
 
-def gap_noise(before: Scores, target: Scores) -> dict[str, float]:
+def gap_noise(settings: AuditSettings, before: Scores, target: Scores) -> dict[str, float]:
     """Per forget metric: the noise of target − before over the rows both scored."""
     from harness_ext.metrics import noise
 
     wanted = set(before.metrics) & set(target.metrics)
-    aggregations = task_aggregations(wanted.__contains__)
+    aggregations = task_aggregations(wanted.__contains__, settings.scoring)
     return noise.gap_noise(before.rows, target.rows, aggregations)
 
 
@@ -166,7 +171,7 @@ def run_control(settings: AuditSettings, variant: Variant) -> Control | None:
     spec = resolve_model(settings.control)
     if settings.control_label:
         spec.name = settings.control_label
-    rows = rows_scored(variant.before_metadata)
+    rows = rows_scored(variant.before_metadata, settings)
     made = usual_run(settings, settings.control, as_target=True)
     before = made and scores_from_run(made, settings, variant.before_metadata)
     if not before:

@@ -14,18 +14,18 @@ from typing import Any
 from harness_ext.row_slices import row_slices
 from harness_ext.workflows.audit_settings import (
     ATTACK_CARD,
-    AUDIT_SETS,
     QUANTIZE_SCHEMES,
     AuditSettings,
     Variant,
+    audited,
     forget_row_count,
+    muse_relearn_rows,
     relearn_rows,
 )
 from harness_ext.workflows.score_inputs import (
     PARTIAL_PREFIX,
     ModelSpec,
-    detect_prompt_format,
-    requested_prompt_format,
+    scoring_prompt_format,
     tokenizer_source,
 )
 from harness_ext.workflows.score_runs import slug
@@ -34,7 +34,7 @@ from harness_ext.workflows.score_runs import slug
 # ---------------------------------------------------------------------- the attacks
 def plan(settings: AuditSettings) -> list[Variant]:
     # The table holds forget metrics only: the utility sets are not scored unless asked for.
-    base = {"sets": list(AUDIT_SETS), **settings.scoring.metadata}
+    base = {"sets": list(audited(settings.scoring).sets), **settings.scoring.metadata}
     variants: list[Variant] = []
     for attack in settings.attacks:
         if attack == "relearn":
@@ -54,13 +54,15 @@ def paraphrase_variant(base: dict[str, Any]) -> Variant:
 
 
 def relearn_variant(settings: AuditSettings, base: dict[str, Any]) -> Variant:
+    if settings.scoring.muse:
+        return muse_relearn_variant(settings, base)
     split, r = settings.scoring.split, settings.relearn
     total = forget_row_count(split, base.get("data_dir"))
     trained, scored_rows = relearn_rows(r.rows, total, r.split)
     trained_slices, scored_slices = row_slices(trained), row_slices(scored_rows)
     scored_text = ",".join(f"{a}:{b}" for a, b in scored_slices)
     scored = {**base, "forget_rows": scored_text}
-    which = "rows given by hand" if r.rows is not None else r.split
+    which = "rows given by hand" if r.rows is not None else (r.split or "same-authors")
     what = {"split": which,
             "trained_on": ",".join(f"{split}[{a}:{b}]" for a, b in trained_slices),
             "scored_rows": scored_text, "steps": r.steps,
@@ -74,12 +76,35 @@ def relearn_variant(settings: AuditSettings, base: dict[str, Any]) -> Variant:
     return Variant("relearn", "relearn", what, scored, scored, f"rows {scored_text}", title)
 
 
+def muse_relearn_variant(settings: AuditSettings, base: dict[str, Any]) -> Variant:
+    """Relearning on a MUSE corpus: a slice of its forget documents (``raw/forget``), cut into
+    ``max_length``-token chunks with every token supervised; the forget criteria scored whole
+    (the verbatim passages and the knowledge questions come from the whole forget corpus)."""
+    from tofu_tasks.muse.data import read_split
+
+    corpus, r = settings.scoring.task_options.corpus, settings.relearn
+    total = len(read_split(corpus, "raw", "forget", base.get("data_dir")))
+    start, stop = muse_relearn_rows(r.rows, total)
+    which = "documents given by hand" if r.rows is not None else "the first half"
+    what = {"split": which, "trained_on": f"{settings.scoring.split}:forget[{start}:{stop}]",
+            "scored_rows": "all", "steps": r.steps, "learning_rate": r.learning_rate,
+            "lr_schedule": "constant, no warm-up", "batch_size": r.batch_size,
+            "weights": "LoRA (r 8, alpha 32)" if r.lora else "all", "seed": r.seed,
+            "max_length": r.max_length}  # fmt: skip
+    title = (
+        f"relearn (forget documents {start}-{stop - 1} of {total}), {r.steps} steps, "
+        f"lr {r.learning_rate:g}" + (", LoRA" if r.lora else "")
+    )
+    scored = "" if base == settings.scoring.metadata else audited(settings.scoring).described
+    return Variant("relearn", "relearn", what, base, base, scored, title)
+
+
 def quantize_variant(settings: AuditSettings, base: dict[str, Any], bits: int) -> Variant:
     import bitsandbytes
 
     what = {"bits": bits, "library": f"bitsandbytes {bitsandbytes.__version__}",
             "scheme": QUANTIZE_SCHEMES[bits], "device": quantize_device(settings)}  # fmt: skip
-    scored = "" if base == settings.scoring.metadata else "forget and holdout sets"
+    scored = "" if base == settings.scoring.metadata else audited(settings.scoring).described
     return Variant("quantize", f"quantize-{bits}bit", what, base, base, scored)
 
 
@@ -125,14 +150,17 @@ def relearned_model(settings: AuditSettings, spec: ModelSpec, variant: Variant) 
         print(f"relearn: reusing {folder}")
         return folder
     r, scoring = settings.relearn, settings.scoring
-    prompt_format, _ = detect_prompt_format(spec, requested_prompt_format(scoring))
+    # MUSE relearns text, where no prompt format applies: plain is recorded
+    prompt_format = "plain" if scoring.muse else scoring_prompt_format(spec, scoring)[0]
+    data_dir = scoring.metadata.get("data_dir")
     options = FinetuneConfig(
         model=spec.peft or spec.pretrained, output_dir=str(folder),
         data=variant.settings["trained_on"], num_train_epochs=1.0, max_steps=r.steps,
         learning_rate=r.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
         per_device_train_batch_size=r.batch_size, effective_batch_size=r.batch_size,
         max_length=r.max_length, prompt_format=prompt_format, lora=r.lora, seed=r.seed,
-        data_dir=scoring.metadata.get("data_dir"), pad_token=_pad_token(spec), overwrite=True,
+        data_dir=None if scoring.muse else data_dir, muse_data_dir=data_dir if scoring.muse else None,
+        pad_token=_pad_token(spec), overwrite=True,
     )  # fmt: skip
     print(f"relearn: {r.steps} steps on {options.data} at lr {r.learning_rate:g} -> {folder}")
     started = time.time()

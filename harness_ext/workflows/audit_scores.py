@@ -11,21 +11,21 @@ from typing import Any
 
 from harness_ext.metrics.recovery import forget_metrics
 from harness_ext.workflows.audit_settings import (
-    AUDIT_SETS,
     AuditError,
     AuditSettings,
     Control,
     Scores,
     Variant,
+    audited,
     target_is_run,
 )
 from harness_ext.workflows.score import score_model
 from harness_ext.workflows.score_inputs import (
     MANIFEST,
     ModelSpec,
-    detect_prompt_format,
-    requested_prompt_format,
+    ScoreSettings,
     resolve_model,
+    scoring_prompt_format,
 )
 
 
@@ -73,7 +73,7 @@ def score_before(settings: AuditSettings, spec: ModelSpec, variant: Variant) -> 
     made = None if usual else usual_run(settings, settings.model, settings.base)
     if made and (derived := scores_from_run(made, settings, variant.before_metadata)):
         return derived
-    label = None if usual else f"{spec.name} ({rows_scored(variant.before_metadata)})"
+    label = None if usual else f"{spec.name} ({rows_scored(variant.before_metadata, settings)})"
     return score(
         settings.model, settings, variant.before_metadata,
         attack=None if usual else role(variant, "before"),
@@ -96,7 +96,7 @@ def usual_run(
     if as_target:
         scoring = replace(scoring, pre_unlearning_reference=None)
         candidates = [scoring, replace(scoring, retain_reference=None)]
-    prompt_format, _ = detect_prompt_format(spec, requested_prompt_format(scoring))
+    prompt_format, _ = scoring_prompt_format(spec, scoring)
     for candidate in candidates:
         key = settings_key(spec, candidate, prompt_format)
         if found := find_scored(Path(candidate.output), settings_hash(key)):
@@ -104,13 +104,16 @@ def usual_run(
     return None
 
 
-def task_aggregations(wanted) -> dict[str, Any]:
-    """The task's aggregation function of each metric named in ``wanted`` that has one."""
+def task_aggregations(wanted, scoring: ScoreSettings) -> dict[str, Any]:
+    """The scored task's aggregation function of each metric named in ``wanted`` that has
+    one."""
     from tofu_tasks.metric_list import AGGREGATIONS, metric_list
+    from tofu_tasks.muse.metric_list import metric_list as muse_metric_list
 
+    entries = muse_metric_list() if scoring.muse else metric_list()
     return {
         entry["metric"]: AGGREGATIONS[entry["aggregation"]]
-        for entry in metric_list()
+        for entry in entries
         if wanted(entry["metric"]) and entry["aggregation"] in AGGREGATIONS
     }
 
@@ -121,13 +124,14 @@ def scores_from_run(run: Path, settings: AuditSettings, metadata: dict[str, Any]
     values a run of those rows alone gives); None when the run lacks one of the rows or asked it
     in other words."""
     rows = run_samples(results_file_of(run), settings.scoring.task)
-    return scores_from_rows(run, rows, wanted_forget_docs(settings, metadata), metadata)
+    return scores_from_rows(run, rows, wanted_forget_docs(settings, metadata), settings, metadata)
 
 
 def scores_from_rows(
     run: Path,
     rows: dict[tuple[str, int], dict[str, Any]],
     wanted: dict[tuple[str, int], dict[str, Any]],
+    settings: AuditSettings,
     metadata: dict[str, Any],
 ) -> Scores | None:
     """The forget metrics of ``wanted`` aggregated from a run's per-row numbers ``rows``."""
@@ -138,26 +142,27 @@ def scores_from_rows(
         return None
     subset = {key: rows[key] for key in wanted}
     metrics = {}
-    for name, aggregate in task_aggregations(lambda name: name.startswith("forget_")).items():
+    forget = lambda name: name.startswith("forget_")  # noqa: E731
+    for name, aggregate in task_aggregations(forget, settings.scoring).items():
         if values := [row[name] for row in subset.values() if name in row]:
             metrics[name] = aggregate(values)
     manifest_file = run / MANIFEST
     digest = None
     if manifest_file.is_file():
         digest = json.loads(manifest_file.read_text(encoding="utf-8")).get("settings_sha256")
-    note = f"{rows_scored(metadata)}: aggregated from this run's per-row numbers"
+    note = f"{rows_scored(metadata, settings)}: aggregated from this run's per-row numbers"
     return Scores(forget_metrics(metrics), run.name, digest, note, rows=subset)
 
 
-def rows_scored(metadata: dict[str, Any]) -> str:
+def rows_scored(metadata: dict[str, Any], settings: AuditSettings) -> str:
     """How a before run's rows differ from the usual ones (several attacks share it)."""
     from tofu_tasks.data import set_names
 
-    sets = set_names(metadata.get("sets") or [])
+    sets, benchmark = set_names(metadata.get("sets") or []), audited(settings.scoring)
     if not sets:
         named = None
-    elif list(sets) == list(AUDIT_SETS):
-        named = "forget and holdout sets"
+    elif list(sets) == list(benchmark.sets):
+        named = benchmark.described
     else:
         named = f"sets {', '.join(sets)}"
     if metadata.get("forget_rows"):
@@ -237,11 +242,11 @@ def target_from_run(path: Path, settings: AuditSettings, metadata: dict[str, Any
         raise AuditError(f"--target {path}: its results have no {task} scores")
     wanted = wanted_forget_docs(settings, metadata)
     rows = run_samples(results_file, task)
-    if {(row, doc["question"]) for (_, row), doc in wanted.items()} == set(
-        by_forget_question(rows)
+    if {(name, row, doc["question"]) for (name, row), doc in wanted.items()} == set(
+        by_forget_question(rows, settings)
     ):
         return Scores(forget_metrics(task_metrics(results, task)), str(path), rows=rows)
-    derived = scores_from_rows(path, rows, wanted, metadata)
+    derived = scores_from_rows(path, rows, wanted, settings, metadata)
     if derived is None:
         note = "the target run did not score these forget rows and questions"
         return Scores({}, str(path), note=note)
@@ -261,22 +266,20 @@ def wanted_forget_docs(
 ) -> dict[tuple[str, int], dict[str, Any]]:
     """The forget documents ``metadata`` selects, by (set, row): forget metrics are aggregated
     over the forget rows alone, so the other sets need not be in a run that gives them."""
-    from dataclasses import replace
-
-    from tofu_tasks.documents import eval_docs
-
-    options = replace(settings.scoring, metadata=metadata).task_options
-    return {(d["set"], d["row"]): d for d in eval_docs(options) if d["set"] == "forget"}
+    forget_sets = audited(settings.scoring).forget_sets
+    docs = replace(settings.scoring, metadata=metadata).eval_docs()
+    return {(d["set"], d["row"]): d for d in docs if d["set"] in forget_sets}
 
 
 def by_forget_question(
-    rows: dict[tuple[str, int], dict[str, Any]],
-) -> dict[tuple[int, str], dict[str, Any]]:
-    """A run's forget rows by (row, question)."""
+    rows: dict[tuple[str, int], dict[str, Any]], settings: AuditSettings
+) -> dict[tuple[str, int, str], dict[str, Any]]:
+    """A run's forget rows by (set, row, question)."""
+    forget_sets = audited(settings.scoring).forget_sets
     return {
-        (row, sample["doc"]["question"]): sample
+        (name, row, sample["doc"]["question"]): sample
         for (name, row), sample in rows.items()
-        if name == "forget"
+        if name in forget_sets
     }
 
 
@@ -303,6 +306,8 @@ def samples_file_of(results_file: Path, task: str) -> Path:
     return found
 
 
-def forget_samples(results_file: Path, task: str) -> dict[tuple[int, str], dict[str, Any]]:
-    """A run's forget rows by (row, question), from its samples file."""
-    return by_forget_question(run_samples(results_file, task))
+def forget_samples(
+    results_file: Path, settings: AuditSettings
+) -> dict[tuple[str, int, str], dict[str, Any]]:
+    """A run's forget rows by (set, row, question), from its samples file."""
+    return by_forget_question(run_samples(results_file, settings.scoring.task), settings)

@@ -12,7 +12,6 @@ from harness_ext.row_slices import RowSliceError, slice_range
 from harness_ext.workflows.score_inputs import ScoreSettings
 
 ATTACKS = ("relearn", "quantize", "paraphrase")
-AUDIT_SETS = ("forget", "holdout")  # the sets the audit scores unless --metadata names others
 QUANTIZE_BITS = (8, 4)
 ATTACK_CARD = "attack_card.json"
 AUDIT_FORMAT = "lm-unlearn-audit/1"
@@ -32,10 +31,38 @@ RELEARN_SPLITS = ("same-authors", "other-authors")
 KNOWLEDGE_ATTACKS = ("relearn",)  # attacks that can teach: run on the control too
 
 
+@dataclass(frozen=True)
+class AuditedBenchmark:
+    """What an audit scores on one benchmark, and which attacks apply to it."""
+
+    sets: tuple[str, ...]  # the sets scored unless --metadata names others
+    described: str  # how tables name them
+    forget_sets: tuple[str, ...]  # the sets whose rows the forget metrics aggregate
+    attacks: tuple[str, ...]  # the attacks that apply (the default)
+    not_applicable: dict[str, str] = field(default_factory=dict)  # attack -> why not
+
+
+TOFU_AUDIT = AuditedBenchmark(
+    ("forget", "holdout"), "forget and holdout sets", ("forget",), ATTACKS
+)
+# MUSE's forget criteria: the verbatim continuations and the knowledge questions of the forget
+# corpus (its privacy texts are a corpus-level AUC the scoring runs give, not a forget_* row mean)
+MUSE_AUDIT = AuditedBenchmark(
+    ("forget_verbmem", "forget_knowmem"), "forget verbmem and knowmem sets",
+    ("forget_verbmem", "forget_knowmem"), ("relearn", "quantize"),
+    {"paraphrase": "MUSE's data has no rephrased questions (TOFU's paraphrased forget "
+                   "questions are what it asks)"},
+)  # fmt: skip
+
+
+def audited(scoring: ScoreSettings) -> AuditedBenchmark:
+    return MUSE_AUDIT if scoring.muse else TOFU_AUDIT
+
+
 @dataclass
 class RelearnSettings:
     rows: str | None = None  # "start:stop" forget rows trained on (default: by split)
-    split: str = "same-authors"  # or "other-authors"
+    split: str | None = None  # TOFU: "same-authors" (None) or "other-authors"
     steps: int = 10
     learning_rate: float = 1e-5
     batch_size: int = 4
@@ -48,7 +75,8 @@ class RelearnSettings:
 class AuditSettings:
     model: str
     scoring: ScoreSettings = field(default_factory=ScoreSettings)  # its output: the runs folder
-    attacks: str | tuple[str, ...] = ATTACKS  # "relearn,quantize" from the command line
+    # "relearn,quantize" from the command line; None: every attack that applies
+    attacks: str | tuple[str, ...] | None = None
     target: str | None = None  # the model before unlearning, or its scoring run / results file
     control: str | None = None  # the retain model: the knowledge attacks run on it too
     control_label: str | None = None  # its name in tables (default: the model's name)
@@ -157,8 +185,26 @@ def forget_row_count(split: str, data_dir: str | None) -> int:
     return len(data.read_split(FORGET.source_file(split), data_dir))
 
 
+def muse_relearn_rows(text: str | None, total: int) -> tuple[int, int]:
+    """The forget documents a MUSE model relearns: ``start:stop`` of the corpus's ``raw/forget``
+    split, by default its first half (the forget criteria are scored whole)."""
+    if text is None:
+        return 0, max(1, total // 2)
+    try:
+        rows = slice_range(text, total)
+        start, stop = rows.start, rows.stop
+    except RowSliceError:
+        start = stop = -1
+    if not 0 <= start < stop <= total:
+        raise AuditError(
+            f"--relearn-rows must be 'start:stop' within the {total} forget documents (e.g. "
+            f"':{max(1, total // 2)}'), got {text!r}"
+        )
+    return start, stop
+
+
 def relearn_rows(
-    text: str | None, total: int, split: str = "same-authors"
+    text: str | None, total: int, split: str | None = None
 ) -> tuple[list[int], list[int]]:
     """(rows trained on, rows scored). ``text``: a slice touching one end of the forget split,
     the rest scored. Else by ``split``: ``same-authors`` trains on the first half of each
@@ -169,6 +215,7 @@ def relearn_rows(
     if text is not None:
         (a, b), (c, d) = _explicit_rows(text, total)
         return list(range(a, b)), list(range(c, d))
+    split = split or RELEARN_SPLITS[0]
     if split not in RELEARN_SPLITS:
         raise AuditError(
             f"--relearn-split must be one of {', '.join(RELEARN_SPLITS)}, got {split!r}"
@@ -215,7 +262,15 @@ def require_bitsandbytes() -> None:
 
 def check_settings(settings: AuditSettings) -> None:
     """Everything that can be checked before any work: nothing is written when this fails."""
-    settings.attacks = parse_attacks(settings.attacks)
+    benchmark = audited(settings.scoring)
+    given = settings.attacks
+    settings.attacks = parse_attacks(benchmark.attacks if given is None else given)
+    for attack in settings.attacks:
+        if why := benchmark.not_applicable.get(attack):
+            raise AuditError(
+                f"the {attack} attack does not apply to {settings.scoring.split}: {why}; its "
+                f"attacks: {', '.join(benchmark.attacks)}"
+            )
     relearn, metadata = settings.relearn, settings.scoring.metadata
     if "quantize" in settings.attacks:
         settings.bits = parse_bits(settings.bits)
@@ -223,7 +278,12 @@ def check_settings(settings: AuditSettings) -> None:
     if "relearn" in settings.attacks:
         if relearn.steps < 1 or relearn.batch_size < 1 or relearn.learning_rate <= 0:
             raise AuditError("relearning needs steps ≥ 1, batch size ≥ 1 and a positive lr")
-        if relearn.split not in RELEARN_SPLITS:
+        if settings.scoring.muse and relearn.split is not None:
+            raise AuditError(
+                "--relearn-split divides TOFU's authors; a MUSE model relearns forget documents "
+                "(--relearn-rows start:stop, default the first half)"
+            )
+        if relearn.split not in (None, *RELEARN_SPLITS):
             raise AuditError(
                 f"--relearn-split must be one of {', '.join(RELEARN_SPLITS)}, got {relearn.split!r}"
             )

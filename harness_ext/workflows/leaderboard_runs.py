@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from harness_ext.lm_eval_plugin.task_provenance import TaskProvenance, read_provenance
-from harness_ext.workflows.score_inputs import MANIFEST
+from harness_ext.workflows.score_inputs import MANIFEST, scored_split
 from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS, FORGET, NEIGHBOR
 
 # The set and metric names come from their one definition (tofu_tasks.eval_sets).
@@ -162,9 +162,7 @@ def _label(
 ) -> str:
     """What the run is: "ME+GD · SmolLM2-135M-Instruct · forget01" (method or model, base
     model, split); for plain lm-eval results the model's folder or hub name and the split."""
-    split = task.removeprefix("tofu_").removesuffix("_unlearn")
-    if split.startswith("muse_"):  # the corpus as `lm-unlearn score --forget` names it
-        split = split.replace("_", "-")
+    split = scored_split(task)
     if manifest and manifest.get("name"):
         name = str(manifest["name"])
         return name if name.endswith(f" · {split}") else f"{name} · {split}"

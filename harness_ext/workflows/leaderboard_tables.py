@@ -233,7 +233,7 @@ def to_markdown(tables: dict[str, Table], output: Path, title: str) -> str:
                 lines.append(f"- [{md_text(r.label)}]({results_link(r, output)}): {note}")
         lines.append("")
     if not tables:
-        lines.append("No tofu_*_unlearn results found.")
+        lines += ["No scored results found (tofu_*_unlearn or muse_*_unlearn, not attacked).", ""]
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from harness_ext.metrics.glossary import label
 from harness_ext.metrics.recovery import LEADING_FORGET_METRICS, comparison, number
+from harness_ext.workflows.score_inputs import scored_split
 from harness_ext.workflows.table_cells import cell, csv_text, md_text
 
 COLUMNS = ("model", "attack", "metric", "before", "after", "gain", "target", "recovery",
@@ -69,7 +70,7 @@ def rows_from_runs(records: Iterable[Any]) -> list[dict[str, Any]]:
         attack = attack_of(record.manifest)
         if not attack or attack.get("role") != "after":
             continue
-        split = record.task.removeprefix("tofu_").removesuffix("_unlearn")
+        split = scored_split(record.task)
         model = str((attack.get("input_model") or {}).get("label") or record.label)
         model = model if model.endswith(f" · {split}") else f"{model} · {split}"
         before = (attack.get("before") or {}).get("metrics") or {}

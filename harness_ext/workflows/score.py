@@ -45,9 +45,9 @@ from harness_ext.workflows.score_inputs import (
     ScoreError,
     ScoreSettings,
     checkpoint_selection,
-    detect_prompt_format,
     requested_prompt_format,
     resolve_model,
+    scoring_prompt_format,
 )
 from harness_ext.workflows.score_runs import (
     find_scored,
@@ -58,7 +58,6 @@ from harness_ext.workflows.score_runs import (
     settings_key,
     slug,
 )
-from tofu_tasks.muse.options import PROMPT_FORMAT as MUSE_PROMPT_FORMAT
 
 
 @dataclass
@@ -77,12 +76,7 @@ def score_model(model: str, settings: ScoreSettings, base: str | None = None) ->
     if settings.base_label:
         spec.base_name = settings.base_label
     requested = requested_prompt_format(settings)
-    if settings.muse:
-        if requested:
-            raise ScoreError("MUSE asks in its own plain format: drop the prompt format")
-        prompt_format, why = MUSE_PROMPT_FORMAT, "MUSE's own plain format"
-    else:
-        prompt_format, why = detect_prompt_format(spec, requested)
+    prompt_format, why = scoring_prompt_format(spec, settings)
     key = settings_key(spec, settings, prompt_format)
     name = run_name(spec, settings, key)
     final = settings.output / name

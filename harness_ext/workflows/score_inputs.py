@@ -18,16 +18,23 @@ from harness_ext.provenance import (
     settings_sha256,
 )
 from tofu_tasks.muse.data import CORPORA
+from tofu_tasks.muse.options import PROMPT_FORMAT as MUSE_PROMPT_FORMAT
 from tofu_tasks.muse.options import MuseOptions
 from tofu_tasks.options import TaskOptions
 
 # what `lm-unlearn score --forget` takes besides TOFU's splits: a MUSE corpus
 MUSE_CORPORA = {f"muse-{corpus}": corpus for corpus in CORPORA}
-
 MANIFEST = "manifest.json"
 PARTIAL_PREFIX = ".partial-"
 MANIFEST_FORMAT = "lm-unlearn-score/1"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def scored_split(task: str) -> str:
+    """What ``--forget`` names for a task: ``forget01`` for tofu_forget01_unlearn, ``muse-news``
+    for muse_news_unlearn (tables label runs with it)."""
+    split = task.removeprefix("tofu_").removesuffix("_unlearn")
+    return split.replace("_", "-") if split.startswith("muse_") else split
 
 
 class ScoreError(ValueError):
@@ -289,6 +296,17 @@ def requested_prompt_format(settings: ScoreSettings) -> str | None:
             + ", ".join(f"{where} = {value}" for where, value in chosen.items())
         )
     return next(iter(chosen.values()), None)
+
+
+def scoring_prompt_format(spec: ModelSpec, settings: ScoreSettings) -> tuple[str, str]:
+    """(format, why) of a scoring run: MUSE's own for a MUSE corpus (no other can be asked
+    for), else as requested or detected (:func:`detect_prompt_format`)."""
+    requested = requested_prompt_format(settings)
+    if not settings.muse:
+        return detect_prompt_format(spec, requested)
+    if requested:
+        raise ScoreError("MUSE asks in its own plain format: drop the prompt format")
+    return MUSE_PROMPT_FORMAT, "MUSE's own plain format"
 
 
 def detect_prompt_format(spec: ModelSpec, requested: str | None) -> tuple[str, str]:
