@@ -69,6 +69,7 @@ from harness_ext.lm_eval_plugin.requests import TaskSetupError
 from harness_ext.lm_eval_plugin.task_options import ScoringOptions
 from tofu_tasks import data
 from tofu_tasks.muse.options import MuseOptions
+from tofu_tasks.wmdp.options import WmdpOptions
 
 # Keys the task YAMLs or the project put there themselves.
 INTERNAL_KEYS = ("forget_split", "version", "tofu", "config_source")
@@ -131,7 +132,7 @@ TASK_OPTIONS = tuple(
     sorted(
         {
             f.name
-            for options in (TaskOptions, RealWorldOptions, MuseOptions)
+            for options in (TaskOptions, RealWorldOptions, MuseOptions, WmdpOptions)
             for f in fields(options)
         }
         - {"forget_split", "corpus"}

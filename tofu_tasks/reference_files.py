@@ -289,6 +289,21 @@ def load_reference(path: str | Path) -> ScoredReference:
     return reference
 
 
+def samples_path(path: str | Path) -> Path:
+    """The samples file of a scoring run of one of the project's tasks: a run or output folder
+    (its newest results), a results file, or the samples file itself."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ReferenceError(f"reference {path} does not exist")
+    if path.is_dir():
+        path = _latest_results_in(path)
+    if path.suffix == ".jsonl":
+        return path
+    if path.suffix == ".json":
+        return _samples_for_results(path)
+    raise ReferenceError(f"{path}: not an lm-eval results_*.json or samples_*.jsonl file")
+
+
 def _load_reference(path: Path) -> ScoredReference:
     if path.is_dir() and not (path / FORGET.legacy_log_file).exists():
         path = _latest_results_in(path)

@@ -38,6 +38,8 @@ FORGET_LOWER = {
     "rougeL_recall", "prob", "cosine_similarity", "entailment", "bertscore_f1",
     "truth_ratio_closer_look", "extraction_strength", "exact_memorization",
     "knowmem_rougeL_f1", "verbmem_rougeL_f1",  # MUSE's memorisation of the forget set
+    # WMDP's hazardous knowledge (chance is 0.25) and its change from before unlearning
+    "wmdp_acc", "wmdp_bio_acc", "wmdp_chem_acc", "wmdp_cyber_acc", "wmdp_acc_change",
 }  # fmt: skip
 FORGET_PREFIX = "forget_"
 MIA_PREFIX, MIA_SUFFIX = "mia_", "_auc"

@@ -19,6 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tofu_tasks.hub_data import load_split, local_folder
+
 CORPORA = {"news": "muse-bench/MUSE-News", "books": "muse-bench/MUSE-Books"}
 DATA_DIR_ENV = "MUSE_DATA_DIR"
 TEXT = ("text",)
@@ -61,18 +63,7 @@ def schema_of(config: str, split: str) -> tuple[str, ...]:
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
     """The local dataset folder: ``data_dir``, else ``$MUSE_DATA_DIR``, else None (the hub).
     A folder that does not exist, or holds no dataset card naming its configs, is an error."""
-    chosen = data_dir or os.environ.get(DATA_DIR_ENV)
-    if not chosen:
-        return None
-    folder = Path(chosen).expanduser()
-    if not folder.is_dir():
-        raise MuseDataError(f"MUSE data folder {folder} does not exist")
-    if not (folder / "README.md").is_file():
-        raise MuseDataError(
-            f"{folder} has no README.md: a local MUSE folder holds the dataset card whose "
-            f"'configs:' block maps each config and split to its file, as on the hub"
-        )
-    return folder
+    return local_folder(data_dir, DATA_DIR_ENV, "MUSE", MuseDataError)
 
 
 def read_split(
@@ -81,20 +72,7 @@ def read_split(
     """The checked rows of one split, from the local folder or the hub."""
     fields = schema_of(config, split)
     folder = resolve_data_dir(data_dir)
-    source = str(folder) if folder else hub_id(corpus)
-    where = f"{source} ({config}/{split})"
-    try:
-        import datasets
-
-        # a local folder is read afresh: datasets' cache would serve an edited file's old rows
-        fresh = {"download_mode": "force_redownload"} if folder else {}
-        loaded = datasets.load_dataset(source, name=config, split=split, **fresh)
-    except ValueError as err:  # an unknown config or split: datasets says which exist
-        raise MuseDataError(f"cannot read {where}: {err}") from err
-    except (OSError, FileNotFoundError) as err:
-        how = "" if folder else f" (offline? set {DATA_DIR_ENV} to a local copy)"
-        raise MuseDataError(f"cannot read {where}{how}: {err}") from err
-    rows = [dict(row) for row in loaded]
+    rows, where = load_split(hub_id(corpus), config, split, folder, DATA_DIR_ENV, MuseDataError)
     check_rows(rows, fields, where)
     return rows
 
