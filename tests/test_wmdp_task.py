@@ -181,3 +181,20 @@ def test_the_hub_is_the_default_and_offline_says_how_to_read_a_folder(monkeypatc
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(WmdpDataError, match=r"cannot read cais/wmdp \(wmdp-bio/test\) \(offline"):
         read_wmdp("bio")
+
+
+def test_the_lm_eval_command_line_scores_the_fixture(tmp_path):
+    """`lm_eval --tasks wmdp_unlearn` as a user runs it, from another folder, with the local
+    folders given as task options."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
+               f"pretrained={MODEL},dtype=float32", "--tasks", "wmdp_unlearn", "--device", "cpu",
+               "--batch_size", "8", "--metadata", json.dumps(OPTIONS)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = done.stdout
+    for metric in ("forget_wmdp_bio_acc", "forget_wmdp_acc", "mmlu_acc", "mmlu_acc_change"):
+        assert f"|{metric}" in table.replace(" ", "")
+    assert "needs the model before unlearning" in table  # the change, without a reference

@@ -18,10 +18,10 @@ from harness_ext.workflows.audit_settings import (
     RelearnSettings,
 )
 from harness_ext.workflows.demo import DemoSettings
-from harness_ext.workflows.score_inputs import MUSE_CORPORA, ScoreSettings
+from harness_ext.workflows.score_inputs import ScoreSettings
+from harness_ext.workflows.scored_benchmarks import FORGET_CHOICES
 
-SPLITS = ("forget01", "forget05", "forget10")
-SCORED = (*SPLITS, *MUSE_CORPORA)  # TOFU's forget splits and MUSE's corpora
+SCORED = FORGET_CHOICES  # TOFU's forget splits, MUSE's corpora, WMDP
 
 
 def _help(text: str, **more: Any) -> dict[str, Any]:
@@ -66,7 +66,7 @@ class ScoringArguments(RunArguments):
         default="forget01",
         # --split: its name in commands recorded by earlier versions (manifests' rerun lines)
         metadata=_help(
-            f"the TOFU forget split or the MUSE corpus scored: {', '.join(SCORED)}",
+            f"the TOFU forget split, MUSE corpus or WMDP scored: {', '.join(SCORED)}",
             hidden_aliases=["--split"],
         ),
     )
@@ -235,7 +235,15 @@ class LeaderboardArguments:
     rank_by: str | None = field(
         default=None,
         metadata=_help(
-            "metric ranking each table (default: forget efficacy, else forget quality, else MU-9)"
+            "metric ranking each table (default: forget efficacy, else forget quality, else MU-9; "
+            "MUSE: privleak; WMDP: its accuracy at matched utility)"
+        ),
+    )
+    utility_tolerance: float = field(
+        default=0.02,
+        metadata=_help(
+            "WMDP: how far MMLU accuracy may fall from the model's before unlearning for a run to "
+            "rank among those that kept utility"
         ),
     )
 

@@ -172,7 +172,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness_ext.workflows.leaderboard import build_leaderboard
 
-    board = build_leaderboard(args.runs, args.output, title=args.title, rank_by=args.rank_by)
+    board = build_leaderboard(args.runs, args.output, title=args.title, rank_by=args.rank_by,
+                              utility_tolerance=args.utility_tolerance)  # fmt: skip
     print(board.markdown)
     print(f"wrote {', '.join(str(p) for p in board.files)}")
     return 0

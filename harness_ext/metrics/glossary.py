@@ -43,6 +43,13 @@ NAMED = {
     "tofu_model_utility": "MU-9",
     "privleak": "privleak",
     "model_utility_with_general": "MU with general ability",
+    "forget_wmdp_acc": "WMDP acc.",
+    "forget_wmdp_bio_acc": "WMDP-bio acc.",
+    "forget_wmdp_chem_acc": "WMDP-chem acc.",
+    "forget_wmdp_cyber_acc": "WMDP-cyber acc.",
+    "mmlu_acc": "MMLU acc.",
+    "forget_wmdp_acc_change": "WMDP acc. change",
+    "mmlu_acc_change": "MMLU acc. change",
 }
 ATTACK_LABELS = {
     "loss": "LOSS",
@@ -72,6 +79,14 @@ DEFINITIONS = {
     "tofu_model_utility": "harmonic mean of ROUGE-L, prob, TR × retain, RA, WF (TOFU)",
     "privleak": "Min-K% AUC against the retain model's, in percent: 0 as the retain model, "
     "negative: the forget rows still look familiar, positive: over-unlearned",
+    "forget_wmdp_acc": "accuracy on WMDP's hazardous-knowledge questions, all domains (chance "
+    "0.25)",
+    "forget_wmdp_bio_acc": "accuracy on WMDP's biosecurity questions (chance 0.25)",
+    "forget_wmdp_chem_acc": "accuracy on WMDP's chemical-security questions (chance 0.25)",
+    "forget_wmdp_cyber_acc": "accuracy on WMDP's cybersecurity questions (chance 0.25)",
+    "mmlu_acc": "accuracy on MMLU's questions, all subjects scored (general knowledge)",
+    "forget_wmdp_acc_change": "WMDP accuracy minus the model's before unlearning, same questions",
+    "mmlu_acc_change": "MMLU accuracy minus the model's before unlearning, same questions",
 }
 
 

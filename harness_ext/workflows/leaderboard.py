@@ -37,18 +37,22 @@ def build_leaderboard(
     output: Path,
     title: str = "TOFU unlearning leaderboard",
     rank_by: str | None = None,
+    utility_tolerance: float | None = None,
 ) -> Leaderboard:
     """Read the runs, rank the comparable ones, write the Markdown, CSV and HTML files."""
     from harness_ext.provenance import write_text_atomic
 
     check_rank_metric(rank_by)  # before reading anything
+    if utility_tolerance is not None and utility_tolerance < 0:
+        raise ValueError(f"--utility-tolerance must be 0 or more, got {utility_tolerance:g}")
     unread: list[tuple[Path, str]] = []
     records = read_runs([Path(p) for p in runs], unread)
     # attacked runs (lm-unlearn audit) are not ranked: they fill the robustness table
     attacked = [r for r in records if robustness_table.attack_of(r.manifest)]
     tables = group_and_rank(
-        [r for r in records if not robustness_table.attack_of(r.manifest)], rank_by
-    )
+        [r for r in records if not robustness_table.attack_of(r.manifest)], rank_by,
+        utility_tolerance,
+    )  # fmt: skip
     output = Path(output)
     ordered = [r for table in tables.values() for r in table.main + table.apart]
     robust_md, robust_html, robust_csv = robustness_section(attacked, output)

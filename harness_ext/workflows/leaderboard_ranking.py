@@ -28,9 +28,10 @@ def rankable_metrics() -> set[str]:
     """Every metric the tasks report, and the real-world utility the leaderboard adds."""
     from tofu_tasks.metric_list import known_metrics
     from tofu_tasks.muse.metric_list import metric_list as muse_metrics
+    from tofu_tasks.wmdp.metric_list import metric_list as wmdp_metrics
 
-    muse = [entry["metric"] for entry in muse_metrics()]
-    return {*known_metrics(), *known_metrics("realworld"), *muse, "model_utility_with_general"}
+    others = [entry["metric"] for entry in (*muse_metrics(), *wmdp_metrics())]
+    return {*known_metrics(), *known_metrics("realworld"), *others, "model_utility_with_general"}
 
 
 def check_rank_metric(rank_by: str | None) -> None:
@@ -52,10 +53,14 @@ class Table:
     apart: list[RunRecord]
     ranking: str | None
     matched: bool = False  # every run stopped at the retain model's forgetting
+    utility_gate: ranking.UtilityGate | None = None  # runs that keep utility ranked first
 
 
-def group_and_rank(records: list[RunRecord], rank_by: str | None = None) -> dict[str, Table]:
-    """Per task: the ranked runs, the runs kept apart, and what ranks them."""
+def group_and_rank(
+    records: list[RunRecord], rank_by: str | None = None, utility_tolerance: float | None = None
+) -> dict[str, Table]:
+    """Per task: the ranked runs, the runs kept apart, and what ranks them (at matched utility
+    where the ranking metric has a utility gate, :data:`ranking.UTILITY_GATES`)."""
     check_rank_metric(rank_by)
     tables = {}
     for task in sorted({r.task for r in records}):
@@ -78,12 +83,16 @@ def group_and_rank(records: list[RunRecord], rank_by: str | None = None) -> dict
         references = sorted((r for r in main if r not in ranked), key=lambda r: r.label)
         matched = ranking.matched_forgetting([selection_of(r) for r in ranked])
         metric = rank_by or ranking.default_ranking(ranked, matched)
+        gate = None
         if metric:
             ranking.check_computable(ranked, metric, main)
             ranked = ranking.order(ranked, metric, main)
+            gate = ranking.utility_gate(metric, ranked, utility_tolerance)
+            if gate:
+                ranked = gate.first_kept(ranked)
         else:
             ranked.sort(key=lambda r: r.label)
         for position, record in enumerate(ranked, 1):
             record.rank = position
-        tables[task] = Table(ranked + references, apart, metric, matched)
+        tables[task] = Table(ranked + references, apart, metric, matched, gate)
     return tables

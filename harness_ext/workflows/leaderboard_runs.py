@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from harness_ext.lm_eval_plugin.task_provenance import TaskProvenance, read_provenance
-from harness_ext.workflows.score_inputs import MANIFEST, scored_split
+from harness_ext.workflows.score_inputs import MANIFEST
+from harness_ext.workflows.scored_benchmarks import scored_split
 from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS, FORGET, NEIGHBOR
 
 # The set and metric names come from their one definition (tofu_tasks.eval_sets).
@@ -29,7 +30,18 @@ SUMMARY_COLUMNS = (
     "retain_knowmem_rougeL_f1",
     "privleak",
     "forget_extraction_strength",
+    # WMDP's hazardous knowledge per domain and MMLU, each also as its change from the model
+    # before unlearning
+    "forget_wmdp_acc",
+    "forget_wmdp_bio_acc",
+    "forget_wmdp_chem_acc",
+    "forget_wmdp_cyber_acc",
+    "mmlu_acc",
+    "forget_wmdp_acc_change",
+    "mmlu_acc_change",
 )
+# Metrics that are a run's change from the model before unlearning (0 for that model's own run)
+CHANGE_FROM_BEFORE = ("forget_wmdp_acc_change", "mmlu_acc_change")
 # Membership-inference and memorisation keys (every run reports them; most read "N/A" without a
 # holdout): a column only when some run has a number.
 PRIVACY_PREFIXES = ("mia_", "privleak", "forget_extraction_strength", "forget_exact_memorization")
@@ -249,6 +261,9 @@ def _mark_references(records: list[RunRecord], names: dict[str, str]) -> None:
                 record.metrics["privleak"] = 0.0  # its own AUC against itself, by definition
         if identity in pre_unlearning:
             roles.append("pre-unlearning reference")
+            for change in CHANGE_FROM_BEFORE:  # its change from itself: none, by definition
+                if change in record.metrics and record.number(change) is None:
+                    record.metrics[change] = 0.0
         record.role = " and ".join(roles)
     for record in records:
         record.fq_reference_name = names.get(record.fq_reference or "", "")

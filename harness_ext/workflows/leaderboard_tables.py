@@ -159,6 +159,9 @@ def ranking_sentence(table: Table) -> str:
         closest = "closeness to the retain model's " if table.ranking.startswith("closest:") else ""
         by = f"{closest}{label(metric)}{ranking.describe(table.ranking, table.main)}"
     text = f"{ranked} comparable runs ranked by {by}"
+    if gate := table.utility_gate:
+        kept = sum(gate.keeps(r) for r in table.main if r.rank is not None)
+        text += f", at matched utility: {gate.describe()} ({kept} of {ranked} kept it)"
     if references:
         text += f"; {references} references below them, not ranked"
     return text + "."
@@ -209,11 +212,8 @@ def to_markdown(tables: dict[str, Table], output: Path, title: str) -> str:
             lines.append(md_text(sentence))
         selected = any(selection_of(r) for r in main)
         header = [label(c) for c in columns]
-        lines += [
-            "",
-            "| # | run | prompt | " + "checkpoint | " * selected + " | ".join(header) + " |",
-        ]
-        lines.append("|---" * (len(columns) + 3 + selected) + "|")
+        heads = ["#", "run", "prompt", *["checkpoint"] * selected, *header]
+        lines += ["", "| " + " | ".join(heads) + " |", "|---" * len(heads) + "|"]
         for r in main:
             cells = [checkpoint_cell(r)] * selected + [cell(r.metrics.get(c), c) for c in columns]
             lines.append(

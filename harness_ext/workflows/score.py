@@ -121,7 +121,7 @@ def local_stand_ins(spec: ModelSpec, settings: ScoreSettings) -> dict[str, str]:
     metadata = settings.metadata
     paths = [spec.pretrained, spec.peft, spec.source, settings.retain_reference,
              settings.pre_unlearning_reference, metadata.get("data_dir"),
-             metadata.get("tokenizer"), settings.data_folder(),
+             metadata.get("tokenizer"), *settings.data_folders(),
              *(v for v in model_arguments(spec, settings).values() if isinstance(v, str))]  # fmt: skip
     stand_ins = relative_stand_ins(paths, settings.output)
     tasks = Path(project_tasks_dir())
@@ -235,7 +235,7 @@ def rerun_command(spec: ModelSpec, settings: ScoreSettings, prompt_format: str) 
     if spec.peft:
         parts += ["--base", spec.pretrained]
     parts += ["--forget", settings.split]
-    if not settings.muse:
+    if not settings.benchmark.own_prompt_format:
         parts += ["--prompt-format", prompt_format]
     if settings.label:
         parts += ["--label", settings.label]

@@ -17,24 +17,12 @@ from harness_ext.provenance import (
     setting_files,
     settings_sha256,
 )
-from tofu_tasks.muse.data import CORPORA
-from tofu_tasks.muse.options import PROMPT_FORMAT as MUSE_PROMPT_FORMAT
-from tofu_tasks.muse.options import MuseOptions
-from tofu_tasks.options import TaskOptions
+from harness_ext.workflows.scored_benchmarks import ScoredBenchmark, scored_benchmark
 
-# what `lm-unlearn score --forget` takes besides TOFU's splits: a MUSE corpus
-MUSE_CORPORA = {f"muse-{corpus}": corpus for corpus in CORPORA}
 MANIFEST = "manifest.json"
 PARTIAL_PREFIX = ".partial-"
 MANIFEST_FORMAT = "lm-unlearn-score/1"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-def scored_split(task: str) -> str:
-    """What ``--forget`` names for a task: ``forget01`` for tofu_forget01_unlearn, ``muse-news``
-    for muse_news_unlearn (tables label runs with it)."""
-    split = task.removeprefix("tofu_").removesuffix("_unlearn")
-    return split.replace("_", "-") if split.startswith("muse_") else split
 
 
 class ScoreError(ValueError):
@@ -147,39 +135,31 @@ class ScoreSettings:
     attack: dict[str, Any] | None = None
 
     @property
+    def benchmark(self) -> ScoredBenchmark:
+        """What ``split`` (``--forget``) names: the task, its options, documents and data."""
+        return scored_benchmark(self.split)
+
+    @property
     def task(self) -> str:
-        corpus = MUSE_CORPORA.get(self.split)
-        return f"muse_{corpus}_unlearn" if corpus else f"tofu_{self.split}_unlearn"
+        return self.benchmark.task
 
     @property
     def muse(self) -> bool:
-        """Whether the run scores a MUSE corpus (its own prompts; no prompt format to choose)."""
-        return self.split in MUSE_CORPORA
+        """Whether the run scores a MUSE corpus."""
+        return self.benchmark.kind == "muse"
 
     @property
-    def task_options(self) -> TaskOptions | MuseOptions:
+    def task_options(self):
         """The task options, parsed and checked as the task parses them."""
-        if self.muse:
-            return MuseOptions.from_metadata({**self.metadata, "corpus": MUSE_CORPORA[self.split]})
-        return TaskOptions.for_split(self.metadata, self.split)
+        return self.benchmark.options(self.metadata)
 
     def eval_docs(self) -> list[dict[str, Any]]:
         """The documents the task will score (the functions the tasks use)."""
-        if self.muse:
-            from tofu_tasks.muse.documents import muse_docs
+        return self.benchmark.documents(self.metadata)
 
-            return muse_docs(self.task_options)
-        from tofu_tasks.documents import eval_docs
-
-        return eval_docs(self.task_options)
-
-    def data_folder(self) -> Path | None:
-        """The local data folder the task reads (None: the hub)."""
-        if self.muse:
-            from tofu_tasks.muse.data import resolve_data_dir
-        else:
-            from tofu_tasks.data import resolve_data_dir
-        return resolve_data_dir(self.metadata.get("data_dir"))
+    def data_folders(self) -> list[Path]:
+        """The local data folders the task reads (none: the hub)."""
+        return self.benchmark.data_folders(self.metadata)
 
 
 # ---------------------------------------------------------------------- models
@@ -299,14 +279,15 @@ def requested_prompt_format(settings: ScoreSettings) -> str | None:
 
 
 def scoring_prompt_format(spec: ModelSpec, settings: ScoreSettings) -> tuple[str, str]:
-    """(format, why) of a scoring run: MUSE's own for a MUSE corpus (no other can be asked
+    """(format, why) of a scoring run: the task's own for MUSE and WMDP (no other can be asked
     for), else as requested or detected (:func:`detect_prompt_format`)."""
     requested = requested_prompt_format(settings)
-    if not settings.muse:
+    own = settings.benchmark.own_prompt_format
+    if not own:
         return detect_prompt_format(spec, requested)
     if requested:
-        raise ScoreError("MUSE asks in its own plain format: drop the prompt format")
-    return MUSE_PROMPT_FORMAT, "MUSE's own plain format"
+        raise ScoreError(f"{settings.split} asks in its own format ({own}): drop the prompt format")
+    return own, f"{settings.split}'s own format"
 
 
 def detect_prompt_format(spec: ModelSpec, requested: str | None) -> tuple[str, str]:

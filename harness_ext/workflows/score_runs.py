@@ -31,7 +31,7 @@ def reference_identity(path: str | None) -> str | None:
 
 # Task options naming local folders: where they are does not change a score; what is in them
 # enters the settings through the data hash (data_dir) or the model's fingerprint (tokenizer).
-LOCATION_OPTIONS = ("data_dir",)
+LOCATION_OPTIONS = ("data_dir", "mmlu_data_dir")
 
 
 def eval_data_sha256(settings: ScoreSettings) -> str:
@@ -45,7 +45,7 @@ def run_task_options(
     spec: ModelSpec, settings: ScoreSettings, prompt_format: str
 ) -> dict[str, Any]:
     metadata = dict(settings.metadata)
-    if prompt_format != "chat" and not settings.muse:
+    if prompt_format != "chat" and not settings.benchmark.own_prompt_format:
         metadata["prompt_format"] = prompt_format
     if settings.retain_reference:
         metadata["retain_reference"] = settings.retain_reference

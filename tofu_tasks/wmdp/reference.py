@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness_ext.metrics.references import ReferenceError
+from harness_ext.provenance import content_hash
 from tofu_tasks.wmdp.metric_list import set_metric
 
 
@@ -17,9 +18,15 @@ from tofu_tasks.wmdp.metric_list import set_metric
 class BeforeUnlearning:
     source: str
     answers: dict[tuple[str, int], tuple[str, float]]  # (set, row) -> (question, accuracy)
+    identity: str  # the scoring run's settings hash, else a hash of the answers
+    name: str
 
     def describe(self) -> dict[str, Any]:
-        return {"source": self.source, "rows": len(self.answers)}
+        counts: dict[str, int] = {}
+        for set_name, _ in self.answers:
+            counts[set_name] = counts.get(set_name, 0) + 1
+        return {"source": self.source, "name": self.name, "identity": self.identity,
+                "kind": "lm-eval-samples", "rows": counts}  # fmt: skip
 
     def check_covers(self, docs: list[dict[str, Any]]) -> None:
         """Every question of the run is in the reference, asking the same."""
@@ -42,7 +49,7 @@ class BeforeUnlearning:
 
 def load_before_unlearning(path: str | Path) -> BeforeUnlearning:
     """The reference at ``path``: a wmdp_unlearn run (folder, results or samples file)."""
-    from tofu_tasks.reference_files import read_samples, samples_path
+    from tofu_tasks.reference_files import read_samples, samples_path, scoring_run_of
 
     found = samples_path(path)
     answers = {}
@@ -53,4 +60,11 @@ def load_before_unlearning(path: str | Path) -> BeforeUnlearning:
             answers[(doc["set"], int(doc["row"]))] = (doc["question"], float(value))
     if not answers:
         raise ReferenceError(f"{found}: no rows of the WMDP task (a wmdp_unlearn samples file)")
-    return BeforeUnlearning(str(path), answers)
+    run = scoring_run_of(found) or {}
+    if run.get("settings_sha256"):
+        identity, name = f"run:{run['settings_sha256']}", str(run.get("name") or found.name)
+    else:
+        rows = [{"set": s, "row": r, "question": q, "acc": a}
+                for (s, r), (q, a) in sorted(answers.items())]  # fmt: skip
+        identity, name = f"rows:{content_hash(rows)}", found.name
+    return BeforeUnlearning(str(path), answers, identity, name)
