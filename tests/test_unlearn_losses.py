@@ -334,9 +334,10 @@ def test_rmu_term_by_hand():
     keep = ((1 + 4) / 2 + (4 + 0) / 2) / 2  # real tokens only
     assert FORGET_TERMS["RMU"](ctx).item() == pytest.approx(steer + 100 * keep, rel=1e-6)
 
-    # layer 2 chosen explicitly, c = 2, α = 0.5
+    # decoder layer 1 chosen explicitly (RMU's layer_id: its output is hidden_states[2]), c = 2,
+    # α = 0.5
     forget[2] = [[3.0, 4.0], [-3.0, -4.0], [50.0, -50.0]]
-    settings = TermSettings(rmu_layer=2, rmu_steering=2.0, rmu_alpha=0.5)
+    settings = TermSettings(rmu_layer=1, rmu_steering=2.0, rmu_alpha=0.5)
     ctx = rmu_context(forget, retain, reference, settings)
     steer = (25 + 2.0**2) / 2
     keep = ((0 + 4) / 2 + 0) / 2

@@ -87,6 +87,13 @@ class TrainingConfig(TrainingArguments):
             "$MUSE_DATA_DIR, else the hub)"
         ),
     )
+    wmdp_corpora_dir: str | None = field(
+        default=None,
+        metadata=_help(
+            "local folder of WMDP's corpora for wmdp: data, as <corpus>.jsonl (default: "
+            "$WMDP_CORPORA_DIR, else the hub)"
+        ),
+    )
     pad_token: str | None = field(
         default=None, metadata=_help("'eos' pads with the end-of-sequence token")
     )
@@ -240,14 +247,14 @@ class UnlearnConfig(TrainingConfig):
         default="forget01",
         metadata=_help(
             "forget rows: forget01, forget05, forget10, a slice (forget10[360:400]), or a text "
-            "corpus (muse-news:forget, muse-books:forget, text:PATH)"
+            "corpus (muse-news:forget, muse-books:forget, wmdp:cyber-forget-corpus, text:PATH)"
         ),
     )
     retain: str | None = field(
         default=None,
         metadata=_help(
-            "retain rows (default: the complement, e.g. retain99; muse-news:retain1 for MUSE); "
-            "e.g. retain90,forget10[:360]"
+            "retain rows (default: the complement, e.g. retain99; muse-news:retain1 for MUSE, "
+            "wikitext for WMDP's corpora); e.g. retain90,forget10[:360]"
         ),
     )
     targets: str | None = field(
@@ -273,10 +280,21 @@ class UnlearnConfig(TrainingConfig):
         metadata=_help("paper, or closer-look: the public code's ME and KL variants"),
     )
     rmu_layer: int | None = field(
-        default=None, metadata=_help("RMU: the steered layer (default: the middle one)")
+        default=None,
+        metadata=_help(
+            "RMU: the decoder layer whose output is steered, counted from 0 as RMU's layer_id "
+            "(default: the middle one)"
+        ),
     )
     rmu_steering: float = field(default=6.5, metadata=_help("RMU: target norm c"))
     rmu_alpha: float = field(default=100.0, metadata=_help("RMU: retain weight α"))
+    rmu_update_layers: str | None = field(
+        default=None,
+        metadata=_help(
+            "RMU: train only these decoder layers' MLP down-projections, as RMU's code does "
+            "(e.g. 5,6,7; default: every weight)"
+        ),
+    )
     keep_checkpoints: bool = field(default=False, metadata=_help("keep checkpoints/ after the run"))
     # Evaluation during training and checkpoint selection (unlearn_methods/evaluation_plan.py)
     eval_every: int | None = field(
@@ -326,6 +344,25 @@ class UnlearnConfig(TrainingConfig):
             raise ValueError(f"--pairing must be one of {PAIRINGS}, got {self.pairing!r}")
         if self.beta <= 0:
             raise ValueError(f"--beta must be positive, got {self.beta}")
+        if self.rmu_update_layers is not None:
+            if str(self.method or "").upper() != "RMU":
+                raise ValueError("--rmu-update-layers applies to --method RMU")
+            if self.lora:
+                raise ValueError("--rmu-update-layers trains chosen weights; drop --lora")
+            self.update_layer_ids()  # checked here, before anything loads
+
+    def update_layer_ids(self) -> list[int]:
+        """The decoder layers of --rmu-update-layers."""
+        try:
+            layers = [int(p) for p in str(self.rmu_update_layers).split(",") if p.strip()]
+        except ValueError:
+            layers = []
+        if not layers or min(layers) < 0:
+            raise ValueError(
+                f"--rmu-update-layers takes decoder layer numbers, e.g. 5,6,7; got "
+                f"{self.rmu_update_layers!r}"
+            )
+        return layers
 
     def required_fields(self) -> tuple[str, ...]:
         return ("method", "model", "output_dir")

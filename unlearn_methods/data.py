@@ -17,8 +17,11 @@ code, so the same forget rows meet the same retain rows and refusals.
 
 Forget and retain data may also be text corpora (MUSE's ``raw`` splits, ``muse-news:forget``;
 a local file, ``text:PATH``): each document is tokenised once, closed with EOS and cut into
-``max_length``-token chunks, one training example each, with every token supervised. Methods
-whose loss needs questions (the refusal-based IDK, DPO and AP) refuse text.
+``max_length``-token chunks, one training example each, with every token supervised. WMDP's
+corpora (``wmdp:cyber-forget-corpus``) and WikiText (``wikitext``, RMU's retain text) are cut
+as RMU's code cuts them: each text longer than 50 characters one example, its tokens cut to
+``max_length``. Methods whose loss needs questions (the refusal-based IDK, DPO and AP) refuse
+text.
 """
 
 from __future__ import annotations
@@ -80,15 +83,28 @@ def parse_rows_spec(spec: str) -> list[tuple[str, int | None, int | None]]:
 
 
 REALWORLD_PREFIX = "realworld:"
-# text corpora: MUSE's raw splits (hub or $MUSE_DATA_DIR) and local files
+# text corpora: MUSE's raw splits (hub or $MUSE_DATA_DIR), WMDP's corpora (hub or
+# $WMDP_CORPORA_DIR), WikiText and local files
 MUSE_PREFIXES = {f"muse-{corpus}:": corpus for corpus in CORPORA}
+WMDP_PREFIX = "wmdp:"
+WIKITEXT = "wikitext"
 TEXT_FILE_PREFIX = "text:"
+TEXT_PREFIXES = (TEXT_FILE_PREFIX, *MUSE_PREFIXES, WMDP_PREFIX)
+
+
+def _is_text_name(name: str) -> bool:
+    return name.startswith(TEXT_PREFIXES) or name == WIKITEXT
 
 
 def is_text_spec(spec: str) -> bool:
     """Whether a rows spec names a text corpus rather than question–answer rows."""
+    return _is_text_name(parse_rows_spec(spec)[0][0])
+
+
+def is_rmu_corpus(spec: str) -> bool:
+    """Whether a text spec is cut as RMU's code cuts its corpora (WMDP's, WikiText)."""
     name = parse_rows_spec(spec)[0][0]
-    return name.startswith((TEXT_FILE_PREFIX, *MUSE_PREFIXES))
+    return name.startswith(WMDP_PREFIX) or name == WIKITEXT
 
 
 def read_text_file(path: str) -> list[dict[str, str]]:
@@ -116,9 +132,20 @@ def read_text_file(path: str) -> list[dict[str, str]]:
     return documents
 
 
-def read_text_rows(name: str, muse_data_dir: str | None = None) -> list[dict[str, str]]:
+def read_text_rows(
+    name: str, muse_data_dir: str | None = None, wmdp_corpora_dir: str | None = None
+) -> list[dict[str, str]]:
     if name.startswith(TEXT_FILE_PREFIX):
         return read_text_file(name.removeprefix(TEXT_FILE_PREFIX))
+    if name.startswith(WMDP_PREFIX) or name == WIKITEXT:
+        from tofu_tasks.wmdp.corpora import CorpusError, read_corpus, read_wikitext
+
+        try:
+            if name == WIKITEXT:
+                return read_wikitext()
+            return read_corpus(name.removeprefix(WMDP_PREFIX), wmdp_corpora_dir)
+        except CorpusError as err:
+            raise UnlearnDataError(str(err)) from err
     from tofu_tasks.muse.data import MuseDataError, read_split
 
     prefix = next(p for p in MUSE_PREFIXES if name.startswith(p))
@@ -131,18 +158,22 @@ def read_text_rows(name: str, muse_data_dir: str | None = None) -> list[dict[str
 
 
 def read_rows(
-    spec: str, data_dir: str | None = None, muse_data_dir: str | None = None
+    spec: str,
+    data_dir: str | None = None,
+    muse_data_dir: str | None = None,
+    wmdp_corpora_dir: str | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of a rows spec (see :func:`parse_rows_spec`), in order: TOFU's from ``data_dir``,
-    MUSE's from ``muse_data_dir`` (each else its environment variable, else the hub).
+    MUSE's from ``muse_data_dir``, WMDP's corpora from ``wmdp_corpora_dir`` (each else its
+    environment variable, else the hub).
 
     ``realworld:forget`` / ``realworld:retain`` / ``realworld:neighbor`` (or
     ``realworld:PATH.json``) read the real-world sets, their golden answers as answers.
     """
     rows: list[dict[str, Any]] = []
     for name, start, stop in parse_rows_spec(spec):
-        if name.startswith((TEXT_FILE_PREFIX, *MUSE_PREFIXES)):
-            rows += read_text_rows(name, muse_data_dir)[start:stop]
+        if _is_text_name(name):
+            rows += read_text_rows(name, muse_data_dir, wmdp_corpora_dir)[start:stop]
         elif name.startswith(REALWORLD_PREFIX):
             from tofu_tasks.realworld import read_realworld
 
@@ -174,6 +205,8 @@ def retain_split_for(forget_split: str) -> str:
     muse = next((p for p in MUSE_PREFIXES if forget_split.startswith(p)), None)
     if muse:
         return muse + "retain1"  # MUSE's retain corpus of unlearning
+    if forget_split.startswith(WMDP_PREFIX):
+        return WIKITEXT  # RMU's retain text
     digits = forget_split.removeprefix("forget")
     if not forget_split.startswith("forget") or not digits.isdigit():
         raise UnlearnDataError(
@@ -190,6 +223,7 @@ def load_unlearn_data(
     tokenizer: Any = None,
     max_length: int = 500,
     muse_data_dir: str | None = None,
+    wmdp_corpora_dir: str | None = None,
 ) -> UnlearnData:
     """Forget rows, retain rows and refusals, each checked by the TOFU data layer; a text corpus
     becomes ``max_length``-token chunks of ``tokenizer`` (``{"input_ids": [...]}`` rows).
@@ -199,8 +233,8 @@ def load_unlearn_data(
     what it itself says.
     """
     retain_split = retain_split or retain_split_for(forget_split)
-    forget = read_rows(forget_split, data_dir, muse_data_dir)
-    retain = read_rows(retain_split, data_dir, muse_data_dir)
+    forget = read_rows(forget_split, data_dir, muse_data_dir, wmdp_corpora_dir)
+    retain = read_rows(retain_split, data_dir, muse_data_dir, wmdp_corpora_dir)
     texts = is_text_spec(forget_split), is_text_spec(retain_split)
     if any(texts) and targets:
         raise UnlearnDataError("--targets replaces answers; a text corpus has none")
@@ -214,16 +248,26 @@ def load_unlearn_data(
     if not forget:
         raise UnlearnDataError(f"the forget split {forget_split!r} is empty: nothing to unlearn")
 
-    def examples(rows: list[dict[str, Any]], text: bool) -> tuple[dict[str, Any], ...]:
-        if text:
+    def examples(rows: list[dict[str, Any]], spec: str) -> tuple[dict[str, Any], ...]:
+        if is_rmu_corpus(spec):
+            from tofu_tasks.wmdp.corpora import rmu_examples
+
+            return tuple(rmu_examples(rows, tokenizer, max_length))
+        if is_text_spec(spec):
             return tuple(text_chunks(rows, tokenizer, max_length))
         return tuple({k: r[k] for k in ("question", "answer")} for r in rows)
 
+    forget_examples = examples(forget, forget_split)
+    if not forget_examples:
+        raise UnlearnDataError(
+            f"the forget corpus {forget_split!r} gives no training text (RMU's cut keeps texts "
+            f"longer than 50 characters)"
+        )
     return UnlearnData(
         forget_split,
         retain_split,
-        examples(forget, texts[0]),
-        examples(retain, texts[1]),
+        forget_examples,
+        examples(retain, retain_split),
         () if texts[0] else tuple(tofu_data.read_refusals(data_dir)),
     )
 

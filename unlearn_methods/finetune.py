@@ -27,7 +27,13 @@ from harness_ext.model_files import add_reader_compatibility
 from harness_ext.prompts import get_prompt_format
 from harness_ext.provenance import content_hash
 from unlearn_methods.config import FinetuneConfig
-from unlearn_methods.data import PromptEncoder, is_text_spec, read_rows, text_chunks
+from unlearn_methods.data import (
+    PromptEncoder,
+    is_rmu_corpus,
+    is_text_spec,
+    read_rows,
+    text_chunks,
+)
 from unlearn_methods.model_loading import (
     load_model,
     load_training_tokenizer,
@@ -40,14 +46,19 @@ FINETUNE_CARD = "finetune_card.json"
 
 
 def load_rows(
-    spec: str, data_dir: str | None, muse_data_dir: str | None = None
+    spec: str,
+    data_dir: str | None,
+    muse_data_dir: str | None = None,
+    wmdp_corpora_dir: str | None = None,
 ) -> list[dict[str, str]]:
-    """The rows of ``spec`` in order: question-answer pairs, or ``{"text": ...}`` documents of
-    its text corpora; overlapping parts give each row once."""
+    """The rows of ``spec`` in order: question-answer pairs, or ``{"text": ..., "cut": ...}``
+    documents of its text corpora (cut into chunks, or as RMU's code cuts WMDP's corpora);
+    overlapping parts give each row once."""
     rows, seen = [], set()
     for part in (p.strip() for p in spec.split(",") if p.strip()):
-        for row in read_rows(part, data_dir, muse_data_dir):
-            kept = {"text": row["text"]} if is_text_spec(part) else {
+        cut = "rmu" if is_text_spec(part) and is_rmu_corpus(part) else "chunks"
+        for row in read_rows(part, data_dir, muse_data_dir, wmdp_corpora_dir):
+            kept = {"text": row["text"], "cut": cut} if is_text_spec(part) else {
                 "question": row["question"], "answer": row["answer"]}  # fmt: skip
             key = kept.get("text") or kept["question"]
             if key not in seen:
@@ -57,14 +68,17 @@ def load_rows(
 
 
 def training_examples(rows: list[dict[str, str]], encoder: PromptEncoder) -> list[dict]:
-    """A question-answer row with its question masked; a document as its chunks, every token
-    supervised."""
+    """A question-answer row with its question masked; a document as its chunks (or RMU's cut),
+    every token supervised."""
+    from tofu_tasks.wmdp.corpora import rmu_examples
+
     examples = []
     for row in rows:
         if "text" not in row:
             examples.append(encoder.encode(row["question"], row["answer"]))
             continue
-        for chunk in text_chunks([row], encoder.tokenizer, encoder.max_length):
+        cut = rmu_examples if row["cut"] == "rmu" else text_chunks
+        for chunk in cut([row], encoder.tokenizer, encoder.max_length):
             ids = chunk["input_ids"]
             examples.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ids})
     return examples
@@ -85,7 +99,9 @@ def finetune(options: FinetuneConfig) -> Path:
     tokenizer = load_training_tokenizer(options)
     prompt_format = training_prompt_format(options, tokenizer)
     encoder = PromptEncoder(tokenizer, get_prompt_format(prompt_format), options.max_length)
-    rows = load_rows(options.data, options.data_dir, options.muse_data_dir)
+    rows = load_rows(
+        options.data, options.data_dir, options.muse_data_dir, options.wmdp_corpora_dir
+    )
     examples = training_examples(rows, encoder)
     steps_per_epoch = math.ceil(len(examples) / options.effective_batch)
     warmup = options.warmup_steps

@@ -99,3 +99,27 @@ def lora_config(options: TrainingConfig):
         target_modules="all-linear",  # every linear layer except the output head
         task_type="CAUSAL_LM",
     )
+
+
+def train_only_down_projections(model, layers: list[int]) -> list[str]:
+    """Freeze every weight but the MLP down-projections of the given decoder layers (RMU's
+    code updates those alone); returns the names of the weights left trainable."""
+    wanted = {f".layers.{layer}.mlp.down_proj." for layer in layers}
+    kept = []
+    for name, parameter in model.named_parameters():
+        train = any(part in f".{name}" for part in wanted)
+        parameter.requires_grad_(train)
+        if train:
+            kept.append(name)
+    found = {
+        layer for layer in layers if any(f".layers.{layer}.mlp.down_proj." in f".{n}" for n in kept)
+    }
+    missing = sorted(set(layers) - found)
+    if missing:
+        count = getattr(model.config, "num_hidden_layers", "?")
+        raise ValueError(
+            f"--rmu-update-layers: no layers.N.mlp.down_proj weight for layer(s) "
+            f"{', '.join(map(str, missing))} (the model has {count} decoder layers, counted "
+            f"from 0)"
+        )
+    return kept

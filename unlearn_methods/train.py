@@ -135,6 +135,7 @@ def training_data(options: UnlearnConfig, tokenizer=None):
     data = load_unlearn_data(
         options.forget, options.retain, options.data_dir, options.targets,
         tokenizer=tokenizer, max_length=options.max_length, muse_data_dir=options.muse_data_dir,
+        wmdp_corpora_dir=options.wmdp_corpora_dir,
     )  # fmt: skip
     check_method_data(method.needs, data, method.name)
     return data
@@ -192,6 +193,10 @@ def build_run(options: UnlearnConfig, callbacks: list | None = None) -> Prepared
     # and the reference is the model it gives (base + adapter), not the bare base.
     continue_adapter = options.lora and adapter_base(options.model) is not None
     model = load_model(options, tokenizer, trainable_adapter=continue_adapter)
+    if options.rmu_update_layers is not None:
+        from unlearn_methods.model_loading import train_only_down_projections
+
+        train_only_down_projections(model, options.update_layer_ids())
     reference = None
     if continue_adapter and method.needs_reference:
         reference = load_model(options, tokenizer)

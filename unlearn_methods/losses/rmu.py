@@ -1,8 +1,11 @@
-"""RMU (beyond the paper): representation misdirection.
+"""RMU (beyond the paper; Li et al. 2024, WMDP): representation misdirection.
 
 Steers a middle layer's activations on forget text towards a fixed random direction of norm c,
 and keeps the activations on retain text where the model before unlearning had them:
-mean ‖h_θ(x_f) − c·u‖² + α · mean ‖h_θ(x_r) − h_ref(x_r)‖² over real tokens.
+mean ‖h_θ(x_f) − c·u‖² + α · mean ‖h_θ(x_r) − h_ref(x_r)‖² over real tokens (RMU's code also
+averages over padding positions). The layer is a decoder layer's output, counted from 0 as RMU's
+``layer_id`` (``hidden_states[layer + 1]``); u is uniform in [0, 1)^d, normalised, as RMU draws
+it.
 """
 
 import torch
@@ -22,6 +25,17 @@ def steering_direction(size: int, device, dtype) -> torch.Tensor:
     return _DIRECTIONS[key]
 
 
+def steered_index(layer: int | None, states: int) -> int:
+    """The hidden-states index of the steered layer (default: the middle of the network)."""
+    if layer is None:
+        return states // 2
+    if not 0 <= layer < states - 1:
+        raise ValueError(
+            f"--rmu-layer {layer}: the model has {states - 1} decoder layers (0-{states - 2})"
+        )
+    return layer + 1
+
+
 def masked_mse(hidden: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     per_token = ((hidden.float() - target.float()) ** 2).mean(-1)
     mask = mask.to(per_token.dtype)
@@ -38,7 +52,8 @@ def masked_mse(hidden: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -
 def misdirect(ctx):
     settings = ctx.settings
     forget, retain = ctx.policy("forget"), ctx.policy("retain")
-    layer = settings.rmu_layer if settings.rmu_layer is not None else len(forget.hidden_states) // 2
+    # hidden_states[0] is the embeddings: decoder layer L's output is hidden_states[L + 1]
+    layer = steered_index(settings.rmu_layer, len(forget.hidden_states))
     h_forget = forget.hidden_states[layer]
     target = settings.rmu_steering * steering_direction(
         h_forget.shape[-1], h_forget.device, h_forget.dtype
