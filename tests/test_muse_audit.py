@@ -134,7 +134,7 @@ def test_what_does_not_apply_to_muse_is_refused(tmp_path, capsys):
     assert main([*base, "--attacks", "paraphrase"]) != 0
     assert "MUSE's data has no rephrased questions" in capsys.readouterr().err
     assert main([*base, "--attacks", "relearn", "--relearn-split", "other-authors"]) != 0
-    assert "a MUSE model relearns forget documents" in capsys.readouterr().err
+    assert "muse-news relearns forget text" in capsys.readouterr().err
     assert main([*base, "--attacks", "relearn", "--relearn-rows", "5:20"]) != 0
     assert "within the 10 forget documents" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # refused before any work

@@ -78,7 +78,7 @@ def test_the_leaderboard_shows_muse_and_tofu_side_by_side(scored, tmp_path):
 def test_muse_refuses_what_does_not_apply(tmp_path, capsys):
     model = str(MUSE_KIT / "tiny-muse-llama")
     assert _score(tmp_path, model, "--forget", "muse-news", "--prompt-format", "plain") != 0
-    assert "MUSE asks in its own plain format" in capsys.readouterr().err
+    assert "muse-news asks in its own format (muse)" in capsys.readouterr().err
     options = json.dumps({"data_dir": str(NEWS), "forget_texts": "knowmem/forget_qa"})
     assert _score(tmp_path, model, "--forget", "muse-news", "--metadata", options) != 0
     assert "forget_texts must be CONFIG/SPLIT of a text config" in capsys.readouterr().err

@@ -117,7 +117,7 @@ def test_the_change_from_the_model_before_unlearning(tmp_path):
     recorded = after["configs"]["wmdp_unlearn"]["metadata"]["tofu"]
     assert recorded["scenario"] == "wmdp" and recorded["prompt_format"] == "lm-eval"
     assert recorded["rows_per_set"] == {"wmdp_bio": 3, "wmdp_chem": 3, "wmdp_cyber": 3, "mmlu": 6}
-    assert recorded["pre_unlearning_reference"]["rows"] == len(first)
+    assert sum(recorded["pre_unlearning_reference"]["rows"].values()) == len(first)
 
 
 def _task(metadata):
@@ -198,3 +198,39 @@ def test_the_lm_eval_command_line_scores_the_fixture(tmp_path):
     for metric in ("forget_wmdp_bio_acc", "forget_wmdp_acc", "mmlu_acc", "mmlu_acc_change"):
         assert f"|{metric}" in table.replace(" ", "")
     assert "needs the model before unlearning" in table  # the change, without a reference
+
+
+def test_fewshot_prompts_are_written_as_lm_eval_writes_its_own():
+    """The task option fewshot: k answered questions of the same domain (never the question
+    itself) after the description, each written as lm-eval's own --num_fewshot writes an
+    example (checked on lm-eval's mmlu_anatomy, whose dev split gives it examples; its WMDP
+    tasks have no split to draw them from)."""
+    from tofu_tasks.wmdp.data import read_mmlu
+    from tofu_tasks.wmdp.documents import domain_docs, fewshot_examples
+
+    manager = TaskManager(include_path=project_tasks_dir())
+
+    def written(task, doc, examples) -> str:
+        shown = "".join(
+            task.doc_to_text(e) + task.config.target_delimiter + task.doc_to_choice(e)[e["answer"]]
+            + task.config.fewshot_delimiter
+            for e in examples
+        )  # fmt: skip
+        return task.config.description + shown + task.doc_to_text(doc)
+
+    anatomy = lm_eval_own_task(manager, "mmlu_anatomy", MMLU)
+    theirs = simple_evaluate(model=hf_model("hf"), tasks=[anatomy], num_fewshot=2,
+                             log_samples=True, bootstrap_iters=0)["samples"]["mmlu_anatomy"]  # fmt: skip
+    first_two = read_mmlu("anatomy", MMLU, "dev")[:2]  # lm-eval's first_n sampler
+    for their in theirs:
+        assert their["arguments"][0][0] == written(anatomy, their["doc"], first_two)
+
+    bio = lm_eval_own_task(manager, "wmdp_bio", WMDP)
+    pool = domain_docs("bio", str(WMDP))
+    ours = _evaluate(hf_model("hf"), ["wmdp_unlearn"],
+                     {**OPTIONS, "fewshot": 2, "sets": ["wmdp_bio"]})["samples"]["wmdp_unlearn"]  # fmt: skip
+    assert len(ours) == len(pool) == 8
+    for mine in ours:
+        examples = fewshot_examples(mine["doc"], pool, 2)
+        assert mine["doc"]["row"] not in {e["row"] for e in examples}
+        assert mine["arguments"][0][0] == written(bio, mine["doc"], examples)

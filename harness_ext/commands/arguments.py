@@ -13,6 +13,7 @@ from typing import Any
 from harness_ext.lm_eval_plugin import DEFAULT_BACKEND
 from harness_ext.workflows.audit_settings import (
     ATTACKS,
+    FEWSHOT_EXAMPLES,
     RELEARN_SPLITS,
     AuditSettings,
     RelearnSettings,
@@ -136,8 +137,9 @@ class AuditArguments:
     attacks: str | None = field(
         default=None,
         metadata=_help(
-            f"comma-separated: {', '.join(ATTACKS)} (default: every one that applies; on a "
-            f"MUSE corpus relearn and quantize)"
+            f"comma-separated: {', '.join(ATTACKS)} (default: every one that applies: TOFU "
+            f"relearn, quantize, paraphrase; MUSE relearn, quantize; WMDP relearn, quantize, "
+            f"fewshot)"
         ),
     )
     target: str | None = field(
@@ -175,7 +177,8 @@ class AuditArguments:
         default=None,
         metadata=_help("forget rows relearned by hand, start:stop touching one end; the other "
                        "rows are scored (MUSE: the forget documents relearned, default the "
-                       "first half; every forget row is scored)"),
+                       "first half; WMDP: the texts of each forget corpus, default as many as "
+                       "the steps read; every forget row is scored)"),
     )  # fmt: skip
     relearn_steps: int = field(default=10, metadata=_help("optimiser steps"))
     relearn_lr: float = field(default=1e-5, metadata=_help("constant learning rate"))
@@ -183,6 +186,10 @@ class AuditArguments:
     relearn_lora: bool = field(default=False, metadata=_help("relearn a LoRA adapter"))
     relearn_seed: int = field(default=42, metadata=_help("relearning's random seed"))
     bits: str = field(default="8,4", metadata=_help("quantize: weight bits, 8 and/or 4"))
+    fewshot_examples: int = field(
+        default=FEWSHOT_EXAMPLES,
+        metadata=_help("fewshot (WMDP): in-context examples of the same domain before a question"),
+    )
 
     def __post_init__(self) -> None:
         if self.relearn_split not in (None, *RELEARN_SPLITS):
@@ -202,6 +209,7 @@ class AuditArguments:
             target=self.target, control=self.control, control_label=self.control_label,
             output=Path(self.output), relearn=relearn, base=scoring.base, bits=self.bits,
             models_dir=Path(self.models_dir) if self.models_dir else None, command=command,
+            fewshot=self.fewshot_examples,
         )  # fmt: skip
 
 

@@ -19,7 +19,10 @@ scores each attacked version like any other model, on the same rows as the model
 
 On a MUSE corpus (``--forget muse-news``) ``relearn`` trains on forget documents (default the first
 half of ``raw/forget``, as text chunks) and the verbatim and knowledge forget sets are scored whole;
-``paraphrase`` does not apply (MUSE has no rephrased questions).
+``paraphrase`` does not apply (MUSE has no rephrased questions). On WMDP (``--forget wmdp``)
+``relearn`` trains on the forget corpora of the audited domains (bio, cyber) and scores every
+question of the domains, and ``fewshot`` asks each question after k examples of its domain
+(``--fewshot-examples``, default 5) against zero-shot before.
 
 Every score is a normal ``lm-unlearn score`` run (manifest, settings hash, skipped when already
 made) in the runs folder a leaderboard reads; an attacked run's manifest says the attack, its
@@ -116,19 +119,36 @@ def _check_plan(settings: AuditSettings, variants: list[Variant]) -> None:
     """The data and task options of every run, checked before any model is touched."""
     from tofu_tasks.data import TofuDataError
     from tofu_tasks.muse.data import MuseDataError
+    from tofu_tasks.wmdp.data import WmdpDataError
 
     for variant in variants:
         for metadata in (variant.metadata, variant.before_metadata):
             try:
                 eval_data_sha256(replace(settings.scoring, metadata=metadata))
-            except (TofuDataError, MuseDataError, ScoreError) as err:
+            except (TofuDataError, MuseDataError, WmdpDataError, ScoreError) as err:
                 raise AuditError(f"{variant.name}: {err}") from err
+        if variant.attack == "relearn" and settings.scoring.benchmark.kind != "tofu":
+            _check_relearn_text(settings, variant)
     if settings.target and target_is_run(settings.target):
         task, results_file = settings.scoring.task, results_file_of(Path(settings.target))
         results = json.loads(results_file.read_text(encoding="utf-8"))
         if task not in results.get("results", {}):
             raise AuditError(f"--target {settings.target}: its results have no {task} scores")
         forget_samples(results_file, settings)  # its per-row numbers are there
+
+
+def _check_relearn_text(settings: AuditSettings, variant: Variant) -> None:
+    """The forget text relearning reads exists and gives training text."""
+    from unlearn_methods.data import UnlearnDataError, read_rows
+
+    data_dir = settings.scoring.metadata.get("data_dir") if settings.scoring.muse else None
+    for part in variant.settings["trained_on"].split(","):
+        try:
+            rows = read_rows(part, muse_data_dir=data_dir)
+        except UnlearnDataError as err:
+            raise AuditError(f"relearn: {err}") from err
+        if not rows:
+            raise AuditError(f"relearn: {part} holds no text to relearn")
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from harness_ext.row_slices import row_slices
 from harness_ext.workflows.audit_settings import (
     ATTACK_CARD,
     QUANTIZE_SCHEMES,
+    AuditError,
     AuditSettings,
     Variant,
     audited,
@@ -30,6 +31,8 @@ from harness_ext.workflows.score_inputs import (
 )
 from harness_ext.workflows.score_runs import slug
 
+WMDP_FORGET_CORPORA = ("bio", "cyber")  # the domains with a forget corpus (cais/wmdp-corpora)
+
 
 # ---------------------------------------------------------------------- the attacks
 def plan(settings: AuditSettings) -> list[Variant]:
@@ -41,9 +44,21 @@ def plan(settings: AuditSettings) -> list[Variant]:
             variants.append(relearn_variant(settings, base))
         elif attack == "quantize":
             variants += [quantize_variant(settings, base, bits) for bits in settings.bits]
+        elif attack == "fewshot":
+            variants.append(fewshot_variant(settings.fewshot, base))
         else:
             variants.append(paraphrase_variant(base))
     return variants
+
+
+def fewshot_variant(examples: int, base: dict[str, Any]) -> Variant:
+    """The same model asked each WMDP question after ``examples`` other questions of its
+    domain with their answers; before: zero-shot, as lm-eval asks."""
+    asked = {"fewshot": examples}
+    what = {"examples": examples,
+            "drawn_from": "other questions of the same WMDP domain, with their answers"}  # fmt: skip
+    return Variant("fewshot", f"fewshot-{examples}", what, {**base, **asked}, base,
+                   scored=f"{examples}-shot prompts", title=f"{examples}-shot prompt")  # fmt: skip
 
 
 def paraphrase_variant(base: dict[str, Any]) -> Variant:
@@ -54,8 +69,11 @@ def paraphrase_variant(base: dict[str, Any]) -> Variant:
 
 
 def relearn_variant(settings: AuditSettings, base: dict[str, Any]) -> Variant:
-    if settings.scoring.muse:
+    kind = settings.scoring.benchmark.kind
+    if kind == "muse":
         return muse_relearn_variant(settings, base)
+    if kind == "wmdp":
+        return wmdp_relearn_variant(settings, base)
     split, r = settings.scoring.split, settings.relearn
     total = forget_row_count(split, base.get("data_dir"))
     trained, scored_rows = relearn_rows(r.rows, total, r.split)
@@ -76,6 +94,23 @@ def relearn_variant(settings: AuditSettings, base: dict[str, Any]) -> Variant:
     return Variant("relearn", "relearn", what, scored, scored, f"rows {scored_text}", title)
 
 
+def text_relearn_variant(
+    settings: AuditSettings, base: dict[str, Any], trained_on: str, which: str, shown: str
+) -> Variant:
+    """Relearning on forget text (``trained_on``, text specs of ``lm-unlearn finetune``), the
+    forget sets scored whole."""
+    r = settings.relearn
+    what = {"split": which, "trained_on": trained_on, "scored_rows": "all", "steps": r.steps,
+            "learning_rate": r.learning_rate, "lr_schedule": "constant, no warm-up",
+            "batch_size": r.batch_size, "weights": "LoRA (r 8, alpha 32)" if r.lora else "all",
+            "seed": r.seed, "max_length": r.max_length}  # fmt: skip
+    title = f"relearn ({shown}), {r.steps} steps, lr {r.learning_rate:g}" + (
+        ", LoRA" if r.lora else ""
+    )
+    scored = "" if base == settings.scoring.metadata else audited(settings.scoring).described
+    return Variant("relearn", "relearn", what, base, base, scored, title)
+
+
 def muse_relearn_variant(settings: AuditSettings, base: dict[str, Any]) -> Variant:
     """Relearning on a MUSE corpus: a slice of its forget documents (``raw/forget``), cut into
     ``max_length``-token chunks with every token supervised; the forget criteria scored whole
@@ -86,17 +121,38 @@ def muse_relearn_variant(settings: AuditSettings, base: dict[str, Any]) -> Varia
     total = len(read_split(corpus, "raw", "forget", base.get("data_dir")))
     start, stop = muse_relearn_rows(r.rows, total)
     which = "documents given by hand" if r.rows is not None else "the first half"
-    what = {"split": which, "trained_on": f"{settings.scoring.split}:forget[{start}:{stop}]",
-            "scored_rows": "all", "steps": r.steps, "learning_rate": r.learning_rate,
-            "lr_schedule": "constant, no warm-up", "batch_size": r.batch_size,
-            "weights": "LoRA (r 8, alpha 32)" if r.lora else "all", "seed": r.seed,
-            "max_length": r.max_length}  # fmt: skip
-    title = (
-        f"relearn (forget documents {start}-{stop - 1} of {total}), {r.steps} steps, "
-        f"lr {r.learning_rate:g}" + (", LoRA" if r.lora else "")
-    )
-    scored = "" if base == settings.scoring.metadata else audited(settings.scoring).described
-    return Variant("relearn", "relearn", what, base, base, scored, title)
+    trained_on = f"{settings.scoring.split}:forget[{start}:{stop}]"
+    shown = f"forget documents {start}-{stop - 1} of {total}"
+    return text_relearn_variant(settings, base, trained_on, which, shown)
+
+
+def wmdp_relearn_variant(settings: AuditSettings, base: dict[str, Any]) -> Variant:
+    """Relearning on WMDP's forget corpora (bio and cyber have one) of the audited domains: the
+    texts ``--relearn-rows`` of each (default as many as the steps read), cut as RMU's code
+    cuts them; every question of the domains scored."""
+    from harness_ext.row_slices import RowSliceError, parse_slice
+
+    options, r = settings.scoring.benchmark.options(base), settings.relearn
+    domains = [d for d in options.domain_list() if d in WMDP_FORGET_CORPORA]
+    if not domains:
+        raise AuditError(
+            f"relearning needs a forget corpus: WMDP has them for {', '.join(WMDP_FORGET_CORPORA)} "
+            f"only, and the audit scores {', '.join(options.domain_list())}"
+        )
+    try:
+        start, stop = parse_slice(r.rows) if r.rows else (0, r.steps * r.batch_size)
+    except RowSliceError:
+        start, stop = -1, None
+    start = start or 0
+    if stop is None or start < 0 or stop <= start:
+        raise AuditError(
+            f"--relearn-rows must be 'start:stop' of each forget corpus's texts (e.g. ':40'), "
+            f"got {r.rows!r}"
+        )
+    trained_on = ",".join(f"wmdp:{d}-forget-corpus[{start}:{stop}]" for d in domains)
+    which = "texts given by hand" if r.rows else "as many texts as the steps read"
+    shown = f"{' and '.join(domains)} forget corpus, texts {start}-{stop - 1}"
+    return text_relearn_variant(settings, base, trained_on, which, shown)
 
 
 def quantize_variant(settings: AuditSettings, base: dict[str, Any], bits: int) -> Variant:
@@ -150,8 +206,9 @@ def relearned_model(settings: AuditSettings, spec: ModelSpec, variant: Variant) 
         print(f"relearn: reusing {folder}")
         return folder
     r, scoring = settings.relearn, settings.scoring
-    # MUSE relearns text, where no prompt format applies: plain is recorded
-    prompt_format = "plain" if scoring.muse else scoring_prompt_format(spec, scoring)[0]
+    # text is relearned without prompts: plain is recorded
+    text = scoring.benchmark.kind != "tofu"
+    prompt_format = "plain" if text else scoring_prompt_format(spec, scoring)[0]
     data_dir = scoring.metadata.get("data_dir")
     options = FinetuneConfig(
         model=spec.peft or spec.pretrained, output_dir=str(folder),
@@ -159,7 +216,7 @@ def relearned_model(settings: AuditSettings, spec: ModelSpec, variant: Variant) 
         learning_rate=r.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
         per_device_train_batch_size=r.batch_size, effective_batch_size=r.batch_size,
         max_length=r.max_length, prompt_format=prompt_format, lora=r.lora, seed=r.seed,
-        data_dir=None if scoring.muse else data_dir, muse_data_dir=data_dir if scoring.muse else None,
+        data_dir=None if text else data_dir, muse_data_dir=data_dir if scoring.muse else None,
         pad_token=_pad_token(spec), overwrite=True,
     )  # fmt: skip
     print(f"relearn: {r.steps} steps on {options.data} at lr {r.learning_rate:g} -> {folder}")

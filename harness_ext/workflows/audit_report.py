@@ -56,8 +56,9 @@ def to_markdown(
     lines += ["", *RECOVERY_NOTE]
     if any(r.variant.attack in KNOWLEDGE_ATTACKS for r in results) and not settings.control:
         lines.append(
-            "No control was given (--control, the retain model): relearning can teach facts a "
-            "model never knew, so its recovery alone overstates what came back."
+            "No control was given (--control: a model that never learned the forget data, such "
+            "as TOFU's or MUSE's retain model): relearning can teach facts a model never knew, "
+            "so its recovery alone overstates what came back."
         )
     return "\n".join(lines)
 
@@ -86,9 +87,9 @@ RECOVERY_NOTE = (
     "gain = after − before. recovery = (after − before) / (target − before): 0 nothing came "
     "back, 1 all; N/A where target − before is within its noise (gap_noise: twice the "
     "standard deviation of that gap over 200 bootstrap draws of the scored rows).",
-    "control_gain: the same attack's gain on the control (the retain model, which never "
-    "learned the forget rows); difference = gain − control_gain, what the attack brought back "
-    "beyond what it teaches any model.",
+    "control_gain: the same attack's gain on the control (a model that never learned the "
+    "forget data, such as the retain model); difference = gain − control_gain, what the "
+    "attack brought back beyond what it teaches any model.",
 )
 
 

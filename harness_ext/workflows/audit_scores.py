@@ -107,14 +107,17 @@ def usual_run(
 def task_aggregations(wanted, scoring: ScoreSettings) -> dict[str, Any]:
     """The scored task's aggregation function of each metric named in ``wanted`` that has
     one."""
-    from tofu_tasks.metric_list import AGGREGATIONS, metric_list
-    from tofu_tasks.muse.metric_list import metric_list as muse_metric_list
+    from tofu_tasks import metric_list as tofu
+    from tofu_tasks.muse import metric_list as muse
+    from tofu_tasks.wmdp import metric_list as wmdp
 
-    entries = muse_metric_list() if scoring.muse else metric_list()
+    kind = scoring.benchmark.kind
+    entries = {"tofu": tofu, "muse": muse, "wmdp": wmdp}[kind].metric_list()
+    functions = {**tofu.AGGREGATIONS, **wmdp.AGGREGATIONS}
     return {
-        entry["metric"]: AGGREGATIONS[entry["aggregation"]]
+        entry["metric"]: functions[entry["aggregation"]]
         for entry in entries
-        if wanted(entry["metric"]) and entry["aggregation"] in AGGREGATIONS
+        if wanted(entry["metric"]) and entry["aggregation"] in functions
     }
 
 

@@ -11,7 +11,8 @@ from typing import Any
 from harness_ext.row_slices import RowSliceError, slice_range
 from harness_ext.workflows.score_inputs import ScoreSettings
 
-ATTACKS = ("relearn", "quantize", "paraphrase")
+ATTACKS = ("relearn", "quantize", "paraphrase", "fewshot")
+FEWSHOT_EXAMPLES = 5  # the few-shot attack's in-context examples (MMLU's usual 5-shot)
 QUANTIZE_BITS = (8, 4)
 ATTACK_CARD = "attack_card.json"
 AUDIT_FORMAT = "lm-unlearn-audit/1"
@@ -42,21 +43,31 @@ class AuditedBenchmark:
     not_applicable: dict[str, str] = field(default_factory=dict)  # attack -> why not
 
 
+NO_FEWSHOT = "its questions are asked with their own prompts; the few-shot attack is WMDP's"
 TOFU_AUDIT = AuditedBenchmark(
-    ("forget", "holdout"), "forget and holdout sets", ("forget",), ATTACKS
-)
+    ("forget", "holdout"), "forget and holdout sets", ("forget",),
+    ("relearn", "quantize", "paraphrase"), {"fewshot": NO_FEWSHOT},
+)  # fmt: skip
 # MUSE's forget criteria: the verbatim continuations and the knowledge questions of the forget
 # corpus (its privacy texts are a corpus-level AUC the scoring runs give, not a forget_* row mean)
 MUSE_AUDIT = AuditedBenchmark(
     ("forget_verbmem", "forget_knowmem"), "forget verbmem and knowmem sets",
     ("forget_verbmem", "forget_knowmem"), ("relearn", "quantize"),
     {"paraphrase": "MUSE's data has no rephrased questions (TOFU's paraphrased forget "
-                   "questions are what it asks)"},
+                   "questions are what it asks)", "fewshot": NO_FEWSHOT},
 )  # fmt: skip
+# WMDP's domains (MMLU, the utility, is left out); a prompt attack asks with k examples
+WMDP_SETS = ("wmdp_bio", "wmdp_chem", "wmdp_cyber")
+WMDP_AUDIT = AuditedBenchmark(
+    WMDP_SETS, "WMDP sets", WMDP_SETS, ("relearn", "quantize", "fewshot"),
+    {"paraphrase": "WMDP has no rephrased questions; its prompt attack is fewshot (k "
+                   "in-context examples of the same domain)"},
+)  # fmt: skip
+AUDITED = {"tofu": TOFU_AUDIT, "muse": MUSE_AUDIT, "wmdp": WMDP_AUDIT}
 
 
 def audited(scoring: ScoreSettings) -> AuditedBenchmark:
-    return MUSE_AUDIT if scoring.muse else TOFU_AUDIT
+    return AUDITED[scoring.benchmark.kind]
 
 
 @dataclass
@@ -84,6 +95,7 @@ class AuditSettings:
     models_dir: Path | None = None  # attacked models (default: $LM_UNLEARN_CACHE/audit)
     relearn: RelearnSettings = field(default_factory=RelearnSettings)
     bits: str | tuple[int, ...] = QUANTIZE_BITS  # "8,4" from the command line
+    fewshot: int = FEWSHOT_EXAMPLES  # the few-shot attack's in-context examples
     base: str | None = None  # base model of an adapter given as MODEL
     command: str | None = None  # the command line, recorded
 
@@ -278,10 +290,10 @@ def check_settings(settings: AuditSettings) -> None:
     if "relearn" in settings.attacks:
         if relearn.steps < 1 or relearn.batch_size < 1 or relearn.learning_rate <= 0:
             raise AuditError("relearning needs steps ≥ 1, batch size ≥ 1 and a positive lr")
-        if settings.scoring.muse and relearn.split is not None:
+        if settings.scoring.benchmark.kind != "tofu" and relearn.split is not None:
             raise AuditError(
-                "--relearn-split divides TOFU's authors; a MUSE model relearns forget documents "
-                "(--relearn-rows start:stop, default the first half)"
+                f"--relearn-split divides TOFU's authors; {settings.scoring.split} relearns "
+                f"forget text (--relearn-rows start:stop)"
             )
         if relearn.split not in (None, *RELEARN_SPLITS):
             raise AuditError(
@@ -293,6 +305,15 @@ def check_settings(settings: AuditSettings) -> None:
             raise AuditError("relearn trains in a named prompt format, not a prompt_template")
     if "paraphrase" in settings.attacks and metadata.get("forget_question"):
         raise AuditError("paraphrase sets forget_question itself: drop it from --metadata")
+    if "fewshot" in settings.attacks:
+        if metadata.get("fewshot"):
+            raise AuditError("the fewshot attack sets the task option fewshot: drop it")
+        if (
+            isinstance(settings.fewshot, bool)
+            or not isinstance(settings.fewshot, int)
+            or settings.fewshot < 1
+        ):
+            raise AuditError(f"--fewshot-examples must be 1 or more, got {settings.fewshot!r}")
 
 
 def target_is_run(target: str) -> bool:

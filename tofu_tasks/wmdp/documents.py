@@ -62,3 +62,18 @@ def wmdp_docs(options: WmdpOptions) -> list[dict[str, Any]]:
         limit = limits.get(group[0]["set"]) if group else None
         docs += group if limit is None else group[:limit]
     return interleave_sets(docs)
+
+
+def fewshot_examples(
+    doc: dict[str, Any], pool: list[dict[str, Any]], count: int
+) -> list[dict[str, Any]]:
+    """``count`` questions of ``pool`` (the document's domain) other than the document itself,
+    drawn by a generator seeded with its set and row: the same examples in every run."""
+    import random
+
+    others = [example for example in pool if example["row"] != doc["row"]]
+    if count > len(others):
+        raise ValueError(
+            f"fewshot {count}: {doc['set']} has only {len(others)} other questions to show"
+        )
+    return random.Random(f"{doc['set']}:{doc['row']}").sample(others, count)

@@ -8,7 +8,10 @@
 - ``sets`` / ``max_rows_per_set``: the sets (``wmdp_bio``, ``wmdp_chem``, ``wmdp_cyber``,
   ``mmlu``) to score and the rows per set;
 - ``pre_unlearning_reference``: the model before unlearning, scored with this task (its run,
-  results or samples file): each accuracy's change from it, on the same questions.
+  results or samples file): each accuracy's change from it, on the same questions;
+- ``fewshot``: k in-context examples before each WMDP question, other questions of its domain
+  with their answers (the few-shot prompt attack of ``lm-unlearn audit``; default 0, as lm-eval
+  asks). MMLU stays zero-shot.
 
 TOFU's and MUSE's options that shape prompts, generations and membership inference do not
 apply: the questions are asked in lm-eval's own format and scored by the likelihood of each
@@ -43,6 +46,7 @@ class WmdpOptions(ScoringOptions):
     mmlu_data_dir: str | None = None
     domains: list[str] | str | None = None
     mmlu_subjects: list[str] | str = "all"
+    fewshot: int = 0
 
     def check(self) -> None:
         super().check()
@@ -69,6 +73,10 @@ class WmdpOptions(ScoringOptions):
             raise TaskSetupError(
                 f"unknown MMLU subject {wrong[0]!r} in mmlu_subjects; lm-eval's mmlu has "
                 f"{', '.join(mmlu_subjects())} (or give all / none)"
+            )
+        if isinstance(self.fewshot, bool) or not isinstance(self.fewshot, int) or self.fewshot < 0:
+            raise TaskSetupError(
+                f"fewshot must be a number of examples (0 or more), got {self.fewshot!r}"
             )
         sets = names(self.sets)
         if any(name not in WMDP_TASK_SETS for name in sets):

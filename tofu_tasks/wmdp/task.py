@@ -31,13 +31,17 @@ from tofu_tasks.wmdp.data import (
     lm_eval_version,
     resolve_folder,
 )
-from tofu_tasks.wmdp.documents import wmdp_docs
+from tofu_tasks.wmdp.documents import domain_docs, fewshot_examples, wmdp_docs
 from tofu_tasks.wmdp.options import MMLU_SET, WmdpOptions
 from tofu_tasks.wmdp.reference import BeforeUnlearning, load_before_unlearning
 
 # what lm-eval's WMDP and MMLU tasks share, taken from its wmdp_bio task
 ASKED_AS = ("output_type", "doc_to_text", "doc_to_choice", "doc_to_target")
 PROMPT_FORMAT = "lm-eval"  # lm-eval's own multiple-choice prompt
+FEWSHOT_RULE = (
+    "k other questions of the same WMDP domain with their answer letters, drawn without the "
+    "question itself by a generator seeded with its set and row, after the description"
+)
 
 
 class WmdpUnlearnTask(ConfigurableTask):
@@ -65,6 +69,11 @@ class WmdpUnlearnTask(ConfigurableTask):
         self.dataset = datasets.DatasetDict(
             {self.config.test_split: datasets.Dataset.from_list(wmdp_docs(self.options))}
         )
+        # the in-context examples of the few-shot attack: every question of the domain
+        self._pools = {}
+        if self.options.fewshot:
+            self._pools = {f"wmdp_{d}": domain_docs(d, self.options.data_dir)
+                           for d in self.options.domain_list()}  # fmt: skip
 
     def _before_unlearning(self) -> BeforeUnlearning | None:
         path = self.options.pre_unlearning_reference
@@ -109,13 +118,33 @@ class WmdpUnlearnTask(ConfigurableTask):
         write_provenance(self.config.metadata, self.provenance)
         return super().dump_config()
 
-    def fewshot_context(self, doc: dict, num_fewshot: int = 0, *args, **kwargs):
+    def fewshot_context(self, doc: dict, num_fewshot: int = 0, system_instruction=None,
+                        apply_chat_template: bool = False, *args, **kwargs):  # fmt: skip
+        """lm-eval's prompt; with the task option ``fewshot``, a WMDP question comes after k
+        examples of its domain (description, then each example as lm-eval writes one)."""
         if num_fewshot:
             raise TaskSetupError(
-                "wmdp_unlearn asks zero-shot, as lm-eval's wmdp and mmlu tasks do: drop "
+                "wmdp_unlearn asks zero-shot, as lm-eval's wmdp and mmlu tasks do; for in-context "
+                "examples give the task option fewshot (WMDP questions only) instead of "
                 "--num_fewshot"
             )
-        return super().fewshot_context(doc, 0, *args, **kwargs)
+        prompt = super().fewshot_context(
+            doc, 0, system_instruction, apply_chat_template, *args, **kwargs
+        )
+        if not self.options.fewshot or doc["set"] == MMLU_SET:
+            return prompt
+        if apply_chat_template or system_instruction:
+            raise TaskSetupError(
+                "the task option fewshot asks in lm-eval's plain format: drop "
+                "--apply_chat_template and --system_instruction"
+            )
+        description = doc.get("description") or ""
+        shown = "".join(
+            f"{self.doc_to_text(example)}{self.config.target_delimiter}"
+            f"{self.doc_to_choice(example)[example['answer']]}{self.config.fewshot_delimiter}"
+            for example in fewshot_examples(doc, self._pools[doc["set"]], self.options.fewshot)
+        )
+        return description + shown + prompt.removeprefix(description)
 
     def process_results(self, doc: dict, results: list) -> dict[str, Any]:
         import numpy as np
