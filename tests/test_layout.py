@@ -26,7 +26,7 @@ LAYERS = [
     ("lm-eval machinery every benchmark shares", ("harness_ext/lm_eval_plugin",)),
     (
         "benchmark plug-ins: data, eval sets, task YAMLs, task classes",
-        ("tofu_tasks", "tofu_tasks/muse", "tofu_tasks/wmdp"),
+        ("tofu_tasks", "tofu_tasks/muse", "tofu_tasks/wmdp", "tofu_tasks/lume"),
     ),
     ("loss terms", ("unlearn_methods/losses",)),
     ("training, test models", ("unlearn_methods", "harness_ext/testing")),

@@ -68,6 +68,7 @@ from typing import Any
 from harness_ext.lm_eval_plugin.requests import TaskSetupError
 from harness_ext.lm_eval_plugin.task_options import ScoringOptions
 from tofu_tasks import data
+from tofu_tasks.lume.options import LumeOptions
 from tofu_tasks.muse.options import MuseOptions
 from tofu_tasks.wmdp.options import WmdpOptions
 
@@ -132,7 +133,7 @@ TASK_OPTIONS = tuple(
     sorted(
         {
             f.name
-            for options in (TaskOptions, RealWorldOptions, MuseOptions, WmdpOptions)
+            for options in (TaskOptions, RealWorldOptions, MuseOptions, WmdpOptions, LumeOptions)
             for f in fields(options)
         }
         - {"forget_split", "corpus"}

@@ -8,4 +8,4 @@ Kept import-free (the autoload hook imports this package at every interpreter st
 DEFAULT_BACKEND = "hf-unlearn"
 BACKEND_CLASS = "harness_ext.lm_eval_plugin.backend:UnlearnHFLM"
 # the names of the project's tasks begin with these
-PROJECT_TASK_PREFIXES = ("tofu_", "realworld_", "muse_", "wmdp_unlearn")
+PROJECT_TASK_PREFIXES = ("tofu_", "realworld_", "muse_", "wmdp_unlearn", "lume_")

@@ -40,6 +40,7 @@ FORGET_LOWER = {
     "knowmem_rougeL_f1", "verbmem_rougeL_f1",  # MUSE's memorisation of the forget set
     # WMDP's hazardous knowledge (chance is 0.25) and its change from before unlearning
     "wmdp_acc", "wmdp_bio_acc", "wmdp_chem_acc", "wmdp_cyber_acc", "wmdp_acc_change",
+    "exact_match",  # LUME's answers to forget questions
 }  # fmt: skip
 FORGET_PREFIX = "forget_"
 MIA_PREFIX, MIA_SUFFIX = "mia_", "_auc"
@@ -103,7 +104,10 @@ def ideal_of(metric: str) -> Ideal:
         return Ideal(RETAIN)
     if metric == "forget_truth_ratio":
         return Ideal(RETAIN)
-    if metric.startswith(FORGET_PREFIX) and metric.removeprefix(FORGET_PREFIX) in FORGET_LOWER:
+    # forget_<name>, or forget_<part>_<name> (LUME's forget_task1_sc_rougeL_recall)
+    if metric.startswith(FORGET_PREFIX) and any(
+        metric == FORGET_PREFIX + name or metric.endswith("_" + name) for name in FORGET_LOWER
+    ):
         return Ideal(LOWER)
     return Ideal(HIGHER)
 

@@ -1,0 +1,146 @@
+"""LUME (SemEval-2025 Task 4) on its real data (`../shared/data/lume`): the loader and its checks,
+the challenge's scores by hand on a few rows and its aggregate against the formula on made-up
+numbers, and `lume_unlearn` end to end on a tiny model, every per-row and aggregate value
+recomputed from the run's own samples."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness_ext.lm_eval_plugin.run import run_tasks
+from harness_ext.metrics import lume
+from harness_ext.metrics.privacy import auc
+from tofu_tasks.lume.data import LumeDataError, read_split
+
+LUME = Path(__file__).resolve().parents[2] / "shared" / "data" / "lume"
+MODEL = LUME.parents[1] / "conformance" / "tiny-tofu-llama"
+
+
+def test_the_real_files_are_read_and_checked():
+    forget, retain = read_split("forget", LUME), read_split("retain", LUME)
+    assert len(forget) == 2732 and len(retain) == 2734
+    counts = {t: sum(r["task"] == t for r in forget) for t in ("Task1", "Task2", "Task3")}
+    assert counts == {"Task1": 486, "Task2": 1500, "Task3": 746}
+    assert sum(r["kind"] == "sc" for r in forget) == 866
+    assert sum(r["kind"] == "sc" for r in retain) == 867
+
+
+def test_a_bad_row_or_a_missing_folder_is_named(tmp_path, monkeypatch):
+    (tmp_path / "forget.jsonl").write_text(
+        json.dumps({"id": '"x"sc1', "input": "a", "output": "b", "task": "Task1"}) + "\n"
+        + json.dumps({"id": '"x"zz1', "input": "a", "output": "b", "task": "Task1"}) + "\n"
+    )  # fmt: skip
+    with pytest.raises(LumeDataError, match=r"forget.jsonl line 2: id '\"x\"zz1' ends in neither"):
+        read_split("forget", tmp_path)
+    with pytest.raises(LumeDataError, match="has no retain.jsonl"):
+        read_split("retain", tmp_path)
+    monkeypatch.delenv("LUME_DATA_DIR", raising=False)
+    monkeypatch.setenv("LM_UNLEARN_CACHE", str(tmp_path / "cache"))
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    with pytest.raises(LumeDataError, match="offline, set LUME_DATA_DIR"):
+        read_split("retain")
+
+
+def test_the_challenges_row_scores_by_hand():
+    # ROUGE-L recall: the longest common subsequence over the expected completion's tokens
+    assert lume.regurgitation("they met in a coffee shop", "they met in Madera") == pytest.approx(
+        3 / 4
+    )
+    assert lume.regurgitation("", "anything at all") == 0.0
+    assert lume.exact_match("  Madera \n", "madera") == 1.0
+    assert lume.exact_match("Madera, a city", "Madera") == 0.0
+
+
+def test_the_aggregate_follows_the_papers_formula_on_made_up_numbers():
+    means = {}
+    values = iter([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.35, 0.45, 0.55, 0.65])
+    for split in ("forget", "retain"):
+        for subtask in ("Task1", "Task2", "Task3"):
+            for kind in ("sc", "qa"):
+                means[(split, subtask, kind)] = next(values)
+    forget_terms = [1 - 0.9, 1 - 0.8, 1 - 0.7, 1 - 0.6, 1 - 0.5, 1 - 0.4]
+    retain_terms = [0.3, 0.2, 0.35, 0.45, 0.55, 0.65]
+    by_hand = 12 / sum(1 / t for t in forget_terms + retain_terms)
+    assert lume.task_aggregate(means) == pytest.approx(by_hand)
+    assert lume.mia_score(0.62) == pytest.approx(0.76) and lume.mia_score(0.38) == pytest.approx(
+        0.76
+    )
+    assert lume.final_score(by_hand, 0.76, 0.45) == pytest.approx((by_hand + 0.76 + 0.45) / 3)
+    means[("forget", "Task2", "qa")] = 1.0  # every forget answer still right: 1 - 1 = 0
+    assert lume.task_aggregate(means) == 0.0
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    mmlu = tmp_path_factory.mktemp("mmlu") / "results_2026.json"
+    mmlu.write_text(json.dumps({"results": {"mmlu": {"acc,none": 0.43}}}))
+    options = {"data_dir": str(LUME), "max_rows_per_set": 1, "max_new_tokens": 12,
+               "holdout": "retain[2600:]", "mmlu": str(mmlu)}  # fmt: skip
+    return run_tasks({"pretrained": str(MODEL), "dtype": "float32"}, ["lume_unlearn"],
+                     metadata=options, batch_size=8, device="cpu")  # fmt: skip
+
+
+def test_every_value_is_the_challenges_on_the_runs_own_outputs(scored):
+    from transformers import AutoTokenizer
+
+    from tofu_tasks.muse.documents import as_open_unlearning_reads
+
+    tokenizer = AutoTokenizer.from_pretrained(MODEL)
+    samples = scored["samples"]["lume_unlearn"]
+    metrics = scored["results"]["lume_unlearn"]
+    answered = [s for s in samples if s["doc"]["set"] != "holdout"]
+    assert len(answered) == 12  # one row of each subtask and kind, forget and retain
+    grouped = {}
+    for sample in answered:
+        doc = sample["doc"]
+        output = as_open_unlearning_reads(tokenizer, sample["resps"][0][0])
+        part = f"{doc['set']}_{doc['subtask'].lower()}_{doc['kind']}"
+        rouge = lume.regurgitation(output, doc["answer"])
+        assert sample[f"{part}_rougeL_recall"] == pytest.approx(rouge)
+        score = rouge if doc["kind"] == "sc" else lume.exact_match(output, doc["answer"])
+        if doc["kind"] == "qa":
+            assert sample[f"{part}_exact_match"] == score
+        grouped[(doc["set"], doc["subtask"], doc["kind"])] = score
+    task = lume.task_aggregate(grouped)
+    assert metrics["lume_task_aggregate,none"] == pytest.approx(task)
+    members = [-s["mia_loss_auc"]["score"] for s in samples if s["doc"]["set"] == "forget"]
+    others = [-s["mia_loss_auc"]["score"] for s in samples if s["doc"]["set"] == "holdout"]
+    assert 0 < len(others) <= 6  # holdout rows: retain rows 2600 on, one per subtask and kind
+    mia = lume.mia_score(auc(members, others))
+    assert metrics["lume_mia_score,none"] == pytest.approx(mia)
+    assert metrics["lume_final_score,none"] == pytest.approx((task + mia + 0.43) / 3)
+    recorded = scored["configs"]["lume_unlearn"]["metadata"]["tofu"]
+    assert recorded["scenario"] == "lume" and recorded["generation"]["max_new_tokens"] == 12
+
+
+def test_without_a_holdout_or_mmlu_the_scores_say_what_they_need(tmp_path):
+    options = {"data_dir": str(LUME), "max_rows_per_set": 1, "max_new_tokens": 4,
+               "sets": ["forget", "retain"], "subtasks": ["Task2"]}  # fmt: skip
+    results = run_tasks({"pretrained": str(MODEL), "dtype": "float32"}, ["lume_unlearn"],
+                        metadata=options, batch_size=8, device="cpu")["results"]["lume_unlearn"]  # fmt: skip
+    assert results["lume_mia_score,none"].startswith("N/A (no holdout rows")
+    assert results["lume_final_score,none"] == results["lume_mia_score,none"]
+    assert isinstance(results["lume_task_aggregate,none"], float)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"prompt_format": "plain"}, "does not take prompt_format"),
+        ({"subtasks": ["Task4"]}, "subtasks must name some of Task1"),
+        ({"kinds": "sc,mc"}, "kinds must name some of sc, qa"),
+        ({"holdout": "forget[0:10]"}, "holdout must be retain"),
+        ({"holdout": "retain[2700:9000]"}, "holdout must be retain"),
+        ({"mmlu": 1.5}, "mmlu must be an accuracy"),
+    ],
+)
+def test_bad_options_are_refused(options, message):
+    with pytest.raises(Exception, match=message):
+        run_tasks({"pretrained": str(MODEL), "dtype": "float32"}, ["lume_unlearn"],
+                  metadata={"data_dir": str(LUME), "max_rows_per_set": 1, **options},
+                  batch_size=8, device="cpu")  # fmt: skip
