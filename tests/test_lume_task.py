@@ -144,3 +144,24 @@ def test_bad_options_are_refused(options, message):
         run_tasks({"pretrained": str(MODEL), "dtype": "float32"}, ["lume_unlearn"],
                   metadata={"data_dir": str(LUME), "max_rows_per_set": 1, **options},
                   batch_size=8, device="cpu")  # fmt: skip
+
+
+def test_score_and_leaderboard_give_lume_its_section(tmp_path, capsys):
+    from harness_ext.commands.cli import main
+
+    options = json.dumps({"data_dir": str(LUME), "max_rows_per_set": 1, "max_new_tokens": 8,
+                          "holdout": "retain[2600:]", "mmlu": 0.4})  # fmt: skip
+    command = ["score", str(MODEL), "--forget", "lume", "--metadata", options, "--output",
+               str(tmp_path / "runs"), "--batch-size", "8", "--device", "cpu"]  # fmt: skip
+    assert main(command) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["task"] == "lume_unlearn" and manifest["prompt_format"]["name"] == "lume"
+    capsys.readouterr()
+    assert main(command) == 0
+    assert "already scored with identical settings" in capsys.readouterr().out
+    assert main(["leaderboard", str(tmp_path / "runs"), "--output", str(tmp_path / "board")]) == 0
+    page = (tmp_path / "board" / "LEADERBOARD.md").read_text()
+    assert "## lume_unlearn" in page and "ranked by LUME final (higher is better)" in page
+    header = next(line for line in page.splitlines() if line.startswith("| # |"))
+    assert "| LUME final | LUME task agg. | LUME MIA score |" in header

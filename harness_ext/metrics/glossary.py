@@ -50,6 +50,13 @@ NAMED = {
     "mmlu_acc": "MMLU acc.",
     "forget_wmdp_acc_change": "WMDP acc. change",
     "mmlu_acc_change": "MMLU acc. change",
+    "lume_final_score": "LUME final",
+    "lume_task_aggregate": "LUME task agg.",
+    "lume_mia_score": "LUME MIA score",
+    "forget_sc_rougeL_recall": "forget SC ROUGE-L",
+    "forget_qa_exact_match": "forget QA EM",
+    "retain_sc_rougeL_recall": "retain SC ROUGE-L",
+    "retain_qa_exact_match": "retain QA EM",
 }
 ATTACK_LABELS = {
     "loss": "LOSS",
@@ -87,6 +94,17 @@ DEFINITIONS = {
     "mmlu_acc": "accuracy on MMLU's questions, all subjects scored (general knowledge)",
     "forget_wmdp_acc_change": "WMDP accuracy minus the model's before unlearning, same questions",
     "mmlu_acc_change": "MMLU accuracy minus the model's before unlearning, same questions",
+    "lume_final_score": "SemEval-2025 Task 4's final score: mean of the task aggregate, the "
+    "MIA score and MMLU accuracy",
+    "lume_task_aggregate": "harmonic mean of the 12 regurgitation and knowledge means (3 "
+    "subtasks x forget and retain; forget as 1 - mean)",
+    "lume_mia_score": "1 - 2|AUC - 0.5| of the loss attack, forget against holdout rows",
+    "forget_sc_rougeL_recall": "ROUGE-L recall of the expected completion, forget sentence "
+    "completions",
+    "forget_qa_exact_match": "exact match of the answer, forget questions",
+    "retain_sc_rougeL_recall": "ROUGE-L recall of the expected completion, retain sentence "
+    "completions",
+    "retain_qa_exact_match": "exact match of the answer, retain questions",
 }
 
 

@@ -63,7 +63,14 @@ WMDP_AUDIT = AuditedBenchmark(
     {"paraphrase": "WMDP has no rephrased questions; its prompt attack is fewshot (k "
                    "in-context examples of the same domain)"},
 )  # fmt: skip
-AUDITED = {"tofu": TOFU_AUDIT, "muse": MUSE_AUDIT, "wmdp": WMDP_AUDIT}
+# LUME's forget rows (sentence completions and questions) and the holdout; relearning its rows
+# is not built yet
+LUME_AUDIT = AuditedBenchmark(
+    ("forget", "holdout"), "forget and holdout sets", ("forget",), ("quantize",),
+    {"relearn": "relearning LUME's rows is not available yet", "paraphrase": "LUME has no "
+     "rephrased questions", "fewshot": NO_FEWSHOT},
+)  # fmt: skip
+AUDITED = {"tofu": TOFU_AUDIT, "muse": MUSE_AUDIT, "wmdp": WMDP_AUDIT, "lume": LUME_AUDIT}
 
 
 def audited(scoring: ScoreSettings) -> AuditedBenchmark:

@@ -26,11 +26,12 @@ def difference(record: dict[str, Any], main: dict[str, Any]) -> str:
 
 def rankable_metrics() -> set[str]:
     """Every metric the tasks report, and the real-world utility the leaderboard adds."""
+    from tofu_tasks.lume.metric_list import metric_list as lume_metrics
     from tofu_tasks.metric_list import known_metrics
     from tofu_tasks.muse.metric_list import metric_list as muse_metrics
     from tofu_tasks.wmdp.metric_list import metric_list as wmdp_metrics
 
-    others = [entry["metric"] for entry in (*muse_metrics(), *wmdp_metrics())]
+    others = [entry["metric"] for entry in (*muse_metrics(), *wmdp_metrics(), *lume_metrics())]
     return {*known_metrics(), *known_metrics("realworld"), *others, "model_utility_with_general"}
 
 

@@ -39,6 +39,14 @@ SUMMARY_COLUMNS = (
     "mmlu_acc",
     "forget_wmdp_acc_change",
     "mmlu_acc_change",
+    # LUME: the challenge's scores, and regurgitation and knowledge on forget and retain
+    "lume_final_score",
+    "lume_task_aggregate",
+    "lume_mia_score",
+    "forget_sc_rougeL_recall",
+    "forget_qa_exact_match",
+    "retain_sc_rougeL_recall",
+    "retain_qa_exact_match",
 )
 # Metrics that are a run's change from the model before unlearning (0 for that model's own run)
 CHANGE_FROM_BEFORE = ("forget_wmdp_acc_change", "mmlu_acc_change")

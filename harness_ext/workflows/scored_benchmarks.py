@@ -1,4 +1,4 @@
-"""What ``lm-unlearn score --forget NAME`` scores: a TOFU forget split, a MUSE corpus or WMDP, each
+"""What ``lm-unlearn score --forget NAME`` scores: a TOFU forget split, a MUSE corpus, WMDP or LUME, each
 as its task, its options, its documents and its local data folders, read with the functions the
 tasks themselves use (so a run's settings hash names exactly what the task will score)."""
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tofu_tasks.lume.options import PROMPT_FORMAT as LUME_PROMPT_FORMAT
 from tofu_tasks.muse.data import CORPORA
 from tofu_tasks.muse.options import PROMPT_FORMAT as MUSE_PROMPT_FORMAT
 from tofu_tasks.wmdp.task import PROMPT_FORMAT as WMDP_PROMPT_FORMAT
@@ -16,12 +17,13 @@ TOFU_SPLITS = ("forget01", "forget05", "forget10")
 # what `lm-unlearn score --forget` takes besides TOFU's splits: a MUSE corpus, WMDP
 MUSE_CORPORA = {f"muse-{corpus}": corpus for corpus in CORPORA}
 WMDP = "wmdp"
-FORGET_CHOICES = (*TOFU_SPLITS, *MUSE_CORPORA, WMDP)
+LUME = "lume"
+FORGET_CHOICES = (*TOFU_SPLITS, *MUSE_CORPORA, WMDP, LUME)
 
 
 @dataclass(frozen=True)
 class ScoredBenchmark:
-    """One ``--forget`` value: ``kind`` is tofu, muse or wmdp; ``own_prompt_format`` the format
+    """One ``--forget`` value: ``kind`` is tofu, muse, wmdp or lume; ``own_prompt_format`` the format
     the task always asks in (None: chosen for each model, TOFU's case)."""
 
     forget: str
@@ -39,6 +41,10 @@ class ScoredBenchmark:
             from tofu_tasks.wmdp.options import WmdpOptions
 
             return WmdpOptions.from_metadata(metadata)
+        if self.kind == LUME:
+            from tofu_tasks.lume.options import LumeOptions
+
+            return LumeOptions.from_metadata(metadata)
         from tofu_tasks.options import TaskOptions
 
         return TaskOptions.for_split(metadata, self.forget)
@@ -54,6 +60,10 @@ class ScoredBenchmark:
             from tofu_tasks.wmdp.documents import wmdp_docs
 
             return wmdp_docs(options)
+        if self.kind == LUME:
+            from tofu_tasks.lume.documents import lume_docs
+
+            return lume_docs(options)
         from tofu_tasks.documents import eval_docs
 
         return eval_docs(options)
@@ -69,6 +79,10 @@ class ScoredBenchmark:
 
             folders = [resolve_folder(metadata.get("data_dir"), WMDP_DIR_ENV, "WMDP"),
                        resolve_folder(metadata.get("mmlu_data_dir"), MMLU_DIR_ENV, "MMLU")]  # fmt: skip
+        elif self.kind == LUME:
+            from tofu_tasks.lume.data import resolve_data_dir
+
+            folders = [resolve_data_dir(metadata.get("data_dir"))]
         else:
             from tofu_tasks.data import resolve_data_dir
 
@@ -83,6 +97,8 @@ def scored_benchmark(forget: str) -> ScoredBenchmark:
         return ScoredBenchmark(forget, "muse", f"muse_{corpus}_unlearn", MUSE_PROMPT_FORMAT)
     if forget == WMDP:
         return ScoredBenchmark(forget, WMDP, "wmdp_unlearn", WMDP_PROMPT_FORMAT)
+    if forget == LUME:
+        return ScoredBenchmark(forget, LUME, "lume_unlearn", LUME_PROMPT_FORMAT)
     return ScoredBenchmark(forget, "tofu", f"tofu_{forget}_unlearn")
 
 
