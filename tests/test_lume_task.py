@@ -88,8 +88,6 @@ def scored(tmp_path_factory):
 def test_every_value_is_the_challenges_on_the_runs_own_outputs(scored):
     from transformers import AutoTokenizer
 
-    from tofu_tasks.muse.documents import as_open_unlearning_reads
-
     tokenizer = AutoTokenizer.from_pretrained(MODEL)
     samples = scored["samples"]["lume_unlearn"]
     metrics = scored["results"]["lume_unlearn"]
@@ -98,7 +96,8 @@ def test_every_value_is_the_challenges_on_the_runs_own_outputs(scored):
     grouped = {}
     for sample in answered:
         doc = sample["doc"]
-        output = as_open_unlearning_reads(tokenizer, sample["resps"][0][0])
+        # decoded with clean_up_tokenization_spaces, as the challenge's evaluation decodes
+        output = tokenizer.clean_up_tokenization(sample["resps"][0][0])
         part = f"{doc['set']}_{doc['subtask'].lower()}_{doc['kind']}"
         rouge = lume.regurgitation(output, doc["answer"])
         assert sample[f"{part}_rougeL_recall"] == pytest.approx(rouge)

@@ -36,7 +36,6 @@ from tofu_tasks.lume import metric_list as lume_metric_list
 from tofu_tasks.lume.data import REPOSITORY, resolve_data_dir
 from tofu_tasks.lume.documents import lume_docs
 from tofu_tasks.lume.options import PROMPT_FORMAT, LumeOptions
-from tofu_tasks.muse.documents import as_open_unlearning_reads
 from tofu_tasks.reference_files import load_reference
 
 HOLDOUT = privacy.HOLDOUT
@@ -180,7 +179,7 @@ class LumeUnlearnTask(UnlearningTask):
         out: dict[str, Any] = {**self._empty_metrics(), **self._placeholder_metrics}
         out["lume_final_score"] = {"mmlu": self._mmlu}
         if doc["set"] != HOLDOUT:
-            generation = as_open_unlearning_reads(self.tokenizer, str(results[0]))
+            generation = as_the_challenge_reads(self.tokenizer, str(results[0]))
             score = (
                 lume.regurgitation(generation, doc["answer"])
                 if doc["kind"] == "sc"
@@ -213,6 +212,13 @@ class LumeUnlearnTask(UnlearningTask):
         out["lume_mia_score"] = loss
         out["lume_final_score"]["loss"] = loss
         return out
+
+
+def as_the_challenge_reads(tokenizer, text: str) -> str:
+    """An output as the challenge's evaluation reads it: decoded with the tokenizer's clean-up of
+    spaces before punctuation and contractions (``clean_up_tokenization_spaces=True``; lm-eval's
+    decoding under transformers 5 leaves it out)."""
+    return tokenizer.clean_up_tokenization(text)
 
 
 def mmlu_from_results(path: Path) -> float:
