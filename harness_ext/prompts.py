@@ -4,7 +4,9 @@
 The legacy formats reproduce how TOFU's own fine-tuned models were trained and scored:
 ``llama2`` (``[INST] q [/INST]`` with the answer glued on, no space) and ``phi``
 (``Question: q\\n`` then ``Answer: a``, the answer tag counted as answer tokens as TOFU did).
-``plain`` is the default for a model without a chat template.
+``plain`` is the default for a model without a chat template. ``lume`` gives the question as it
+is with the answer glued on, as LUME's rows are prompts and their continuations (its training
+format).
 
 >>> fmt = get_prompt_format("llama2")
 >>> fmt.prompt.format(question="Who?") + fmt.answer.format(answer="Me.")
@@ -36,6 +38,7 @@ PROMPT_FORMATS: dict[str, PromptFormat] = {
     "phi": PromptFormat(
         "phi", "Question: {question}\n", "Answer: {answer}", "TOFU Phi-1.5: Question: q\\nAnswer: a"
     ),
+    "lume": PromptFormat("lume", "{question}", "{answer}", "LUME: the input, its output glued on"),
 }
 LEGACY_FORMATS = ("llama2", "phi")
 

@@ -164,3 +164,29 @@ def test_score_and_leaderboard_give_lume_its_section(tmp_path, capsys):
     assert "## lume_unlearn" in page and "ranked by LUME final (higher is better)" in page
     header = next(line for line in page.splitlines() if line.startswith("| # |"))
     assert "| LUME final | LUME task agg. | LUME MIA score |" in header
+
+
+def test_lume_rows_train_in_their_own_format(tmp_path, monkeypatch, tiny_model_dir):
+    """`--forget lume:forget[...]` trains on LUME's rows: the input as it is (the task's prompt),
+    the expected output glued on and alone supervised; the retain rows are LUME's retain file."""
+    from transformers import AutoTokenizer
+
+    from harness_ext.prompts import get_prompt_format
+    from unlearn_methods.config import UnlearnConfig
+    from unlearn_methods.data import IGNORE_INDEX, PromptEncoder, load_unlearn_data
+    from unlearn_methods.train import dry_run
+
+    monkeypatch.setenv("LUME_DATA_DIR", str(LUME))
+    settings = dry_run(UnlearnConfig(method="GA+GD", model=str(tiny_model_dir),
+                                     output_dir=str(tmp_path / "x"), forget="lume:forget[:6]"))  # fmt: skip
+    assert settings["prompt_format"] == "lume"
+    data = load_unlearn_data("lume:forget[:2]")
+    first = read_split("forget", LUME)[0]
+    assert data.retain_split == "lume:retain" and len(data.retain) == 2734
+    assert data.forget[0] == {"question": first["input"], "answer": first["output"]}
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    encoded = PromptEncoder(tokenizer, get_prompt_format("lume"), 4096).encode(
+        first["input"], first["output"]
+    )
+    supervised = [t for t in encoded["labels"] if t != IGNORE_INDEX]
+    assert tokenizer.decode(supervised[:-1]) == first["output"]  # then EOS

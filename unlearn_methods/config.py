@@ -72,7 +72,7 @@ class TrainingConfig(TrainingArguments):
     prompt_format: str | None = field(
         default=None,
         metadata=_help(
-            "chat, plain, llama2 or phi (default: the scoring rule, docs/scoring.md: TOFU's "
+            "chat, plain, llama2, phi or lume (default: the scoring rule, docs/scoring.md: TOFU's "
             "format for its checkpoints, else chat with a chat template, else plain)"
         ),
     )

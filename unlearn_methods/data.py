@@ -83,6 +83,7 @@ def parse_rows_spec(spec: str) -> list[tuple[str, int | None, int | None]]:
 
 
 REALWORLD_PREFIX = "realworld:"
+LUME_PREFIX = "lume:"  # LUME's rows: lume:forget, lume:retain (a folder: $LUME_DATA_DIR)
 # text corpora: MUSE's raw splits (hub or $MUSE_DATA_DIR), WMDP's corpora (hub or
 # $WMDP_CORPORA_DIR), WikiText and local files
 MUSE_PREFIXES = {f"muse-{corpus}:": corpus for corpus in CORPORA}
@@ -174,6 +175,14 @@ def read_rows(
     for name, start, stop in parse_rows_spec(spec):
         if _is_text_name(name):
             rows += read_text_rows(name, muse_data_dir, wmdp_corpora_dir)[start:stop]
+        elif name.startswith(LUME_PREFIX):
+            from tofu_tasks.lume.data import LumeDataError, read_split
+
+            try:
+                source = read_split(name.removeprefix(LUME_PREFIX))
+            except LumeDataError as err:
+                raise UnlearnDataError(str(err)) from err
+            rows += [{"question": r["input"], "answer": r["output"]} for r in source][start:stop]
         elif name.startswith(REALWORLD_PREFIX):
             from tofu_tasks.realworld import read_realworld
 
@@ -207,6 +216,8 @@ def retain_split_for(forget_split: str) -> str:
         return muse + "retain1"  # MUSE's retain corpus of unlearning
     if forget_split.startswith(WMDP_PREFIX):
         return WIKITEXT  # RMU's retain text
+    if forget_split.startswith(LUME_PREFIX):
+        return LUME_PREFIX + "retain"
     digits = forget_split.removeprefix("forget")
     if not forget_split.startswith("forget") or not digits.isdigit():
         raise UnlearnDataError(

@@ -35,9 +35,15 @@ def load_training_tokenizer(options: TrainingConfig):
 
 def training_prompt_format(options: TrainingConfig, tokenizer=None) -> str:
     """The prompt format the run trains in, by the rule scoring follows (so a model is scored
-    the way it was trained): as asked, else TOFU's legacy format for its checkpoints and their
-    descendants, else the tokenizer's chat template, else plain. The tokenizer is loaded only
-    when the choice comes to it and none is given."""
+    the way it was trained): as asked, else LUME's for LUME's rows (the input as it is, as its
+    task asks), else TOFU's legacy format for its checkpoints and their descendants, else the
+    tokenizer's chat template, else plain. The tokenizer is loaded only when the choice comes to
+    it and none is given."""
+    from unlearn_methods.data import LUME_PREFIX
+
+    data = str(getattr(options, "forget", None) or getattr(options, "data", None) or "")
+    if options.prompt_format is None and data.startswith(LUME_PREFIX):
+        return "lume"
     name, _ = choose_prompt_format(
         options.prompt_format,
         options.model,

@@ -45,7 +45,7 @@ class RunArguments:
     prompt_format: str | None = field(
         default=None,
         metadata=_help(
-            "chat, plain, llama2 or phi (default: the rule of docs/scoring.md, said and recorded)"
+            "chat, plain, llama2, phi or lume (default: the rule of docs/scoring.md, said and recorded)"
         ),
     )
     metadata: str | None = field(
