@@ -65,6 +65,14 @@ class ScoringOptions:
                 f"{self.scored_tokens!r}"
             )
 
+    def refuse_given(self, names: tuple[str, ...], refusal: str, because: str) -> None:
+        """Refuse the shared options among ``names`` given a value other than their default:
+        "``refusal`` <them>: ``because``" (``refusal``: "the X task does not take")."""
+        defaults = {f.name: f.default for f in fields(ScoringOptions)}
+        given = [name for name in names if getattr(self, name) != defaults[name]]
+        if given:
+            raise TaskSetupError(f"{refusal} {', '.join(given)}: {because}")
+
     @property
     def wants_bertscore(self) -> bool:
         return str(self.bertscore).lower() in ("true", "1")

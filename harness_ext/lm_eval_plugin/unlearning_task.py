@@ -377,6 +377,24 @@ class UnlearningTask(ConfigurableTask):
         self._record_ideals(values)
         self._use_reference_membership(reference, docs, values)
 
+    def _check_membership_reference(
+        self, docs: list[dict], run_docs: list[dict], without: float | str
+    ) -> None:
+        """For a benchmark whose rows are texts, not answered questions (MUSE, LUME): the retain
+        model's membership AUCs on the run's rows (privleak's reference and the ideals), or,
+        without a retain reference, ``without`` (a fixed reference AUC, or why there is none)."""
+        self._retain_auc, self._reference_nlls = None, {}
+        if self.retain_reference is None:
+            self._retain_auc = without
+            self._record_ideals({})
+            return
+        try:
+            values = retain_values(self.retain_reference, run_docs, answers=False)
+        except RetainValueError as err:
+            raise TaskSetupError(str(err)) from err
+        self._record_ideals(values)
+        self._use_reference_membership(self.retain_reference, docs, values)
+
     def _record_ideals(self, values: dict[str, float | str]) -> None:
         """The results say which value is best where lm-eval's boolean cannot (privleak, the
         AUCs, TOFU's forget truth ratio: the retain model's), and the retain model's values."""

@@ -21,7 +21,7 @@ is, as the challenge's evaluation does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from harness_ext.lm_eval_plugin.requests import TaskSetupError
 from harness_ext.lm_eval_plugin.task_options import ScoringOptions
@@ -35,7 +35,7 @@ DEFAULT_NEW_TOKENS = 256  # the challenge's generation budget
 PROMPT_FORMAT = "lume"  # each input as it is, no template
 NOT_APPLICABLE = (
     "prompt_format", "prompt_template", "pre_unlearning_reference", "embedding_model",
-    "nli_model", "bertscore_model",
+    "nli_model", "bertscore_model", "scored_tokens", "bertscore", "truth_ratio",
 )  # fmt: skip
 
 
@@ -48,18 +48,10 @@ class LumeOptions(ScoringOptions):
 
     def check(self) -> None:
         super().check()
-        defaults = {f.name: f.default for f in fields(ScoringOptions)}
-        given = [name for name in NOT_APPLICABLE if getattr(self, name) != defaults[name]]
-        given += [
-            n
-            for n in ("scored_tokens", "bertscore", "truth_ratio")
-            if getattr(self, n) != defaults[n]
-        ]
-        if given:
-            raise TaskSetupError(
-                f"the LUME task does not take {', '.join(given)}: it gives each input to the "
-                f"model as it is and scores the output as the challenge does"
-            )
+        self.refuse_given(
+            NOT_APPLICABLE, "the LUME task does not take", "it gives each input to the model as it is and "
+            "scores the output as the challenge does",
+        )  # fmt: skip
         for name, value, known in (("subtasks", self.subtask_list(), SUBTASKS),
                                    ("kinds", self.kind_list(), KINDS),
                                    ("sets", set_names(self.sets or []), LUME_SETS)):  # fmt: skip

@@ -31,7 +31,6 @@ from harness_ext.lm_eval_plugin.unlearning_task import NO_ROWS, UnlearningTask
 from harness_ext.metrics import lume, privacy
 from harness_ext.metrics.aggregate import not_computed
 from harness_ext.metrics.references import ScoredReference
-from harness_ext.metrics.retain_values import RetainValueError, retain_values
 from tofu_tasks.lume import metric_list as lume_metric_list
 from tofu_tasks.lume.data import REPOSITORY, resolve_data_dir
 from tofu_tasks.lume.documents import lume_docs
@@ -158,17 +157,8 @@ class LumeUnlearnTask(UnlearningTask):
 
     def _check_retain_reference(self, docs: list[dict], run_docs: list[dict]) -> None:
         """The retain model's membership AUCs on the run's rows (privleak, the ideals)."""
-        self._retain_auc, self._reference_nlls = None, {}
-        if self.retain_reference is None:
-            self._retain_auc = not_computed("no retain reference; set retain_reference")
-            self._record_ideals({})
-            return
-        try:
-            values = retain_values(self.retain_reference, run_docs, answers=False)
-        except RetainValueError as err:
-            raise TaskSetupError(str(err)) from err
-        self._record_ideals(values)
-        self._use_reference_membership(self.retain_reference, docs, values)
+        without = not_computed("no retain reference; set retain_reference")
+        self._check_membership_reference(docs, run_docs, without)
 
     # ------------------------------------------------------------------ results
     def apply_filters(self):

@@ -18,7 +18,7 @@ reference) do not apply: MUSE asks in its own plain format and scores fixed span
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from harness_ext.lm_eval_plugin.requests import TaskSetupError
 from harness_ext.lm_eval_plugin.task_options import ScoringOptions
@@ -35,7 +35,7 @@ DEFAULT_FORGET_TEXTS = "privleak/forget"
 PROMPT_FORMAT = "muse"  # MUSE's plain "Question: ...\nAnswer: " with in-context examples
 NOT_APPLICABLE = (
     "prompt_format", "prompt_template", "pre_unlearning_reference", "holdout", "embedding_model",
-    "nli_model", "bertscore_model",
+    "nli_model", "bertscore_model", "scored_tokens",
 )  # fmt: skip
 
 
@@ -49,15 +49,10 @@ class MuseOptions(ScoringOptions):
         super().check()
         if self.corpus not in CORPORA:
             raise TaskSetupError(f"corpus must be one of {', '.join(CORPORA)}, got {self.corpus!r}")
-        defaults = {f.name: f.default for f in fields(ScoringOptions)}
-        given = [name for name in NOT_APPLICABLE if getattr(self, name) != defaults[name]]
-        if self.scored_tokens != defaults["scored_tokens"]:
-            given.append("scored_tokens")
-        if given:
-            raise TaskSetupError(
-                f"the MUSE tasks do not take {', '.join(given)}: MUSE asks in its own plain "
-                f"format, scores fixed spans and has its own holdout texts"
-            )
+        self.refuse_given(
+            NOT_APPLICABLE, "the MUSE tasks do not take", "MUSE asks in its own plain format, scores fixed "
+            "spans and has its own holdout texts",
+        )  # fmt: skip
         self.forget_texts_split()
         if self.privleak_reference_auc is not None:
             value = float(self.privleak_reference_auc)

@@ -43,7 +43,6 @@ from harness_ext.metrics.muse import (
     rouge_l_f1,
 )
 from harness_ext.metrics.references import ScoredReference
-from harness_ext.metrics.retain_values import RetainValueError, retain_values
 from tofu_tasks.muse import metric_list as muse_metric_list
 from tofu_tasks.muse.data import hub_id, resolve_data_dir
 from tofu_tasks.muse.documents import as_open_unlearning_reads, muse_docs
@@ -184,20 +183,11 @@ class MuseUnlearnTask(UnlearningTask):
         return out
 
     def _check_retain_reference(self, docs: list[dict], run_docs: list[dict]) -> None:
-        """The retain model's AUCs on the run's rows (privleak's reference and the ideals), or
-        the fixed reference AUC, or why privleak is not computed."""
-        self._retain_auc, self._reference_nlls = None, {}
-        if self.retain_reference is None:
-            fixed = self.options.privleak_reference_auc
-            self._retain_auc = NO_PRIVLEAK_REFERENCE if fixed is None else float(fixed)
-            self._record_ideals({})
-            return
-        try:
-            values = retain_values(self.retain_reference, run_docs, answers=False)
-        except RetainValueError as err:
-            raise TaskSetupError(str(err)) from err
-        self._record_ideals(values)
-        self._use_reference_membership(self.retain_reference, docs, values)
+        """The retain model's AUCs on the run's rows, or the fixed reference AUC, or why
+        privleak is not computed."""
+        fixed = self.options.privleak_reference_auc
+        without = NO_PRIVLEAK_REFERENCE if fixed is None else float(fixed)
+        self._check_membership_reference(docs, run_docs, without)
 
     # ------------------------------------------------------------------ results
     def apply_filters(self):

@@ -20,7 +20,7 @@ choice letter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from harness_ext.lm_eval_plugin.requests import TaskSetupError
 from harness_ext.lm_eval_plugin.task_options import ScoringOptions
@@ -32,7 +32,7 @@ WMDP_SETS = tuple(f"wmdp_{domain}" for domain in DOMAINS)
 WMDP_TASK_SETS = (*WMDP_SETS, MMLU_SET)
 NOT_APPLICABLE = (
     "holdout", "prompt_format", "prompt_template", "retain_reference", "embedding_model",
-    "nli_model", "bertscore_model",
+    "nli_model", "bertscore_model", "scored_tokens", "bertscore", "truth_ratio",
 )  # fmt: skip
 
 
@@ -50,19 +50,10 @@ class WmdpOptions(ScoringOptions):
 
     def check(self) -> None:
         super().check()
-        defaults = {f.name: f.default for f in fields(ScoringOptions)}
-        given = [name for name in NOT_APPLICABLE if getattr(self, name) != defaults[name]]
-        given += [
-            name
-            for name in ("scored_tokens", "bertscore", "truth_ratio")
-            if getattr(self, name) != defaults[name]
-        ]
-        if given:
-            raise TaskSetupError(
-                f"the WMDP task does not take {', '.join(given)}: it asks lm-eval's own "
-                f"multiple-choice questions and compares with the model before unlearning "
-                f"(pre_unlearning_reference)"
-            )
+        self.refuse_given(
+            NOT_APPLICABLE, "the WMDP task does not take", "it asks lm-eval's own multiple-choice questions "
+            "and compares with the model before unlearning (pre_unlearning_reference)",
+        )  # fmt: skip
         unknown = [d for d in self.domain_list() if d not in DOMAINS]
         if unknown or not self.domain_list():
             raise TaskSetupError(
