@@ -190,3 +190,40 @@ def test_lume_rows_train_in_their_own_format(tmp_path, monkeypatch, tiny_model_d
     )
     supervised = [t for t in encoded["labels"] if t != IGNORE_INDEX]
     assert tokenizer.decode(supervised[:-1]) == first["output"]  # then EOS
+
+
+def test_evaluation_during_training_scores_lume(tmp_path, monkeypatch, tiny_model_dir):
+    """`--eval-every` on LUME's rows scores lume_unlearn on the model in memory (its own
+    prompts), and a rule names LUME's metrics."""
+    import torch
+
+    from unlearn_methods.config import UnlearnConfig
+    from unlearn_methods.train import dry_run, read_run_card, train
+
+    monkeypatch.setenv("LUME_DATA_DIR", str(LUME))
+    base = dict(method="GA+GD", model=str(tiny_model_dir), forget="lume:forget[:8]",
+                retain="lume:retain[:8]", max_length=512)  # fmt: skip
+    with pytest.raises(ValueError, match="the LUME task reports"):
+        dry_run(UnlearnConfig(**base, output_dir=str(tmp_path / "x"), eval_every=2,
+                              select="forget_rougeL_recall<=0.3"))  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = train(UnlearnConfig(
+            **base, output_dir=str(tmp_path / "run"), max_steps=4, per_device_train_batch_size=4,
+            effective_batch_size=4, learning_rate=1e-3, warmup_steps=0, bf16=False,
+            disable_tqdm=True, eval_every=2, eval_rows=1,
+            eval_metadata={"max_new_tokens": 4, "sets": ["forget", "retain"]},
+            select="best:lume_task_aggregate",
+        ))  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    card = read_run_card(out)
+    assert card["evaluation"]["task"] == "lume_unlearn"
+    assert card["evaluation"]["apply_chat_template"] is False
+    steps = [r["step"] for r in card["evaluation"]["history"]]
+    assert steps == [2, 4]
+    for record in card["evaluation"]["history"]:
+        assert isinstance(record["metrics"]["lume_task_aggregate"], float)
+        assert "forget_task2_qa_exact_match" in record["metrics"]
+    assert card["selection"]["metric"] == "lume_task_aggregate"

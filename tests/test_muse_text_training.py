@@ -142,7 +142,7 @@ def test_muse_selection_rules_are_checked_before_training(tmp_path):
         dry_run(UnlearnConfig(**base, select_matching_reference=str(tmp_path)))
     with pytest.raises(ValueError, match="privleak needs retain_reference"):
         dry_run(UnlearnConfig(**base, select="best:privleak"))
-    with pytest.raises(ValueError, match="scores a TOFU forget split or a MUSE corpus"):
+    with pytest.raises(ValueError, match="scores a TOFU forget split, a MUSE corpus or LUME"):
         dry_run(UnlearnConfig(**base, eval_forget="text:notes.txt"))
     # a scalability split unlearned is the member set of the privacy criterion scored
     scal = UnlearnConfig(**{**base, "forget": "muse-news:scal/forget_2"})

@@ -66,9 +66,9 @@ def eval_task(options: UnlearnConfig) -> tuple[str, dict[str, Any]]:
     """(task name, its options for the data scored) of ``--eval-forget``, else of the forget
     data unlearned: ``forget10[360:400]`` scores those rows of tofu_forget10_unlearn;
     ``muse-news:forget`` scores muse_news_unlearn, ``muse-news:scal/forget_2`` with that
-    split as the member texts of its privacy criterion."""
+    split as the member texts of its privacy criterion; ``lume:forget`` scores lume_unlearn."""
     from tofu_tasks.eval_sets import FORGET_SPLITS
-    from unlearn_methods.data import MUSE_PREFIXES, parse_rows_spec
+    from unlearn_methods.data import LUME_PREFIX, MUSE_PREFIXES, parse_rows_spec
 
     spec = options.eval_forget or options.forget
     parts = parse_rows_spec(spec)
@@ -78,11 +78,14 @@ def eval_task(options: UnlearnConfig) -> tuple[str, dict[str, Any]]:
         config, _, split = name.removeprefix(muse).rpartition("/")
         texts = {"forget_texts": f"{config}/{split}"} if config else {}
         return f"muse_{MUSE_PREFIXES[muse]}_unlearn", texts
+    if len(parts) == 1 and name.startswith(LUME_PREFIX):
+        return "lume_unlearn", {}
     if len(parts) != 1 or name not in FORGET_SPLITS:
         raise EvalOptionError(
-            f"--eval-every scores a TOFU forget split or a MUSE corpus and cannot score "
+            f"--eval-every scores a TOFU forget split, a MUSE corpus or LUME and cannot score "
             f"{spec!r}; pass --eval-forget {' or '.join(FORGET_SPLITS)} (optionally cut, e.g. "
-            f"forget10[360:400]) or {' or '.join(p + 'forget' for p in MUSE_PREFIXES)}"
+            f"forget10[360:400]), {' or '.join(p + 'forget' for p in MUSE_PREFIXES)} or "
+            f"lume:forget"
         )
     if start is None and stop is None:
         return f"tofu_{name}_unlearn", {}
@@ -91,6 +94,18 @@ def eval_task(options: UnlearnConfig) -> tuple[str, dict[str, Any]]:
 
 def is_muse(task: str) -> bool:
     return task.startswith("muse_")
+
+
+def own_metrics(task: str) -> list[str] | None:
+    """The metrics of a benchmark whose task asks in its own format (MUSE, LUME); None for
+    TOFU's tasks."""
+    if is_muse(task):
+        from tofu_tasks.muse.metric_list import metric_list
+    elif task == "lume_unlearn":
+        from tofu_tasks.lume.metric_list import metric_list
+    else:
+        return None
+    return [entry["metric"] for entry in metric_list()]
 
 
 def evaluation_task_options(
@@ -106,8 +121,8 @@ def evaluation_task_options(
     metadata.setdefault("tokenizer", options.model)
     if options.trust_remote_code:
         metadata["trust_remote_code"] = True
-    if is_muse(task):
-        if options.muse_data_dir:
+    if own_metrics(task) is not None:  # MUSE, LUME: their own prompts, no auxiliary models
+        if is_muse(task) and options.muse_data_dir:
             metadata.setdefault("data_dir", options.muse_data_dir)
     else:
         metadata.setdefault("embedding_model", "none")
@@ -131,6 +146,11 @@ def scored_docs(task: str, metadata: dict[str, Any]) -> list[dict[str, Any]]:
 
         corpus = task.removeprefix("muse_").removesuffix("_unlearn")
         return muse_docs(MuseOptions.from_metadata({**metadata, "corpus": corpus}))
+    if task == "lume_unlearn":
+        from tofu_tasks.lume.documents import lume_docs
+        from tofu_tasks.lume.options import LumeOptions
+
+        return lume_docs(LumeOptions.from_metadata(metadata))
     from tofu_tasks.documents import eval_docs
     from tofu_tasks.options import TaskOptions
 
@@ -140,6 +160,8 @@ def scored_docs(task: str, metadata: dict[str, Any]) -> list[dict[str, Any]]:
 
 def shown_metric(task: str) -> str:
     """The metric an evaluation's progress line shows when no selection rule names one."""
+    if task == "lume_unlearn":
+        return "forget_sc_rougeL_recall"
     return "forget_verbmem_rougeL_f1" if is_muse(task) else "forget_rougeL_recall"
 
 
@@ -160,11 +182,9 @@ def check_computable(rule: SelectionRule, task: str, metadata: dict[str, Any]) -
     missing = missing_inputs(rule.metric, metadata)
     if missing:
         wanted = ", ".join(f"{name} ({NEEDS[name]})" for name in missing)
-        examples = (
-            "retain_knowmem_rougeL_f1, forget_verbmem_rougeL_f1"
-            if is_muse(task)
-            else "tofu_model_utility, forget_rougeL_recall"
-        )
+        examples = {"muse": "retain_knowmem_rougeL_f1, forget_verbmem_rougeL_f1",
+                    "lume": "lume_task_aggregate, forget_sc_rougeL_recall"}.get(
+            task.split("_", 1)[0], "tofu_model_utility, forget_rougeL_recall")  # fmt: skip
         raise EvalOptionError(
             f"--select {rule.text}: {rule.metric} needs {wanted}, which the evaluations during "
             f"training do not have; give them with --eval-metadata '{{\"{missing[0]}\": ...}}' "
@@ -183,32 +203,31 @@ def retain_lookup(task: str, metadata: dict[str, Any]):
     return lambda metric: reference_value(path, metric, scored_docs(task, metadata))
 
 
-def check_muse_rule(options: UnlearnConfig) -> None:
-    """On MUSE: the rule names one of its metrics, and a retain reference gives a target only
-    for a membership-inference AUC (its rows keep no ROUGE-L F1)."""
-    from tofu_tasks.muse.metric_list import metric_list
-
-    known = [entry["metric"] for entry in metric_list()]
+def check_own_rule(options: UnlearnConfig, known: list[str], name: str) -> None:
+    """On MUSE and LUME: the rule names one of the task's metrics, and a retain reference gives
+    a target only for a membership-inference AUC (their reference rows keep no per-row ROUGE-L
+    or exact match)."""
     metric = (options.select or "").split(":", 1)[-1]
     metric = re.split(r"[<>=]", metric, maxsplit=1)[0].strip()
     if metric and metric not in known:
         raise EvalOptionError(
-            f"--select {options.select!r}: the MUSE task reports {', '.join(known)}"
+            f"--select {options.select!r}: the {name} task reports {', '.join(known)}"
         )
     if options.select_matching_reference and not metric.startswith("mia_"):
         raise EvalOptionError(
-            "on MUSE, --select-matching-reference reads the retain model's membership AUCs "
-            "(--select mia_min_k_auc, ...); for a ROUGE-L target give its value, e.g. --select "
-            "'forget_verbmem_rougeL_f1<=0.3', or keep the checkpoint closest to the retain "
-            "model's privacy with --select best:privleak"
+            f"on {name}, --select-matching-reference reads the retain model's membership AUCs "
+            f"(--select mia_min_k_auc, ...); for a target of another metric give its value, e.g. "
+            f"--select '{known[0]}<=0.3', or keep the checkpoint closest to the retain model's "
+            f"privacy with --select best:privleak"
         )
 
 
 def selection_rule(
     options: UnlearnConfig, task: str, metadata: dict[str, Any]
 ) -> SelectionRule | None:
-    if is_muse(task):
-        check_muse_rule(options)
+    known = own_metrics(task)
+    if known is not None:
+        check_own_rule(options, known, "MUSE" if is_muse(task) else "LUME")
     if options.select_matching_reference:
         docs = scored_docs(task, metadata)
         rule = matching_rule(options.select, options.select_matching_reference, docs)
@@ -271,7 +290,7 @@ def plan_evaluation(options: UnlearnConfig, prompt_format: str) -> EvalPlan | No
         every=options.eval_every,
         task=task,
         metadata=metadata,
-        apply_chat_template=prompt_format == "chat" and not is_muse(task),
+        apply_chat_template=prompt_format == "chat" and own_metrics(task) is None,
         batch_size=options.per_device_eval_batch_size,
         rule=rule,
         stop=options.stop_at_selection,

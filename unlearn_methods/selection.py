@@ -57,11 +57,13 @@ class SelectionError(ValueError):
 
 
 def check_metric(name: str) -> None:
-    """An unknown name is refused, listing the known ones (TOFU's and MUSE's tasks')."""
+    """An unknown name is refused, listing the known ones (every benchmark's task's)."""
+    from tofu_tasks.lume.metric_list import metric_list as lume_metrics
     from tofu_tasks.metric_list import known_metrics
     from tofu_tasks.muse.metric_list import metric_list as muse_metrics
 
-    known = list(dict.fromkeys([*known_metrics(), *(e["metric"] for e in muse_metrics())]))
+    others = [entry["metric"] for entry in (*muse_metrics(), *lume_metrics())]
+    known = list(dict.fromkeys([*known_metrics(), *others]))
     if name not in known:
         raise SelectionError(
             f"unknown metric {name!r} in --select; the tasks report: {', '.join(known)}"

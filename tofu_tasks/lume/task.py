@@ -102,8 +102,11 @@ class LumeUnlearnTask(UnlearningTask):
         self._undetermined_argmax = 0
         self._probe_tokens = self._needs_token_requests()
         self._mmlu = self._mmlu_accuracy()
-        ConfigurableTask.build_all_requests(self, **kwargs)
         in_run = self._sets_in_run(kwargs.get("limit"), kwargs.get("samples"))
+        # membership inference needs non-members: without holdout rows it reads "N/A", and the
+        # forget texts are not scored for it (a model's context need not hold them)
+        self._membership = HOLDOUT in in_run
+        ConfigurableTask.build_all_requests(self, **kwargs)
         self._placeholder_metrics = self._placeholders(in_run)
         self.provenance.scored_tokens = dict(SCORED_TOKENS)
         self.provenance.token_scores = self._token_scores_provenance()
@@ -113,15 +116,16 @@ class LumeUnlearnTask(UnlearningTask):
         )
 
     def construct_requests(self, doc: dict, ctx: str, **kwargs):
-        """Forget and retain rows: one generation; forget and holdout rows: the log-likelihood
-        of input + output after BOS (and one request per token without per-token numbers)."""
+        """Forget and retain rows: one generation; holdout rows, and forget rows when the run has
+        a holdout: the log-likelihood of input + output after BOS (and one request per token
+        without per-token numbers)."""
         kwargs.pop("apply_chat_template", None)
         kwargs.pop("chat_template", None)
         generation, pairs, plan = [], [], None
         if doc["set"] != HOLDOUT:
             budget = int(self.options.max_new_tokens)
             generation = [(ctx, {"until": [], "max_gen_toks": budget, "do_sample": False})]
-        if doc["set"] != "retain":
+        if doc["set"] == HOLDOUT or (doc["set"] == "forget" and self._membership):
             (count,) = continuation_token_counts(self.tokenizer, [("", doc["text"])])
             if count < 2:
                 raise TaskSetupError(f"too short to score (one token): {doc['text'][:60]!r}")
@@ -191,7 +195,7 @@ class LumeUnlearnTask(UnlearningTask):
             }
             out["lume_task_aggregate"] = item
             out["lume_final_score"]["task"] = item
-            if doc["set"] == "retain":
+            if doc["set"] == "retain" or not self._membership:
                 return out
         plan = self._plan_of(doc)
         likelihoods = results[1:] if doc["set"] != HOLDOUT else results
