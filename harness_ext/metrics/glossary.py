@@ -10,6 +10,7 @@ column names and glossary.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 SET_LABELS = {
@@ -53,10 +54,6 @@ NAMED = {
     "lume_final_score": "LUME final",
     "lume_task_aggregate": "LUME task agg.",
     "lume_mia_score": "LUME MIA score",
-    "forget_sc_rougeL_recall": "forget SC ROUGE-L",
-    "forget_qa_exact_match": "forget QA EM",
-    "retain_sc_rougeL_recall": "retain SC ROUGE-L",
-    "retain_qa_exact_match": "retain QA EM",
 }
 ATTACK_LABELS = {
     "loss": "LOSS",
@@ -99,13 +96,34 @@ DEFINITIONS = {
     "lume_task_aggregate": "harmonic mean of the 12 regurgitation and knowledge means (3 "
     "subtasks x forget and retain; forget as 1 - mean)",
     "lume_mia_score": "1 - 2|AUC - 0.5| of the loss attack, forget against holdout rows",
-    "forget_sc_rougeL_recall": "ROUGE-L recall of the expected completion, forget sentence "
-    "completions",
-    "forget_qa_exact_match": "exact match of the answer, forget questions",
-    "retain_sc_rougeL_recall": "ROUGE-L recall of the expected completion, retain sentence "
-    "completions",
-    "retain_qa_exact_match": "exact match of the answer, retain questions",
 }
+
+
+# LUME's per-row metrics: forget_task1_sc_rougeL_recall, retain_qa_exact_match, ...
+_LUME = re.compile(r"^(forget|retain)_(?:task([123])_)?(sc|qa)_(rougeL_recall|exact_match)$")
+LUME_KINDS = {"sc": "SC", "qa": "QA"}
+LUME_SCORES = {"rougeL_recall": "ROUGE-L", "exact_match": "EM"}
+
+
+def _lume(metric: str) -> tuple[str, str | None, str, str] | None:
+    found = _LUME.match(metric)
+    return found.groups() if found else None  # type: ignore[return-value]
+
+
+def _lume_label(parts: tuple[str, str | None, str, str]) -> str:
+    split, task, kind, score = parts
+    return " ".join(p for p in (split, f"T{task}" if task else "", LUME_KINDS[kind],
+                                LUME_SCORES[score]) if p)  # fmt: skip
+
+
+def _lume_definition(parts: tuple[str, str | None, str, str]) -> str:
+    split, task, kind, score = parts
+    what = (
+        "exact match of the answer" if score == "exact_match"
+        else "ROUGE-L recall of the expected " + ("completion" if kind == "sc" else "answer")
+    )  # fmt: skip
+    rows = "sentence completions" if kind == "sc" else "questions"
+    return f"{what} (LUME, {split} {rows}, {f'subtask {task}' if task else 'every subtask'})"
 
 
 def _split(metric: str) -> tuple[str, str] | None:
@@ -123,6 +141,8 @@ def label(metric: str) -> str:
     if metric.startswith("mia_") and metric.endswith("_auc"):
         attack = metric.removeprefix("mia_").removesuffix("_auc")
         return f"{ATTACK_LABELS.get(attack, attack)} AUC"
+    if lume := _lume(metric):
+        return _lume_label(lume)
     parts = _split(metric)
     return f"{SET_LABELS[parts[0]]} {METRIC_LABELS[parts[1]]}" if parts else metric
 
@@ -133,6 +153,8 @@ def definition(metric: str) -> str:
         return DEFINITIONS[metric]
     if metric.startswith("mia_") and metric.endswith("_auc"):
         return "AUC of telling forget rows from unseen holdout rows by this attack's score"
+    if lume := _lume(metric):
+        return _lume_definition(lume)
     parts = _split(metric)
     if parts:
         return f"{SET_DEFINITIONS[parts[1]]} ({SET_LABELS[parts[0]]} set)"

@@ -79,9 +79,10 @@ def build_leaderboard(
 ROBUSTNESS_CSV = "robustness.csv"
 ROBUSTNESS_NOTE = (
     "Forget metrics of each unlearned model before and after an attack of `lm-unlearn audit` "
-    "(TOFU: relearning on part of the forget set, then scored on the rest; MUSE: relearning on "
-    "part of the forget corpus, then scored on its verbatim and knowledge sets; 8- and 4-bit "
-    "weights; TOFU's paraphrased forget questions), shown as before → after. recovery = (after − before) / "
+    "(TOFU: relearning on part of the forget set, then scored on the rest; MUSE and WMDP: "
+    "relearning on part of the forget corpus, then scored on the forget sets; 8- and 4-bit "
+    "weights; TOFU's paraphrased forget questions; WMDP's few-shot prompts), shown as before → "
+    "after. recovery = (after − before) / "
     "(target − before), with target the model before unlearning on the same rows: 0 nothing "
     "came back, 1 all of it; N/A where target − before is within its noise (the unlearned "
     "model already scores like the target). Relearning can teach facts a model never knew, "

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from harness_ext.metrics.glossary import definition, label
-from harness_ext.workflows.leaderboard_plots import bars_svg, scatter_svg
+from harness_ext.workflows.leaderboard_plots import bars_svg, has_scatter, scatter_svg
 from harness_ext.workflows.leaderboard_ranking import Table
 from harness_ext.workflows.leaderboard_runs import RunRecord, selection_of
 from harness_ext.workflows.leaderboard_tables import (
@@ -137,11 +137,12 @@ def to_html(
                 for r in apart
             )
             parts.append(f"<p class='note'>Kept apart:</p><ul class='note'>{items}</ul>")
-        scatter, note = scatter_svg(main)
-        parts.append("<h3>Model utility against forget efficacy</h3>")
-        if note:
-            parts.append(f"<p class='note'>{html.escape(note)}.</p>")
-        parts.append(scatter)
+        if has_scatter(main):
+            scatter, note = scatter_svg(main)
+            parts.append("<h3>Model utility against forget efficacy</h3>")
+            if note:
+                parts.append(f"<p class='note'>{html.escape(note)}.</p>")
+            parts.append(scatter)
         parts.append("<h3>Per-metric comparison</h3>")
         parts.append(bars_svg(main))
     parts.append(extra)

@@ -52,6 +52,13 @@ def scatter_axes(records: list[RunRecord]) -> tuple[str, str, str]:
     return x, y, "; ".join(notes)
 
 
+def has_scatter(records: list[RunRecord]) -> bool:
+    """Whether some run has both of the scatter's numbers (TOFU's tables; not MUSE's, WMDP's or
+    LUME's, which report no model utility)."""
+    x, y, _ = scatter_axes(records)
+    return any(r.number(x) is not None and r.number(y) is not None for r in records)
+
+
 def short_labels(records: list[RunRecord]) -> tuple[list[str], str]:
     """Plot labels without the parts every run shares (" · base · split"), and those parts."""
     parts = [r.label.split(" · ") for r in records]

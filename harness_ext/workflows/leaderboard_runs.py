@@ -20,33 +20,25 @@ from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS, FORGET, NEI
 SETS = tuple(s.name for s in (*EVAL_SETS, NEIGHBOR))
 PER_SET = CLOSER_LOOK_SET_METRICS
 AGGREGATES = ("forget_quality", "forget_efficacy", "model_utility", "tofu_model_utility")
+# The other benchmarks' headline columns: MUSE's criteria (memorisation of the forget corpus,
+# utility on the retain one); WMDP's hazardous knowledge per domain and MMLU, each also as its
+# change from the model before unlearning; LUME's scores, and regurgitation and knowledge on
+# forget and retain
+BENCHMARK_COLUMNS = (
+    "forget_verbmem_rougeL_f1", "forget_knowmem_rougeL_f1", "retain_knowmem_rougeL_f1",
+    "forget_wmdp_acc", "forget_wmdp_bio_acc", "forget_wmdp_chem_acc", "forget_wmdp_cyber_acc",
+    "mmlu_acc", "forget_wmdp_acc_change", "mmlu_acc_change",
+    "lume_final_score", "lume_task_aggregate", "lume_mia_score", "forget_sc_rougeL_recall",
+    "forget_qa_exact_match", "retain_sc_rougeL_recall", "retain_qa_exact_match",
+)  # fmt: skip
 SUMMARY_COLUMNS = (
     *AGGREGATES,
     *(f"{FORGET.name}_{m}" for m in ("rougeL_recall", "prob", "truth_ratio")),
     *(f"{name}_rougeL_recall" for name in SETS if name != FORGET.name),
-    # MUSE's criteria: memorisation of the forget corpus, utility on the retain one
-    "forget_verbmem_rougeL_f1",
-    "forget_knowmem_rougeL_f1",
-    "retain_knowmem_rougeL_f1",
+    *BENCHMARK_COLUMNS[:3],  # MUSE's, before the privacy columns every benchmark shares
     "privleak",
     "forget_extraction_strength",
-    # WMDP's hazardous knowledge per domain and MMLU, each also as its change from the model
-    # before unlearning
-    "forget_wmdp_acc",
-    "forget_wmdp_bio_acc",
-    "forget_wmdp_chem_acc",
-    "forget_wmdp_cyber_acc",
-    "mmlu_acc",
-    "forget_wmdp_acc_change",
-    "mmlu_acc_change",
-    # LUME: the challenge's scores, and regurgitation and knowledge on forget and retain
-    "lume_final_score",
-    "lume_task_aggregate",
-    "lume_mia_score",
-    "forget_sc_rougeL_recall",
-    "forget_qa_exact_match",
-    "retain_sc_rougeL_recall",
-    "retain_qa_exact_match",
+    *BENCHMARK_COLUMNS[3:],
 )
 # Metrics that are a run's change from the model before unlearning (0 for that model's own run)
 CHANGE_FROM_BEFORE = ("forget_wmdp_acc_change", "mmlu_acc_change")

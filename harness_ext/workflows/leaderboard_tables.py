@@ -13,6 +13,7 @@ from harness_ext.workflows import ranking
 from harness_ext.workflows.leaderboard_ranking import Table
 from harness_ext.workflows.leaderboard_runs import (
     AGGREGATES,
+    BENCHMARK_COLUMNS,
     PER_SET,
     PRIVACY_PREFIXES,
     SETS,
@@ -284,4 +285,6 @@ def _metric_columns(records: list[RunRecord]) -> list[str]:
     }
     ordered = [a for a in AGGREGATES if a in present]
     ordered += [f"{s}_{m}" for s in SETS for m in PER_SET if f"{s}_{m}" in present]
+    # the other benchmarks' headline columns (the Markdown table's) before the rest
+    ordered += [c for c in BENCHMARK_COLUMNS if c in present]
     return ordered + sorted(present - set(ordered))
