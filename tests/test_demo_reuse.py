@@ -45,3 +45,19 @@ def test_same_versions_promise_reuse_when_the_weights_agree(tmp_path):
     assert "same kind of CPU" in text and "about 5 minutes" in text
     assert demo_reuse.weights_check(runs, "target", "c" * 64) is None
     assert demo_reuse.weights_check(runs, "retain model", "d" * 64) is None  # not committed
+
+
+def test_the_committed_leaderboard_is_what_the_code_builds_from_the_committed_runs(tmp_path):
+    """`make leaderboard` rebuilds results/demo byte for byte: a change to the tables' code
+    shows up here, and the committed files are rebuilt with it."""
+    import shutil
+
+    from harness_ext.workflows.leaderboard import build_leaderboard
+
+    demo = Path(__file__).resolve().parents[1] / "results" / "demo"
+    copy = tmp_path / "demo"
+    shutil.copytree(demo, copy)
+    build_leaderboard([copy / "runs"], copy,
+                      title="lm-unlearn demo: SmolLM2-135M-Instruct unlearns forget01")  # fmt: skip
+    for name in ("LEADERBOARD.md", "leaderboard.csv", "robustness.csv"):
+        assert (copy / name).read_text() == (demo / name).read_text(), name
