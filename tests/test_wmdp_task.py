@@ -40,15 +40,22 @@ def lm_eval_own_task(manager: TaskManager, name: str, folder: Path) -> Configura
 
 
 def _evaluate(model, tasks, metadata=None):
-    manager = TaskManager(include_path=project_tasks_dir(), metadata=metadata or {})
+    """Our task by name (the project's tasks alone are indexed: fast), lm-eval's as objects."""
+    manager = TaskManager(include_path=project_tasks_dir(), include_defaults=False,
+                          metadata=metadata or {})  # fmt: skip
     return simple_evaluate(model=model, tasks=tasks, task_manager=manager, log_samples=True,
                            bootstrap_iters=0)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def own_and_ours():
+def manager() -> TaskManager:
+    """lm-eval's index of its own tasks, built once (it reads thousands of files)."""
+    return TaskManager(include_path=project_tasks_dir())
+
+
+@pytest.fixture(scope="module")
+def own_and_ours(manager):
     """Both backends: lm-eval's own tasks and ours in one run each."""
-    manager = TaskManager(include_path=project_tasks_dir())
     runs = {}
     for backend in ("hf", "hf-unlearn"):
         own = [lm_eval_own_task(manager, f"wmdp_{d}", WMDP) for d in ("bio", "chem", "cyber")]
@@ -89,8 +96,8 @@ def test_the_change_from_the_model_before_unlearning(tmp_path):
     from lm_eval.loggers import EvaluationTracker
 
     tracker = EvaluationTracker(output_path=str(tmp_path / "before"))
-    manager = TaskManager(include_path=project_tasks_dir(), metadata=OPTIONS)
-    before = simple_evaluate(model=hf_model("hf"), tasks=["wmdp_unlearn"], task_manager=manager,
+    ours = TaskManager(include_path=project_tasks_dir(), include_defaults=False, metadata=OPTIONS)
+    before = simple_evaluate(model=hf_model("hf"), tasks=["wmdp_unlearn"], task_manager=ours,
                              log_samples=True, evaluation_tracker=tracker, bootstrap_iters=0)  # fmt: skip
     tracker.save_results_aggregated(results=before, samples=before["samples"])
     for name, samples in before["samples"].items():
@@ -200,15 +207,13 @@ def test_the_lm_eval_command_line_scores_the_fixture(tmp_path):
     assert "needs the model before unlearning" in table  # the change, without a reference
 
 
-def test_fewshot_prompts_are_written_as_lm_eval_writes_its_own():
+def test_fewshot_prompts_are_written_as_lm_eval_writes_its_own(manager):
     """The task option fewshot: k answered questions of the same domain (never the question
     itself) after the description, each written as lm-eval's own --num_fewshot writes an
     example (checked on lm-eval's mmlu_anatomy, whose dev split gives it examples; its WMDP
     tasks have no split to draw them from)."""
     from tofu_tasks.wmdp.data import read_mmlu
     from tofu_tasks.wmdp.documents import domain_docs, fewshot_examples
-
-    manager = TaskManager(include_path=project_tasks_dir())
 
     def written(task, doc, examples) -> str:
         shown = "".join(
