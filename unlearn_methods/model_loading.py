@@ -110,16 +110,16 @@ def lora_config(options: TrainingConfig):
 def train_only_down_projections(model, layers: list[int]) -> list[str]:
     """Freeze every weight but the MLP down-projections of the given decoder layers (RMU's
     code updates those alone); returns the names of the weights left trainable."""
-    wanted = {f".layers.{layer}.mlp.down_proj." for layer in layers}
-    kept = []
+    import re
+
+    kept, found = [], set()
     for name, parameter in model.named_parameters():
-        train = any(part in f".{name}" for part in wanted)
+        match = re.search(r"(?:^|\.)layers\.(\d+)\.mlp\.down_proj\.", name)
+        train = match is not None and int(match[1]) in layers
         parameter.requires_grad_(train)
         if train:
             kept.append(name)
-    found = {
-        layer for layer in layers if any(f".layers.{layer}.mlp.down_proj." in f".{n}" for n in kept)
-    }
+            found.add(int(match[1]))
     missing = sorted(set(layers) - found)
     if missing:
         count = getattr(model.config, "num_hidden_layers", "?")
