@@ -102,6 +102,11 @@ def scored_benchmark(forget: str) -> ScoredBenchmark:
     return ScoredBenchmark(forget, "tofu", f"tofu_{forget}_unlearn")
 
 
+def benchmark_of_task(task: str) -> ScoredBenchmark:
+    """What a task (``tofu_forget01_unlearn``, ``muse_news_unlearn``, ...) scores."""
+    return scored_benchmark(scored_split(task))
+
+
 def scored_split(task: str) -> str:
     """What ``--forget`` names for a task: ``forget01`` for tofu_forget01_unlearn, ``muse-news``
     for muse_news_unlearn, ``wmdp`` for wmdp_unlearn (tables label runs with it)."""

@@ -139,23 +139,10 @@ def evaluation_task_options(
 
 
 def scored_docs(task: str, metadata: dict[str, Any]) -> list[dict[str, Any]]:
-    """The documents each evaluation scores."""
-    if is_muse(task):
-        from tofu_tasks.muse.documents import muse_docs
-        from tofu_tasks.muse.options import MuseOptions
+    """The documents each evaluation scores (the functions the tasks use)."""
+    from tofu_tasks.scored_benchmarks import benchmark_of_task
 
-        corpus = task.removeprefix("muse_").removesuffix("_unlearn")
-        return muse_docs(MuseOptions.from_metadata({**metadata, "corpus": corpus}))
-    if task == "lume_unlearn":
-        from tofu_tasks.lume.documents import lume_docs
-        from tofu_tasks.lume.options import LumeOptions
-
-        return lume_docs(LumeOptions.from_metadata(metadata))
-    from tofu_tasks.documents import eval_docs
-    from tofu_tasks.options import TaskOptions
-
-    split = task.removeprefix("tofu_").removesuffix("_unlearn")
-    return eval_docs(TaskOptions.for_split(metadata, split))
+    return benchmark_of_task(task).documents(metadata)
 
 
 def shown_metric(task: str) -> str:

@@ -20,7 +20,7 @@ from harness_ext.workflows.audit_settings import (
 )
 from harness_ext.workflows.demo import DemoSettings
 from harness_ext.workflows.score_inputs import ScoreSettings
-from harness_ext.workflows.scored_benchmarks import FORGET_CHOICES
+from tofu_tasks.scored_benchmarks import FORGET_CHOICES
 
 SCORED = FORGET_CHOICES  # TOFU's forget splits, MUSE's corpora, WMDP
 

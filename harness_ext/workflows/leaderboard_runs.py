@@ -13,8 +13,8 @@ from typing import Any
 
 from harness_ext.lm_eval_plugin.task_provenance import TaskProvenance, read_provenance
 from harness_ext.workflows.score_inputs import MANIFEST
-from harness_ext.workflows.scored_benchmarks import scored_split
 from tofu_tasks.eval_sets import CLOSER_LOOK_SET_METRICS, EVAL_SETS, FORGET, NEIGHBOR
+from tofu_tasks.scored_benchmarks import scored_split
 
 # The set and metric names come from their one definition (tofu_tasks.eval_sets).
 SETS = tuple(s.name for s in (*EVAL_SETS, NEIGHBOR))

@@ -22,8 +22,8 @@ from typing import Any
 
 from harness_ext.metrics.glossary import label
 from harness_ext.metrics.recovery import LEADING_FORGET_METRICS, comparison, number
-from harness_ext.workflows.scored_benchmarks import scored_split
 from harness_ext.workflows.table_cells import cell, csv_text, md_text
+from tofu_tasks.scored_benchmarks import scored_split
 
 COLUMNS = ("model", "attack", "metric", "before", "after", "gain", "target", "recovery",
            "gap_noise", "control_before", "control_after", "control_gain", "difference")  # fmt: skip

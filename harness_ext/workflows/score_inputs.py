@@ -17,7 +17,7 @@ from harness_ext.provenance import (
     setting_files,
     settings_sha256,
 )
-from harness_ext.workflows.scored_benchmarks import ScoredBenchmark, scored_benchmark
+from tofu_tasks.scored_benchmarks import ScoredBenchmark, scored_benchmark
 
 MANIFEST = "manifest.json"
 PARTIAL_PREFIX = ".partial-"
