@@ -102,10 +102,20 @@ def is_text_spec(spec: str) -> bool:
     return _is_text_name(parse_rows_spec(spec)[0][0])
 
 
-def is_rmu_corpus(spec: str) -> bool:
-    """Whether a text spec is cut as RMU's code cuts its corpora (WMDP's, WikiText)."""
+def text_cut(spec: str) -> str:
+    """How a text spec's documents become examples: ``rmu`` (as RMU's code cuts WMDP's corpora
+    and WikiText) or ``chunks`` (``max_length``-token chunks, closed with EOS)."""
     name = parse_rows_spec(spec)[0][0]
-    return name.startswith(WMDP_PREFIX) or name == WIKITEXT
+    return "rmu" if name.startswith(WMDP_PREFIX) or name == WIKITEXT else "chunks"
+
+
+def cut_text(documents: list[dict[str, Any]], cut: str, tokenizer, max_length: int) -> list[dict]:
+    """Documents as ``{"input_ids": [...]}`` examples, cut by :func:`text_cut`'s rule."""
+    if cut == "rmu":
+        from tofu_tasks.wmdp.corpora import rmu_examples
+
+        return rmu_examples(documents, tokenizer, max_length)
+    return text_chunks(documents, tokenizer, max_length)
 
 
 def read_text_file(path: str) -> list[dict[str, str]]:
@@ -260,12 +270,8 @@ def load_unlearn_data(
         raise UnlearnDataError(f"the forget split {forget_split!r} is empty: nothing to unlearn")
 
     def examples(rows: list[dict[str, Any]], spec: str) -> tuple[dict[str, Any], ...]:
-        if is_rmu_corpus(spec):
-            from tofu_tasks.wmdp.corpora import rmu_examples
-
-            return tuple(rmu_examples(rows, tokenizer, max_length))
         if is_text_spec(spec):
-            return tuple(text_chunks(rows, tokenizer, max_length))
+            return tuple(cut_text(rows, text_cut(spec), tokenizer, max_length))
         return tuple({k: r[k] for k in ("question", "answer")} for r in rows)
 
     forget_examples = examples(forget, forget_split)

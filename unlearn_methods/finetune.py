@@ -27,13 +27,7 @@ from harness_ext.model_files import add_reader_compatibility
 from harness_ext.prompts import get_prompt_format
 from harness_ext.provenance import content_hash
 from unlearn_methods.config import FinetuneConfig
-from unlearn_methods.data import (
-    PromptEncoder,
-    is_rmu_corpus,
-    is_text_spec,
-    read_rows,
-    text_chunks,
-)
+from unlearn_methods.data import PromptEncoder, cut_text, is_text_spec, read_rows, text_cut
 from unlearn_methods.model_loading import (
     load_model,
     load_training_tokenizer,
@@ -56,7 +50,7 @@ def load_rows(
     overlapping parts give each row once."""
     rows, seen = [], set()
     for part in (p.strip() for p in spec.split(",") if p.strip()):
-        cut = "rmu" if is_text_spec(part) and is_rmu_corpus(part) else "chunks"
+        cut = text_cut(part) if is_text_spec(part) else None
         for row in read_rows(part, data_dir, muse_data_dir, wmdp_corpora_dir):
             kept = {"text": row["text"], "cut": cut} if is_text_spec(part) else {
                 "question": row["question"], "answer": row["answer"]}  # fmt: skip
@@ -70,15 +64,12 @@ def load_rows(
 def training_examples(rows: list[dict[str, str]], encoder: PromptEncoder) -> list[dict]:
     """A question-answer row with its question masked; a document as its chunks (or RMU's cut),
     every token supervised."""
-    from tofu_tasks.wmdp.corpora import rmu_examples
-
     examples = []
     for row in rows:
         if "text" not in row:
             examples.append(encoder.encode(row["question"], row["answer"]))
             continue
-        cut = rmu_examples if row["cut"] == "rmu" else text_chunks
-        for chunk in cut([row], encoder.tokenizer, encoder.max_length):
+        for chunk in cut_text([row], row["cut"], encoder.tokenizer, encoder.max_length):
             ids = chunk["input_ids"]
             examples.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ids})
     return examples
