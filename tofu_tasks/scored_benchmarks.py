@@ -11,7 +11,7 @@ from typing import Any
 from tofu_tasks.lume.options import PROMPT_FORMAT as LUME_PROMPT_FORMAT
 from tofu_tasks.muse.data import CORPORA
 from tofu_tasks.muse.options import PROMPT_FORMAT as MUSE_PROMPT_FORMAT
-from tofu_tasks.wmdp.task import PROMPT_FORMAT as WMDP_PROMPT_FORMAT
+from tofu_tasks.wmdp.options import PROMPT_FORMAT as WMDP_PROMPT_FORMAT
 
 TOFU_SPLITS = ("forget01", "forget05", "forget10")
 # what `lm-unlearn score --forget` takes besides TOFU's splits: a MUSE corpus, WMDP
@@ -30,6 +30,15 @@ class ScoredBenchmark:
     kind: str
     task: str
     own_prompt_format: str | None = None
+
+    def metric_list(self) -> list[dict[str, Any]]:
+        """The task's lm-eval metric list (names, aggregations, ideals)."""
+        from tofu_tasks import metric_list as tofu
+        from tofu_tasks.lume import metric_list as lume
+        from tofu_tasks.muse import metric_list as muse
+        from tofu_tasks.wmdp import metric_list as wmdp
+
+        return {"tofu": tofu, "muse": muse, "wmdp": wmdp, "lume": lume}[self.kind].metric_list()
 
     def options(self, metadata: dict[str, Any]):
         """The task options, parsed and checked as the task parses them."""

@@ -99,13 +99,12 @@ def is_muse(task: str) -> bool:
 def own_metrics(task: str) -> list[str] | None:
     """The metrics of a benchmark whose task asks in its own format (MUSE, LUME); None for
     TOFU's tasks."""
-    if is_muse(task):
-        from tofu_tasks.muse.metric_list import metric_list
-    elif task == "lume_unlearn":
-        from tofu_tasks.lume.metric_list import metric_list
-    else:
+    from tofu_tasks.scored_benchmarks import benchmark_of_task
+
+    benchmark = benchmark_of_task(task)
+    if benchmark.kind == "tofu":
         return None
-    return [entry["metric"] for entry in metric_list()]
+    return [entry["metric"] for entry in benchmark.metric_list()]
 
 
 def evaluation_task_options(

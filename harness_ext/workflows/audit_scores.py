@@ -109,11 +109,9 @@ def task_aggregations(wanted, scoring: ScoreSettings) -> dict[str, Any]:
     one."""
     from tofu_tasks import metric_list as tofu
     from tofu_tasks.lume import metric_list as lume
-    from tofu_tasks.muse import metric_list as muse
     from tofu_tasks.wmdp import metric_list as wmdp
 
-    kind = scoring.benchmark.kind
-    entries = {"tofu": tofu, "muse": muse, "wmdp": wmdp, "lume": lume}[kind].metric_list()
+    entries = scoring.benchmark.metric_list()
     functions = {**tofu.AGGREGATIONS, **wmdp.AGGREGATIONS, **lume.AGGREGATIONS}
     return {
         entry["metric"]: functions[entry["aggregation"]]

@@ -28,6 +28,7 @@ from tofu_tasks.data import set_names
 from tofu_tasks.wmdp.data import DOMAINS, mmlu_subjects
 
 MMLU_SET = "mmlu"
+PROMPT_FORMAT = "lm-eval"  # lm-eval's own multiple-choice prompt
 WMDP_SETS = tuple(f"wmdp_{domain}" for domain in DOMAINS)
 WMDP_TASK_SETS = (*WMDP_SETS, MMLU_SET)
 NOT_APPLICABLE = (

@@ -32,12 +32,11 @@ from tofu_tasks.wmdp.data import (
     resolve_folder,
 )
 from tofu_tasks.wmdp.documents import domain_docs, fewshot_examples, wmdp_docs
-from tofu_tasks.wmdp.options import MMLU_SET, WmdpOptions
+from tofu_tasks.wmdp.options import MMLU_SET, PROMPT_FORMAT, WmdpOptions
 from tofu_tasks.wmdp.reference import BeforeUnlearning, load_before_unlearning
 
 # what lm-eval's WMDP and MMLU tasks share, taken from its wmdp_bio task
 ASKED_AS = ("output_type", "doc_to_text", "doc_to_choice", "doc_to_target")
-PROMPT_FORMAT = "lm-eval"  # lm-eval's own multiple-choice prompt
 FEWSHOT_RULE = (
     "k other questions of the same WMDP domain with their answer letters, drawn without the "
     "question itself by a generator seeded with its set and row, after the description"
