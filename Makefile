@@ -12,6 +12,10 @@ VOCAB_FILES := ggml-vocab-llama-spm.gguf ggml-vocab-gpt-2.gguf
 SHARED_TOFU := $(abspath ../shared/data/tofu)
 TOFU_DATA_DIR ?= $(if $(wildcard $(SHARED_TOFU)/forget01_perturbed.json),$(SHARED_TOFU),)
 export TOFU_DATA_DIR
+# LUME (make demo-lume): $LUME_DATA_DIR, else ../shared/data/lume when it exists, else its repository
+SHARED_LUME := $(abspath ../shared/data/lume)
+LUME_DATA_DIR ?= $(if $(wildcard $(SHARED_LUME)/forget.jsonl),$(SHARED_LUME),)
+export LUME_DATA_DIR
 export LM_UNLEARN_CACHE ?= $(CURDIR)/.cache
 export TOKENIZERS_PARALLELISM ?= false
 # With local TOFU everything the demo and the tests need is on disk: never wait on the network.
@@ -32,7 +36,7 @@ FLOORS_LOCK := $(FLOORS)/requirements-lowest.txt
 OLD_READER := .venv-transformers-4.45
 OLD_READER_CHECK := .cache/old-readers
 
-.PHONY: venv lock test test-floors demo leaderboard lint docs check-old-readers clean
+.PHONY: venv lock test test-floors demo demo-lume leaderboard lint docs check-old-readers clean
 
 venv: $(STAMP)
 
@@ -82,6 +86,10 @@ test-floors: $(STAMP)
 
 demo: $(STAMP)
 	$(OFFLINE) $(BIN)/lm-unlearn demo
+
+# The demo on LUME: SmolLM2 unlearns synthetic biographies with personal data (results/lume-demo/)
+demo-lume: $(STAMP)
+	$(OFFLINE) $(BIN)/lm-unlearn demo --benchmark lume
 
 # Rebuild results/demo/ (LEADERBOARD.md, leaderboard.csv, leaderboard.html) from the demo's runs.
 leaderboard: $(STAMP)

@@ -227,3 +227,37 @@ def test_evaluation_during_training_scores_lume(tmp_path, monkeypatch, tiny_mode
         assert isinstance(record["metrics"]["lume_task_aggregate"], float)
         assert "forget_task2_qa_exact_match" in record["metrics"]
     assert card["selection"]["metric"] == "lume_task_aggregate"
+
+
+def test_rows_count_within_the_chosen_subtasks_as_training_names_them(monkeypatch):
+    """`lume:forget/Task2[:12]` trains on the rows `{"subtasks": ["Task2"], "forget_rows":
+    "0:12"}` scores; the holdout counts the same way and may not overlap the retain rows."""
+    from tofu_tasks.lume.data import split_and_subtask
+    from tofu_tasks.lume.documents import lume_docs
+    from tofu_tasks.lume.options import LumeOptions
+    from unlearn_methods.config import UnlearnConfig
+    from unlearn_methods.data import read_rows, retain_split_for
+    from unlearn_methods.evaluation_plan import eval_task
+
+    monkeypatch.setenv("LUME_DATA_DIR", str(LUME))
+    options = LumeOptions.from_metadata({"subtasks": ["Task2"], "forget_rows": "0:12",
+                                         "retain_rows": "0:12", "holdout": "retain[12:24]"})  # fmt: skip
+    docs = lume_docs(options)
+    for set_name, spec in (("forget", "lume:forget/Task2[:12]"),
+                           ("retain", "lume:retain/Task2[:12]"),
+                           ("holdout", "lume:retain/Task2[12:24]")):  # fmt: skip
+        scored = [(d["question"], d["answer"]) for d in docs if d["set"] == set_name]
+        trained = [(r["question"], r["answer"]) for r in read_rows(spec)]
+        assert sorted(scored) == sorted(trained) and len(scored) == 12
+    # two biographies of Task2 (a completion and five questions each); "row" is the file's line
+    task2 = [n for n, r in enumerate(read_split("forget", LUME)) if r["task"] == "Task2"][:12]
+    assert sorted(d["row"] for d in docs if d["set"] == "forget") == task2
+    assert retain_split_for("lume:forget/Task2[:12]") == "lume:retain/Task2"
+    config = UnlearnConfig(method="GA+GD", model="m", output_dir="o", forget="lume:forget/Task2[:12]")
+    assert eval_task(config) == ("lume_unlearn", {"subtasks": ["Task2"], "forget_rows": "0:12"})
+    with pytest.raises(LumeDataError, match="one subtask's rows of it"):
+        split_and_subtask("forget/Task9")
+    with pytest.raises(Exception, match="share rows"):
+        lume_docs(LumeOptions.from_metadata({"retain_rows": "0:13", "holdout": "retain[12:24]"}))
+    with pytest.raises(Exception, match="forget_rows must be 'start:stop'"):
+        LumeOptions.from_metadata({"forget_rows": "first"})

@@ -94,6 +94,13 @@ class TrainingConfig(TrainingArguments):
             "$WMDP_CORPORA_DIR, else the hub)"
         ),
     )
+    lume_data_dir: str | None = field(
+        default=None,
+        metadata=_help(
+            "local LUME folder (forget.jsonl, retain.jsonl) for lume: data (default: "
+            "$LUME_DATA_DIR, else LUME's repository)"
+        ),
+    )
     pad_token: str | None = field(
         default=None, metadata=_help("'eos' pads with the end-of-sequence token")
     )

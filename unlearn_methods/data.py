@@ -83,7 +83,7 @@ def parse_rows_spec(spec: str) -> list[tuple[str, int | None, int | None]]:
 
 
 REALWORLD_PREFIX = "realworld:"
-LUME_PREFIX = "lume:"  # LUME's rows: lume:forget, lume:retain (a folder: $LUME_DATA_DIR)
+LUME_PREFIX = "lume:"  # LUME's rows: lume:forget, lume:retain/Task2 (a folder: $LUME_DATA_DIR)
 # text corpora: MUSE's raw splits (hub or $MUSE_DATA_DIR), WMDP's corpora (hub or
 # $WMDP_CORPORA_DIR), WikiText and local files
 MUSE_PREFIXES = {f"muse-{corpus}:": corpus for corpus in CORPORA}
@@ -173,10 +173,11 @@ def read_rows(
     data_dir: str | None = None,
     muse_data_dir: str | None = None,
     wmdp_corpora_dir: str | None = None,
+    lume_data_dir: str | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of a rows spec (see :func:`parse_rows_spec`), in order: TOFU's from ``data_dir``,
-    MUSE's from ``muse_data_dir``, WMDP's corpora from ``wmdp_corpora_dir`` (each else its
-    environment variable, else the hub).
+    MUSE's from ``muse_data_dir``, WMDP's corpora from ``wmdp_corpora_dir``, LUME's from
+    ``lume_data_dir`` (each else its environment variable, else the hub or LUME's repository).
 
     ``realworld:forget`` / ``realworld:retain`` / ``realworld:neighbor`` (or
     ``realworld:PATH.json``) read the real-world sets, their golden answers as answers.
@@ -186,10 +187,11 @@ def read_rows(
         if _is_text_name(name):
             rows += read_text_rows(name, muse_data_dir, wmdp_corpora_dir)[start:stop]
         elif name.startswith(LUME_PREFIX):
-            from tofu_tasks.lume.data import LumeDataError, read_split
+            from tofu_tasks.lume.data import LumeDataError
+            from tofu_tasks.lume.data import read_rows as read_lume_rows
 
             try:
-                source = read_split(name.removeprefix(LUME_PREFIX))
+                source = read_lume_rows(name.removeprefix(LUME_PREFIX), lume_data_dir)
             except LumeDataError as err:
                 raise UnlearnDataError(str(err)) from err
             rows += [{"question": r["input"], "answer": r["output"]} for r in source][start:stop]
@@ -226,8 +228,9 @@ def retain_split_for(forget_split: str) -> str:
         return muse + "retain1"  # MUSE's retain corpus of unlearning
     if forget_split.startswith(WMDP_PREFIX):
         return WIKITEXT  # RMU's retain text
-    if forget_split.startswith(LUME_PREFIX):
-        return LUME_PREFIX + "retain"
+    if forget_split.startswith(LUME_PREFIX):  # the same subtask's retain rows, if one is named
+        _, _, subtask = forget_split.partition("/")
+        return LUME_PREFIX + "retain" + (f"/{subtask}" if subtask else "")
     digits = forget_split.removeprefix("forget")
     if not forget_split.startswith("forget") or not digits.isdigit():
         raise UnlearnDataError(
@@ -245,6 +248,7 @@ def load_unlearn_data(
     max_length: int = 500,
     muse_data_dir: str | None = None,
     wmdp_corpora_dir: str | None = None,
+    lume_data_dir: str | None = None,
 ) -> UnlearnData:
     """Forget rows, retain rows and refusals, each checked by the TOFU data layer; a text corpus
     becomes ``max_length``-token chunks of ``tokenizer`` (``{"input_ids": [...]}`` rows).
@@ -254,8 +258,9 @@ def load_unlearn_data(
     what it itself says.
     """
     retain_split = retain_split or retain_split_for(forget_split)
-    forget = read_rows(forget_split, data_dir, muse_data_dir, wmdp_corpora_dir)
-    retain = read_rows(retain_split, data_dir, muse_data_dir, wmdp_corpora_dir)
+    folders = (data_dir, muse_data_dir, wmdp_corpora_dir, lume_data_dir)
+    forget = read_rows(forget_split, *folders)
+    retain = read_rows(retain_split, *folders)
     texts = is_text_spec(forget_split), is_text_spec(retain_split)
     if any(texts) and targets:
         raise UnlearnDataError("--targets replaces answers; a text corpus has none")

@@ -79,7 +79,7 @@ def eval_task(options: UnlearnConfig) -> tuple[str, dict[str, Any]]:
         texts = {"forget_texts": f"{config}/{split}"} if config else {}
         return f"muse_{MUSE_PREFIXES[muse]}_unlearn", texts
     if len(parts) == 1 and name.startswith(LUME_PREFIX):
-        return "lume_unlearn", {}
+        return "lume_unlearn", lume_rows(name.removeprefix(LUME_PREFIX), start, stop)
     if len(parts) != 1 or name not in FORGET_SPLITS:
         raise EvalOptionError(
             f"--eval-every scores a TOFU forget split, a MUSE corpus or LUME and cannot score "
@@ -90,6 +90,25 @@ def eval_task(options: UnlearnConfig) -> tuple[str, dict[str, Any]]:
     if start is None and stop is None:
         return f"tofu_{name}_unlearn", {}
     return f"tofu_{name}_unlearn", {"forget_rows": f"{start or 0}:{'' if stop is None else stop}"}
+
+
+def lume_rows(name: str, start: int | None, stop: int | None) -> dict[str, Any]:
+    """The task options that score the forget rows ``lume:forget/Task2[start:stop]`` names."""
+    from tofu_tasks.lume.data import LumeDataError, split_and_subtask
+
+    try:
+        split, subtask = split_and_subtask(name)
+    except LumeDataError as err:
+        raise EvalOptionError(str(err)) from None
+    if split != "forget":
+        raise EvalOptionError(
+            f"--eval-every scores the forget rows unlearned; lume:{name} are retain rows: pass "
+            f"--eval-forget lume:forget (optionally one subtask's rows, lume:forget/Task2[:48])"
+        )
+    rows: dict[str, Any] = {"subtasks": [subtask]} if subtask else {}
+    if start is not None or stop is not None:
+        rows["forget_rows"] = f"{start or 0}:{'' if stop is None else stop}"
+    return rows
 
 
 def is_muse(task: str) -> bool:
@@ -121,8 +140,9 @@ def evaluation_task_options(
     if options.trust_remote_code:
         metadata["trust_remote_code"] = True
     if own_metrics(task) is not None:  # MUSE, LUME: their own prompts, no auxiliary models
-        if is_muse(task) and options.muse_data_dir:
-            metadata.setdefault("data_dir", options.muse_data_dir)
+        folder = options.muse_data_dir if is_muse(task) else options.lume_data_dir
+        if folder:
+            metadata.setdefault("data_dir", folder)
     else:
         metadata.setdefault("embedding_model", "none")
         metadata.setdefault("nli_model", "none")

@@ -44,6 +44,7 @@ def load_rows(
     data_dir: str | None,
     muse_data_dir: str | None = None,
     wmdp_corpora_dir: str | None = None,
+    lume_data_dir: str | None = None,
 ) -> list[dict[str, str]]:
     """The rows of ``spec`` in order: question-answer pairs, or ``{"text": ..., "cut": ...}``
     documents of its text corpora (cut into chunks, or as RMU's code cuts WMDP's corpora);
@@ -51,7 +52,7 @@ def load_rows(
     rows, seen = [], set()
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         cut = text_cut(part) if is_text_spec(part) else None
-        for row in read_rows(part, data_dir, muse_data_dir, wmdp_corpora_dir):
+        for row in read_rows(part, data_dir, muse_data_dir, wmdp_corpora_dir, lume_data_dir):
             kept = {"text": row["text"], "cut": cut} if is_text_spec(part) else {
                 "question": row["question"], "answer": row["answer"]}  # fmt: skip
             key = kept.get("text") or kept["question"]
@@ -90,9 +91,8 @@ def finetune(options: FinetuneConfig) -> Path:
     tokenizer = load_training_tokenizer(options)
     prompt_format = training_prompt_format(options, tokenizer)
     encoder = PromptEncoder(tokenizer, get_prompt_format(prompt_format), options.max_length)
-    rows = load_rows(
-        options.data, options.data_dir, options.muse_data_dir, options.wmdp_corpora_dir
-    )
+    rows = load_rows(options.data, options.data_dir, options.muse_data_dir,
+                     options.wmdp_corpora_dir, options.lume_data_dir)  # fmt: skip
     examples = training_examples(rows, encoder)
     steps_per_epoch = math.ceil(len(examples) / options.effective_batch)
     warmup = options.warmup_steps

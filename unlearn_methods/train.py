@@ -135,7 +135,7 @@ def training_data(options: UnlearnConfig, tokenizer=None):
     data = load_unlearn_data(
         options.forget, options.retain, options.data_dir, options.targets,
         tokenizer=tokenizer, max_length=options.max_length, muse_data_dir=options.muse_data_dir,
-        wmdp_corpora_dir=options.wmdp_corpora_dir,
+        wmdp_corpora_dir=options.wmdp_corpora_dir, lume_data_dir=options.lume_data_dir,
     )  # fmt: skip
     check_method_data(method.needs, data, method.name)
     return data

@@ -19,6 +19,7 @@ from harness_ext.workflows.audit_settings import (
     RelearnSettings,
 )
 from harness_ext.workflows.demo import DemoSettings
+from harness_ext.workflows.demo_lume import LumeDemoSettings
 from harness_ext.workflows.score_inputs import ScoreSettings
 from tofu_tasks.scored_benchmarks import FORGET_CHOICES
 
@@ -316,24 +317,42 @@ class DemoArguments:
 
     help_group = "demo"
 
-    output: Path = field(default=Path("results/demo"), metadata=_help("the demo's results"))
+    benchmark: str = field(
+        default="tofu",
+        metadata=_help(
+            "tofu (unlearn TOFU's forget01 authors) or lume (unlearn LUME's biographies with "
+            "personal data; data from $LUME_DATA_DIR, else the official repository)"
+        ),
+    )
+    output: Path | None = field(
+        default=None, metadata=_help("the demo's results (default results/demo, results/lume-demo)")
+    )
     model: str | None = field(
         default=None, metadata=_help("base model (default: the packaged SmolLM2-135M-Instruct)")
     )
     methods: str | None = field(
-        default=None, metadata=_help("comma-separated (default ME+GD,IDK+AP,GA+GD)")
+        default=None,
+        metadata=_help("comma-separated (default ME+GD,IDK+AP,GA+GD; LUME: GA+GD,NPO+GD,IDK+AP)"),
     )
     retain_rows: int | None = field(
-        default=None, metadata=_help("retain rows learned and scored (default 20)")
+        default=None,
+        metadata=_help("TOFU: retain rows learned and scored (default 20)"),
     )
     utility_rows: int | None = field(
-        default=None, metadata=_help("Real Authors / World Facts rows scored (default 20)")
+        default=None, metadata=_help("TOFU: Real Authors / World Facts rows scored (default 20)")
+    )
+    biographies: int | None = field(
+        default=None,
+        metadata=_help(
+            "LUME: biographies (six rows each) in each of the forget, retain and holdout sets "
+            "(default 8)"
+        ),
     )
     audit: str | None = field(
         default=None,
         metadata=_help(
-            "the attacks of the audit of every unlearned model (lm-unlearn audit; default "
-            "relearn; also quantize, paraphrase)"
+            "the attacks of the audit of every unlearned model (lm-unlearn audit; TOFU: default "
+            "relearn, also quantize, paraphrase; LUME: default none, also quantize)"
         ),
     )
     no_audit: bool = field(default=False, metadata=_help("skip the audit"))
@@ -341,17 +360,34 @@ class DemoArguments:
         default=False,
         metadata=_help(
             "train every method for its full epochs instead of stopping it at the retain "
-            "model's forget ROUGE-L (matched forgetting)"
+            "model's forgetting (matched forgetting)"
         ),
     )
 
-    def settings(self) -> DemoSettings:
-        """The demo's settings: the embedded default with what was given."""
-        settings = DemoSettings(output=self.output)
-        if self.retain_rows is not None:
-            settings.retain_rows = self.retain_rows
-        if self.utility_rows is not None:
-            settings.utility_rows = self.utility_rows
+    def settings(self) -> DemoSettings | LumeDemoSettings:
+        """The demo's settings: the chosen benchmark's embedded default with what was given."""
+        given = {"retain_rows": self.retain_rows, "utility_rows": self.utility_rows,
+                 "biographies": self.biographies}  # fmt: skip
+        own = {"tofu": ("retain_rows", "utility_rows"), "lume": ("biographies",)}
+        if self.benchmark not in own:
+            raise ValueError(f"--benchmark must be tofu or lume, got {self.benchmark!r}")
+        wrong = [name for name, value in given.items()
+                 if value is not None and name not in own[self.benchmark]]  # fmt: skip
+        if wrong:
+            flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
+            raise ValueError(f"{flags}: not an option of the {self.benchmark} demo")
+        if self.benchmark == "lume":
+            settings: DemoSettings | LumeDemoSettings = LumeDemoSettings()
+            if self.biographies is not None:
+                settings.forget_biographies = settings.retain_biographies = self.biographies
+                settings.holdout_biographies = self.biographies
+        else:
+            settings = DemoSettings()
+            for name in own["tofu"]:
+                if given[name] is not None:
+                    setattr(settings, name, given[name])
+        if self.output is not None:
+            settings.output = self.output
         if self.methods:
             settings.methods = tuple(m.strip() for m in self.methods.split(",") if m.strip())
         if self.model:

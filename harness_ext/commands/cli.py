@@ -45,6 +45,7 @@ EXAMPLES = {
         "lm-unlearn demo",
         "lm-unlearn demo --methods ME+GD,IDK+AP,GA+GD,NPO+GD --audit relearn,quantize,paraphrase",
         "lm-unlearn demo --no-audit --no-matching",
+        "lm-unlearn demo --benchmark lume",
     ],
     "reference": [
         "lm-unlearn reference --model locuslab/tofu_ft_llama2-7b --prompt-format llama2 "
@@ -187,7 +188,7 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         dataclass_types=[DemoArguments],
-        help="fine-tune, unlearn, score and rank on the packaged SmolLM2 (CPU, offline)",
+        help="fine-tune, unlearn, score and rank on the packaged SmolLM2 (CPU, offline; TOFU or LUME)",
     )
     demo.set_defaults(handler=cmd_demo, parser=demo)
 

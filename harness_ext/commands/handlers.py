@@ -260,7 +260,15 @@ def cmd_eval(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from harness_ext.workflows.demo import run_demo
+    from harness_ext.workflows.demo_lume import LumeDemoSettings, run_lume_demo
 
     (arguments,) = args.parser.dataclasses_from(args)
-    run_demo(arguments.settings())
+    try:
+        settings = arguments.settings()
+    except ValueError as err:
+        args.parser.error(str(err))
+    if isinstance(settings, LumeDemoSettings):
+        run_lume_demo(settings)
+    else:
+        run_demo(settings)
     return 0

@@ -118,6 +118,7 @@ def _input_spec(settings: AuditSettings) -> ModelSpec:
 def _check_plan(settings: AuditSettings, variants: list[Variant]) -> None:
     """The data and task options of every run, checked before any model is touched."""
     from tofu_tasks.data import TofuDataError
+    from tofu_tasks.lume.data import LumeDataError
     from tofu_tasks.muse.data import MuseDataError
     from tofu_tasks.wmdp.data import WmdpDataError
 
@@ -125,7 +126,7 @@ def _check_plan(settings: AuditSettings, variants: list[Variant]) -> None:
         for metadata in (variant.metadata, variant.before_metadata):
             try:
                 eval_data_sha256(replace(settings.scoring, metadata=metadata))
-            except (TofuDataError, MuseDataError, WmdpDataError, ScoreError) as err:
+            except (TofuDataError, MuseDataError, WmdpDataError, LumeDataError, ScoreError) as err:
                 raise AuditError(f"{variant.name}: {err}") from err
         if variant.attack == "relearn" and settings.scoring.benchmark.kind != "tofu":
             _check_relearn_text(settings, variant)
@@ -138,13 +139,15 @@ def _check_plan(settings: AuditSettings, variants: list[Variant]) -> None:
 
 
 def _check_relearn_text(settings: AuditSettings, variant: Variant) -> None:
-    """The forget text relearning reads exists and gives training text."""
+    """The forget text (or LUME's rows) relearning reads exists and gives training examples."""
     from unlearn_methods.data import UnlearnDataError, read_rows
 
-    data_dir = settings.scoring.metadata.get("data_dir") if settings.scoring.muse else None
+    kind, data_dir = settings.scoring.benchmark.kind, settings.scoring.metadata.get("data_dir")
+    folders = {"muse_data_dir": data_dir if kind == "muse" else None,
+               "lume_data_dir": data_dir if kind == "lume" else None}  # fmt: skip
     for part in variant.settings["trained_on"].split(","):
         try:
-            rows = read_rows(part, muse_data_dir=data_dir)
+            rows = read_rows(part, **folders)
         except UnlearnDataError as err:
             raise AuditError(f"relearn: {err}") from err
         if not rows:

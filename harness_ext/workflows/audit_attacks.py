@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness_ext.row_slices import row_slices
+from harness_ext.row_slices import RowSliceError, row_slices, slice_range
 from harness_ext.workflows.audit_settings import (
     ATTACK_CARD,
     QUANTIZE_SCHEMES,
@@ -30,6 +30,7 @@ from harness_ext.workflows.score_inputs import (
     tokenizer_source,
 )
 from harness_ext.workflows.score_runs import slug
+from tofu_tasks.lume.data import SUBTASKS
 
 WMDP_FORGET_CORPORA = ("bio", "cyber")  # the domains with a forget corpus (cais/wmdp-corpora)
 
@@ -74,6 +75,8 @@ def relearn_variant(settings: AuditSettings, base: dict[str, Any]) -> Variant:
         return muse_relearn_variant(settings, base)
     if kind == "wmdp":
         return wmdp_relearn_variant(settings, base)
+    if kind == "lume":
+        return lume_relearn_variant(settings, base)
     split, r = settings.scoring.split, settings.relearn
     total = forget_row_count(split, base.get("data_dir"))
     trained, scored_rows = relearn_rows(r.rows, total, r.split)
@@ -130,7 +133,7 @@ def wmdp_relearn_variant(settings: AuditSettings, base: dict[str, Any]) -> Varia
     """Relearning on WMDP's forget corpora (bio and cyber have one) of the audited domains: the
     texts ``--relearn-rows`` of each (default as many as the steps read), cut as RMU's code
     cuts them; every question of the domains scored."""
-    from harness_ext.row_slices import RowSliceError, parse_slice
+    from harness_ext.row_slices import parse_slice
 
     options, r = settings.scoring.benchmark.options(base), settings.relearn
     domains = [d for d in options.domain_list() if d in WMDP_FORGET_CORPORA]
@@ -153,6 +156,71 @@ def wmdp_relearn_variant(settings: AuditSettings, base: dict[str, Any]) -> Varia
     which = "texts given by hand" if r.rows else "as many texts as the steps read"
     shown = f"{' and '.join(domains)} forget corpus, texts {start}-{stop - 1}"
     return text_relearn_variant(settings, base, trained_on, which, shown)
+
+
+def lume_relearn_variant(settings: AuditSettings, base: dict[str, Any]) -> Variant:
+    """Relearning LUME's rows: the first half of the forget documents the audit scores (each a
+    sentence completion and its questions), in LUME's prompt format; the other documents' rows
+    scored. ``--relearn-rows`` names the trained rows by hand, as ``forget_rows`` numbers them."""
+    options, r = settings.scoring.benchmark.options(base), settings.relearn
+    subtasks = options.subtask_list()
+    if 1 < len(subtasks) < len(SUBTASKS):
+        raise AuditError(
+            f"relearning LUME's rows trains on one subtask's rows or on all of them (training "
+            f"data names no other choice: lume:forget/Task2[...]); the audit scores {subtasks}"
+        )
+    trained, scored_rows = lume_relearn_rows(settings, options, r.rows)
+    name = "lume:forget" + (f"/{subtasks[0]}" if len(subtasks) == 1 else "")
+    trained_slices, scored_slices = row_slices(trained), row_slices(scored_rows)
+    scored_text = ",".join(f"{a}:{b}" for a, b in scored_slices)
+    which = "rows given by hand" if r.rows is not None else "the first half of the documents"
+    what = {"split": which, "trained_on": ",".join(f"{name}[{a}:{b}]" for a, b in trained_slices),
+            "scored_rows": scored_text, "steps": r.steps, "learning_rate": r.learning_rate,
+            "lr_schedule": "constant, no warm-up", "batch_size": r.batch_size,
+            "weights": "LoRA (r 8, alpha 32)" if r.lora else "all", "seed": r.seed,
+            "max_length": r.max_length}  # fmt: skip
+    shown = ", ".join(f"{a}-{b - 1}" for a, b in trained_slices)
+    title = f"relearn ({which}: forget rows {shown}), {r.steps} steps, lr {r.learning_rate:g}" + (
+        ", LoRA" if r.lora else ""
+    )
+    scored = {**base, "forget_rows": scored_text}
+    return Variant("relearn", "relearn", what, scored, scored, f"rows {scored_text}", title)
+
+
+def lume_relearn_rows(
+    settings: AuditSettings, options: Any, text: str | None
+) -> tuple[list[int], list[int]]:
+    """(rows trained on, rows scored), numbered as ``forget_rows`` numbers them: by default the
+    rows of the first half of the documents among the forget rows the audit scores."""
+    from tofu_tasks.lume.data import LumeDataError, document_of, read_rows
+
+    subtasks = options.subtask_list()
+    try:
+        rows = read_rows("forget" + (f"/{subtasks[0]}" if len(subtasks) == 1 else ""),
+                         options.data_dir)  # fmt: skip
+    except LumeDataError as err:
+        raise AuditError(f"relearn: {err}") from err
+    chosen = options.scored_rows("forget", len(rows))
+    positions = sorted(chosen) if chosen is not None else list(range(len(rows)))
+    if text is not None:
+        try:
+            trained = set(slice_range(text, len(rows)))
+        except RowSliceError as err:
+            raise AuditError(
+                f"--relearn-rows must be 'start:stop' of the forget rows (numbered as forget_rows "
+                f"numbers them), got {text!r}: {err}"
+            ) from err
+    else:
+        documents = list(dict.fromkeys(document_of(rows[p]["id"]) for p in positions))
+        first = set(documents[: len(documents) // 2])
+        trained = {p for p in positions if document_of(rows[p]["id"]) in first}
+    scored = [p for p in positions if p not in trained]
+    if not trained or not scored:
+        raise AuditError(
+            f"relearning needs forget rows to train on and others to score: {len(positions)} "
+            f"forget rows are scored{' (give two documents or more)' if text is None else ''}"
+        )
+    return sorted(trained), scored
 
 
 def quantize_variant(settings: AuditSettings, base: dict[str, Any], bits: int) -> Variant:
@@ -199,6 +267,7 @@ def write_attack_card(folder: Path, spec: ModelSpec, variant: Variant, seconds: 
 def relearned_model(settings: AuditSettings, spec: ModelSpec, variant: Variant) -> Path:
     """Fine-tune the unlearned model on the relearn rows (``lm-unlearn finetune``'s code)."""
     from unlearn_methods.config import FinetuneConfig
+    from unlearn_methods.data import is_text_spec
     from unlearn_methods.finetune import finetune
 
     folder = model_folder(settings, spec, variant)
@@ -206,18 +275,19 @@ def relearned_model(settings: AuditSettings, spec: ModelSpec, variant: Variant) 
         print(f"relearn: reusing {folder}")
         return folder
     r, scoring = settings.relearn, settings.scoring
-    # text is relearned without prompts: plain is recorded
-    text = scoring.benchmark.kind != "tofu"
+    # text is relearned without prompts (plain is recorded); rows as the task asks them
+    text = is_text_spec(variant.settings["trained_on"])
     prompt_format = "plain" if text else scoring_prompt_format(spec, scoring)[0]
-    data_dir = scoring.metadata.get("data_dir")
+    kind, data_dir = scoring.benchmark.kind, scoring.metadata.get("data_dir")
+    folders = {f"{name}data_dir": data_dir if kind == owner else None
+               for name, owner in (("", "tofu"), ("muse_", "muse"), ("lume_", "lume"))}  # fmt: skip
     options = FinetuneConfig(
         model=spec.peft or spec.pretrained, output_dir=str(folder),
         data=variant.settings["trained_on"], num_train_epochs=1.0, max_steps=r.steps,
         learning_rate=r.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
         per_device_train_batch_size=r.batch_size, effective_batch_size=r.batch_size,
         max_length=r.max_length, prompt_format=prompt_format, lora=r.lora, seed=r.seed,
-        data_dir=None if text else data_dir, muse_data_dir=data_dir if scoring.muse else None,
-        pad_token=_pad_token(spec), overwrite=True,
+        pad_token=_pad_token(spec), overwrite=True, **folders,
     )  # fmt: skip
     print(f"relearn: {r.steps} steps on {options.data} at lr {r.learning_rate:g} -> {folder}")
     started = time.time()

@@ -63,12 +63,10 @@ WMDP_AUDIT = AuditedBenchmark(
     {"paraphrase": "WMDP has no rephrased questions; its prompt attack is fewshot (k "
                    "in-context examples of the same domain)"},
 )  # fmt: skip
-# LUME's forget rows (sentence completions and questions) and the holdout; relearning its rows
-# is not built yet
+# LUME's forget rows (sentence completions and questions) and the holdout
 LUME_AUDIT = AuditedBenchmark(
-    ("forget", "holdout"), "forget and holdout sets", ("forget",), ("quantize",),
-    {"relearn": "relearning LUME's rows is not available yet", "paraphrase": "LUME has no "
-     "rephrased questions", "fewshot": NO_FEWSHOT},
+    ("forget", "holdout"), "forget and holdout sets", ("forget",), ("relearn", "quantize"),
+    {"paraphrase": "LUME has no rephrased questions", "fewshot": NO_FEWSHOT},
 )  # fmt: skip
 AUDITED = {"tofu": TOFU_AUDIT, "muse": MUSE_AUDIT, "wmdp": WMDP_AUDIT, "lume": LUME_AUDIT}
 
@@ -306,7 +304,7 @@ def check_settings(settings: AuditSettings) -> None:
             raise AuditError(
                 f"--relearn-split must be one of {', '.join(RELEARN_SPLITS)}, got {relearn.split!r}"
             )
-        if metadata.get("forget_rows"):
+        if metadata.get("forget_rows") and settings.scoring.benchmark.kind == "tofu":
             raise AuditError("relearn chooses the scored forget rows itself: drop forget_rows")
         if metadata.get("prompt_template"):
             raise AuditError("relearn trains in a named prompt format, not a prompt_template")

@@ -117,7 +117,9 @@ def cached_model(cache: Path, kind: str, config: Any, make: Callable[[Any], Path
     """Train ``config`` (a FinetuneConfig or UnlearnConfig) with ``make`` into a folder named by
     the hash of its options and the input model's weights; reuse the folder when it holds a
     finished run."""
-    options = config.given_options()
+    # options left unset do not count: a new option (say, another benchmark's data folder)
+    # keeps the models trained before it
+    options = {name: value for name, value in config.given_options().items() if value is not None}
     for machine_specific in ("model", "output_dir", "overwrite"):
         options.pop(machine_specific, None)
     key = json.dumps(
@@ -140,18 +142,24 @@ def score(
 ) -> Path:
     """Score a model as ``lm-unlearn score`` does; returns its run folder (made, or made
     before with these exact settings)."""
-    from harness_ext.workflows.score import score_model
     from harness_ext.workflows.score_inputs import ScoreSettings
 
     scoring = ScoreSettings(
         prompt_format=settings.prompt_format,
         metadata=demo_task_options(settings),
-        label=label or None,
         batch_size=str(settings.score_batch_size),
         output=runs,
-        **{name: str(path) for name, path in references.items()},
     )
-    return score_model(str(model), scoring).run_dir
+    return score_as(model, scoring, label, **references)
+
+
+def score_as(model: Path, scoring: Any, label: str = "", **references: str | Path) -> Path:
+    """``lm-unlearn score`` of ``model`` with the settings ``scoring`` (a ScoreSettings), a label
+    and references; returns its run folder (made, or made before with these exact settings)."""
+    from harness_ext.workflows.score import score_model
+
+    given = {name: str(path) for name, path in references.items()}
+    return score_model(str(model), replace(scoring, label=label or None, **given)).run_dir
 
 
 def demo_task_options(settings: DemoSettings) -> dict[str, Any]:

@@ -249,9 +249,15 @@ def _mark_references(records: list[RunRecord], names: dict[str, str]) -> None:
     which is what the others are measured by."""
     retain = {r.fq_reference for r in records if r.fq_reference}
     pre_unlearning = {r.pre_unlearning_reference for r in records if r.pre_unlearning_reference}
+    # the models the unlearned runs were unlearned from (their run cards), where no metric
+    # names them as a reference (LUME and MUSE take no pre-unlearning reference)
+    unlearned_from = {_model_of(r).get("unlearned_from") for r in records} - {None}
     for record in records:
         identity = _run_identity(record)
         roles = []
+        weights = (_model_of(record).get("fingerprint") or {}).get("weights_sha256")
+        if weights in unlearned_from and identity not in pre_unlearning:
+            roles.append("model before unlearning")
         if identity in retain:
             roles.append("retain reference")
             if record.number("forget_quality") is None:
@@ -267,6 +273,11 @@ def _mark_references(records: list[RunRecord], names: dict[str, str]) -> None:
         record.role = " and ".join(roles)
     for record in records:
         record.fq_reference_name = names.get(record.fq_reference or "", "")
+
+
+def _model_of(record: RunRecord) -> dict[str, Any]:
+    model = (record.manifest or {}).get("model")
+    return model if isinstance(model, dict) else {}
 
 
 def _forget_quality_of_itself(record: RunRecord) -> float | str:

@@ -24,9 +24,10 @@ from harness_ext.metrics.ideals import RETAIN, Ideal, finite, ideal_of, parse_ra
 # MUSE's tables have no aggregate of their own: privleak (best 0) ranks them; WMDP's, its
 # accuracy at matched utility (UTILITY_GATES); LUME's, the challenge's final score (its task
 # aggregate when no MMLU accuracy was given).
+# (LUME's runs have privleak too, but its own scores are what the challenge ranks by)
 RANK_PREFERENCE = (
-    "forget_efficacy", "forget_quality", "tofu_model_utility", "privleak", "forget_wmdp_acc",
-    "lume_final_score", "lume_task_aggregate",
+    "forget_efficacy", "forget_quality", "tofu_model_utility", "lume_final_score",
+    "lume_task_aggregate", "privleak", "forget_wmdp_acc",
 )  # fmt: skip
 # At matched forgetting the paper compares utility at equal forgetting.
 UTILITY_PREFERENCE = ("model_utility", "tofu_model_utility")

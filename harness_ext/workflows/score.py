@@ -48,6 +48,7 @@ from harness_ext.workflows.score_inputs import (
     requested_prompt_format,
     resolve_model,
     scoring_prompt_format,
+    unlearned_from,
 )
 from harness_ext.workflows.score_runs import (
     find_scored,
@@ -194,6 +195,7 @@ def build_manifest(spec, settings, prompt_format, why, key, results, files) -> d
             "peft": spec.peft,
             "fingerprint": spec.fingerprint,
             **({"selection": chosen} if (chosen := checkpoint_selection(spec)) else {}),
+            **({"unlearned_from": before} if (before := unlearned_from(spec)) else {}),
         },
         "task": task,
         "task_version": results.get("versions", {}).get(task),

@@ -91,6 +91,16 @@ def checkpoint_selection(spec: ModelSpec) -> dict[str, Any] | None:
     return out
 
 
+def unlearned_from(spec: ModelSpec) -> str | None:
+    """The weights digest of the model an ``lm-unlearn train`` checkpoint was unlearned from (its
+    run card): tables show that model's run as the one before unlearning."""
+    found = _training_card(spec.peft or spec.pretrained)
+    if not found or found[0] != "run_card.json" or spec.peft:
+        return None
+    base = found[1].get("base_model")
+    return base.get("weights_sha256") if isinstance(base, dict) else None
+
+
 def _own_name(model: str) -> str:
     return Path(model.rstrip("/")).name or model
 

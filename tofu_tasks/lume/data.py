@@ -41,6 +41,15 @@ def kind_of(row_id: str) -> str | None:
     return found.group(1) if found else None
 
 
+def document_of(row_id: str) -> str:
+    """The document a row asks about: its id without the ``sc<k>`` / ``qa<k>`` ending.
+
+    >>> document_of('"12762334"qa0') == document_of('"12762334"sc1')
+    True
+    """
+    return _KIND.sub("", row_id)
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
     """The local folder: ``data_dir``, else ``$LUME_DATA_DIR``, else None (the repository)."""
     chosen = data_dir or os.environ.get(DATA_DIR_ENV)
@@ -116,3 +125,26 @@ def check_row(row: Any, where: str) -> dict[str, Any]:
     if kind is None:
         raise LumeDataError(f"{where}: id {row['id']!r} ends in neither sc<k> nor qa<k>")
     return {**{name: row[name] for name in FIELDS}, "kind": kind}
+
+
+def split_and_subtask(name: str) -> tuple[str, str | None]:
+    """``"forget"`` → ("forget", None); ``"forget/Task2"`` → ("forget", "Task2"): a split, or one
+    subtask's rows of it (as training data names them: ``lume:forget/Task2[:48]``).
+
+    >>> split_and_subtask("retain/Task2")
+    ('retain', 'Task2')
+    """
+    split, _, subtask = name.partition("/")
+    if split not in SPLITS or (subtask and subtask not in SUBTASKS):
+        raise LumeDataError(
+            f"unknown LUME rows {name!r}: a split ({', '.join(SPLITS)}), optionally one "
+            f"subtask's rows of it (forget/Task2; subtasks {', '.join(SUBTASKS)})"
+        )
+    return split, subtask or None
+
+
+def read_rows(name: str, data_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """The rows :func:`split_and_subtask` names, in file order: the numbering row slices use."""
+    split, subtask = split_and_subtask(name)
+    rows = read_split(split, data_dir)
+    return [row for row in rows if subtask is None or row["task"] == subtask]

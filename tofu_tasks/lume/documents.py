@@ -25,11 +25,17 @@ def lume_docs(options: LumeOptions) -> list[dict[str, Any]]:
     subtasks, kinds = set(options.subtask_list()), set(options.kind_list())
     docs: list[dict[str, Any]] = []
     for split in ("forget", "retain"):
-        rows = read_split(split, options.data_dir)
+        # row numbers count the chosen subtasks' rows (options.py); "row" stays the file's line
+        rows = [(number, row) for number, row in enumerate(read_split(split, options.data_dir))
+                if row["task"] in subtasks]  # fmt: skip
         holdout = options.holdout_rows(len(rows)) if split == "retain" else None
-        for number, row in enumerate(rows):
-            set_name = "holdout" if holdout is not None and number in holdout else split
-            if set_name in wanted and row["task"] in subtasks and row["kind"] in kinds:
+        scored = options.scored_rows(split, len(rows))
+        for position, (number, row) in enumerate(rows):
+            in_holdout = holdout is not None and position in holdout
+            set_name = "holdout" if in_holdout else split
+            if not in_holdout and scored is not None and position not in scored:
+                continue
+            if set_name in wanted and row["kind"] in kinds:
                 docs.append({"set": set_name, "row": number, "id": row["id"],
                              "subtask": row["task"], "kind": row["kind"],
                              "question": row["input"], "answer": row["output"],
