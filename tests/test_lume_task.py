@@ -253,7 +253,9 @@ def test_rows_count_within_the_chosen_subtasks_as_training_names_them(monkeypatc
     task2 = [n for n, r in enumerate(read_split("forget", LUME)) if r["task"] == "Task2"][:12]
     assert sorted(d["row"] for d in docs if d["set"] == "forget") == task2
     assert retain_split_for("lume:forget/Task2[:12]") == "lume:retain/Task2"
-    config = UnlearnConfig(method="GA+GD", model="m", output_dir="o", forget="lume:forget/Task2[:12]")
+    config = UnlearnConfig(
+        method="GA+GD", model="m", output_dir="o", forget="lume:forget/Task2[:12]"
+    )
     assert eval_task(config) == ("lume_unlearn", {"subtasks": ["Task2"], "forget_rows": "0:12"})
     with pytest.raises(LumeDataError, match="one subtask's rows of it"):
         split_and_subtask("forget/Task9")
