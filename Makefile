@@ -91,10 +91,13 @@ demo: $(STAMP)
 demo-lume: $(STAMP)
 	$(OFFLINE) $(BIN)/lm-unlearn demo --benchmark lume
 
-# Rebuild results/demo/ (LEADERBOARD.md, leaderboard.csv, leaderboard.html) from the demo's runs.
+# Rebuild results/demo/ and results/lume-demo/ (LEADERBOARD.md, leaderboard.csv,
+# leaderboard.html) from the demos' runs.
 leaderboard: $(STAMP)
 	$(BIN)/lm-unlearn leaderboard results/demo/runs --output results/demo \
 		--title "lm-unlearn demo: SmolLM2-135M-Instruct unlearns forget01"
+	$(BIN)/lm-unlearn leaderboard results/lume-demo/runs --output results/lume-demo \
+		--title "lm-unlearn demo: SmolLM2-135M-Instruct unlearns LUME's Task2 biographies"
 
 # A checkpoint the project writes loads as the same model in transformers 4.45 (a separate
 # environment; many users, and open-unlearning, are on 4.4x).

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from harness_ext.provenance import cpu_model, package_versions
 from harness_ext.workflows import demo_reuse
 
@@ -47,17 +49,27 @@ def test_same_versions_promise_reuse_when_the_weights_agree(tmp_path):
     assert demo_reuse.weights_check(runs, "retain model", "d" * 64) is None  # not committed
 
 
-def test_the_committed_leaderboard_is_what_the_code_builds_from_the_committed_runs(tmp_path):
-    """`make leaderboard` rebuilds results/demo byte for byte: a change to the tables' code
-    shows up here, and the committed files are rebuilt with it."""
+@pytest.mark.parametrize(
+    ("folder", "title", "files"),
+    [
+        ("demo", "lm-unlearn demo: SmolLM2-135M-Instruct unlearns forget01",
+         ("LEADERBOARD.md", "leaderboard.csv", "robustness.csv")),
+        ("lume-demo", "lm-unlearn demo: SmolLM2-135M-Instruct unlearns LUME's Task2 biographies",
+         ("LEADERBOARD.md", "leaderboard.csv")),
+    ],
+)  # fmt: skip
+def test_the_committed_leaderboard_is_what_the_code_builds_from_the_committed_runs(
+    tmp_path, folder, title, files
+):
+    """`make leaderboard` rebuilds results/demo and results/lume-demo byte for byte: a change to
+    the tables' code shows up here, and the committed files are rebuilt with it."""
     import shutil
 
     from harness_ext.workflows.leaderboard import build_leaderboard
 
-    demo = Path(__file__).resolve().parents[1] / "results" / "demo"
-    copy = tmp_path / "demo"
+    demo = Path(__file__).resolve().parents[1] / "results" / folder
+    copy = tmp_path / folder
     shutil.copytree(demo, copy)
-    build_leaderboard([copy / "runs"], copy,
-                      title="lm-unlearn demo: SmolLM2-135M-Instruct unlearns forget01")  # fmt: skip
-    for name in ("LEADERBOARD.md", "leaderboard.csv", "robustness.csv"):
+    build_leaderboard([copy / "runs"], copy, title=title)
+    for name in files:
         assert (copy / name).read_text() == (demo / name).read_text(), name

@@ -93,8 +93,8 @@ DEFINITIONS = {
     "mmlu_acc_change": "MMLU accuracy minus the model's before unlearning, same questions",
     "lume_final_score": "SemEval-2025 Task 4's final score: mean of the task aggregate, the "
     "MIA score and MMLU accuracy",
-    "lume_task_aggregate": "harmonic mean of the 12 regurgitation and knowledge means (3 "
-    "subtasks x forget and retain; forget as 1 - mean)",
+    "lume_task_aggregate": "harmonic mean of the regurgitation and knowledge means of each "
+    "subtask scored on forget and retain (12 with all three; forget as 1 - mean)",
     "lume_mia_score": "1 - 2|AUC - 0.5| of the loss attack, forget against holdout rows",
 }
 

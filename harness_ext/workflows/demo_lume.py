@@ -65,8 +65,9 @@ class LumeDemoSettings:
     unlearn_epochs: float = 5.0  # at most: matched forgetting usually stops a method earlier
     unlearn_lr: float = 1e-4
     score_batch_size: int = 16
-    # the longest expected completion of these rows takes 60 tokens (the challenge's: 256)
-    max_new_tokens: int = 64
+    # the longest expected completion of these rows takes 86 of SmolLM2's tokens (a cut below it
+    # caps ROUGE-L recall: 64 would cut 14 of the 24); the challenge's budget is 256
+    max_new_tokens: int = 96
     match_forgetting: bool = True
     # the rows' knowledge of personal data: ROUGE-L recall of the answers to the 40 questions
     # (exact match moves in steps of 1/40; the 8 completions are too few to match on)

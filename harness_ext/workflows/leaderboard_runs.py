@@ -260,7 +260,8 @@ def _mark_references(records: list[RunRecord], names: dict[str, str]) -> None:
             roles.append("model before unlearning")
         if identity in retain:
             roles.append("retain reference")
-            if record.number("forget_quality") is None:
+            # (a benchmark without forget quality, such as MUSE or LUME, gets none)
+            if "forget_quality" in record.metrics and record.number("forget_quality") is None:
                 record.metrics["forget_quality"] = _forget_quality_of_itself(record)
                 record.fq_reference = identity
             if record.number("privleak") is None and record.number("mia_min_k_auc") is not None:

@@ -207,7 +207,9 @@ def to_markdown(tables: dict[str, Table], output: Path, title: str) -> str:
         references = sorted({r.fq_reference_name for r in main if r.fq_reference_name})
         if references:
             names = "; ".join(md_text(name) for name in references)
-            compared = "privleak" if task.startswith("muse_") else "Forget quality"
+            # TOFU's runs measure forget quality against it; the other benchmarks privleak
+            has_fq = any(r.number("forget_quality") is not None for r in main if not r.role)
+            compared = "Forget quality" if has_fq else "privleak"
             lines.append(f"{compared} against the retain reference: {names}.")
         if sentence := selection_sentence(main, table.ranking):
             lines.append(md_text(sentence))
