@@ -20,16 +20,17 @@ leaderboard.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness_ext.assets import cache_dir, packaged_smollm2
-from harness_ext.workflows import demo_reuse
+from harness_ext.workflows.demo_steps import (
+    cached_model,
+    check_trained_weights,
+    finish_demo,
+    score_as,
+    start_demo,
+)
 
 TASK = "tofu_forget01_unlearn"
 DEFAULT_OUTPUT = Path("results") / "demo"
@@ -94,49 +95,6 @@ class DemoSettings:
         return MINUTES_FROM_NOTHING * share * audit, MINUTES_REUSING * share
 
 
-class Clock:
-    def __init__(self, steps: int) -> None:
-        self.started = time.time()
-        self.steps = steps
-        self.done = 0
-
-    def step(self, text: str) -> None:
-        self.done += 1
-        elapsed = time.time() - self.started
-        print(f"\n[{self.done}/{self.steps}] {text}   ({elapsed / 60:.1f} min so far)", flush=True)
-
-
-def model_digest(path: str | Path) -> str:
-    from harness_ext.provenance import model_fingerprint
-
-    fingerprint = model_fingerprint(str(path))
-    return fingerprint.get("weights_sha256") or json.dumps(fingerprint, sort_keys=True)
-
-
-def cached_model(cache: Path, kind: str, config: Any, make: Callable[[Any], Path]) -> Path:
-    """Train ``config`` (a FinetuneConfig or UnlearnConfig) with ``make`` into a folder named by
-    the hash of its options and the input model's weights; reuse the folder when it holds a
-    finished run."""
-    # options left unset do not count: a new option (say, another benchmark's data folder)
-    # keeps the models trained before it
-    options = {name: value for name, value in config.given_options().items() if value is not None}
-    for machine_specific in ("model", "output_dir", "overwrite"):
-        options.pop(machine_specific, None)
-    key = json.dumps(
-        {"model": model_digest(config.model), "config": type(config).__name__, "options": options},
-        sort_keys=True,
-        default=str,
-    )
-    folder = cache / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-    card = "run_card.json" if hasattr(config, "method") else "finetune_card.json"
-    if (folder / card).is_file():
-        print(f"  cached: {folder}")
-        return folder
-    # a fine-tuning run starts over; an unlearning run resumes a partial one itself
-    make(replace(config, output_dir=str(folder), overwrite=not hasattr(config, "method")))
-    return folder
-
-
 def score(
     model: Path, settings: DemoSettings, runs: Path, label: str = "", **references: str
 ) -> Path:
@@ -151,15 +109,6 @@ def score(
         output=runs,
     )
     return score_as(model, scoring, label, **references)
-
-
-def score_as(model: Path, scoring: Any, label: str = "", **references: str | Path) -> Path:
-    """``lm-unlearn score`` of ``model`` with the settings ``scoring`` (a ScoreSettings), a label
-    and references; returns its run folder (made, or made before with these exact settings)."""
-    from harness_ext.workflows.score import score_model
-
-    given = {name: str(path) for name, path in references.items()}
-    return score_model(str(model), replace(scoring, label=label or None, **given)).run_dir
 
 
 def demo_task_options(settings: DemoSettings) -> dict[str, Any]:
@@ -230,43 +179,6 @@ def matched_forgetting(settings: DemoSettings, retain_run: Path) -> dict[str, An
             "warmup_steps": 0}  # fmt: skip
 
 
-def remove_stale_runs(runs: Path, current: list[Path]) -> None:
-    """Earlier scoring runs of the demo's own models (other weights, e.g. trained on another
-    machine, or other settings) leave the demo's results folder: one row per model. So do the
-    audit runs of models that are not the current ones."""
-    import shutil
-
-    from harness_ext.workflows.score_runs import completed_runs
-
-    def read(run: Path) -> dict[str, Any]:
-        try:
-            return json.loads((run / "manifest.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return {}
-
-    def weights(model: dict[str, Any]) -> str | None:
-        return (model.get("fingerprint") or {}).get("weights_sha256")
-
-    models = [read(run).get("model", {}) for run in current]
-    names = {(model.get("name"), model.get("base_name")) for model in models}
-    bases = {base for _, base in names}
-    current_weights = {weights(model) for model in models}
-    keep = {run.resolve() for run in current}
-    for run in completed_runs(runs):
-        manifest = read(run)
-        model, attack = manifest.get("model", {}), manifest.get("attack")
-        if attack:  # an audit's run: stale when the model it audited is not a current one
-            audited = weights(attack.get("input_model") or {}) or weights(model)
-            stale = model.get("base_name") in bases and audited not in current_weights
-        else:
-            stale = (
-                run.resolve() not in keep and (model.get("name"), model.get("base_name")) in names
-            )
-        if stale:
-            print(f"  replaced an earlier run of the same model: removed {run}")
-            shutil.rmtree(run)
-
-
 def forget_quality_of_itself(run: Path) -> float:
     """KS p-value of a run's forget truth ratios against themselves: the ceiling, 1.0."""
     from harness_ext.metrics.tofu import forget_quality
@@ -278,21 +190,13 @@ def forget_quality_of_itself(run: Path) -> float:
 
 def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     """Run the demo (see the module docstring); returns its runs and models."""
-    from harness_ext.workflows.leaderboard import build_leaderboard
     from unlearn_methods.config import FinetuneConfig, UnlearnConfig
     from unlearn_methods.finetune import finetune
     from unlearn_methods.train import train
 
     settings = settings or DemoSettings()
-    cache = Path(settings.cache or cache_dir() / "demo")
-    cache.mkdir(parents=True, exist_ok=True)
-    runs = Path(settings.output) / "runs"
-    clock = Clock(6 + len(settings.methods) * (2 if settings.audit else 1))
-    print(demo_reuse.outlook(runs, *settings.expected_minutes()), flush=True)
-    clock.step(
-        "base model: " + (settings.model or "the packaged SmolLM2-135M-Instruct (converted once)")
-    )
-    base = Path(settings.model) if settings.model else packaged_smollm2()
+    start = start_demo(settings)
+    cache, runs, clock, base = start.cache, start.runs, start.clock, start.base
 
     retain_data = f"retain_perturbed[:{settings.retain_rows}]"
     if settings.retain_rows > HOLDOUT_ROWS.start:
@@ -315,9 +219,7 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     clock.step(f"retain model: fine-tune on the {settings.retain_rows} retain rows only")
     retain = cached_model(cache, "retain", replace(tuning, data=retain_data), finetune)
 
-    for name, model in (("target", target), ("retain model", retain)):
-        if note := demo_reuse.weights_check(runs, name, model_digest(model)):
-            print(note, flush=True)
+    check_trained_weights(runs, target, retain)
     clock.step("score the retain model (the forget-quality reference)")
     retain_run = score(retain, settings, runs, label="retain model")
     clock.step("score the target (before unlearning)")
@@ -350,15 +252,10 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
         clock.step(f"audit the {method} model: {settings.audit}")
         audit(model, settings, runs, target_run, retain_run, method, retain)
 
-    clock.step("leaderboard")
-    remove_stale_runs(runs, scored)
-    board = build_leaderboard(
-        [runs], Path(settings.output), title=f"lm-unlearn demo: {base.name} unlearns forget01"
-    )
-    print(board.markdown)
+    title = f"lm-unlearn demo: {base.name} unlearns forget01"
+    minutes = finish_demo(start, settings.output, scored, title)
     itself = forget_quality_of_itself(retain_run)
     print(f"\nforget quality of the retain model against itself: {itself:.4f} (the ceiling)")
-    minutes = (time.time() - clock.started) / 60
     print(f"demo finished in {minutes:.1f} min; open {Path(settings.output) / 'leaderboard.html'}")
     return {
         "retain_run": retain_run,

@@ -15,35 +15,33 @@
 
 Every step calls the function behind a public command (``lm-unlearn finetune / train / score /
 leaderboard``) with that command's options; models and scores are reused as ``lm-unlearn demo``
-reuses them (:mod:`harness_ext.workflows.demo`). The data is read from ``LUME_DATA_DIR``, else
+reuses them (:mod:`harness_ext.workflows.demo_steps`). The data is read from ``LUME_DATA_DIR``, else
 the official repository's files.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness_ext.assets import cache_dir, packaged_smollm2
-from harness_ext.workflows import demo_reuse
-from harness_ext.workflows.demo import (
-    Clock,
+from harness_ext.workflows.demo_steps import (
     cached_model,
-    model_digest,
-    remove_stale_runs,
+    check_trained_weights,
+    finish_demo,
     score_as,
+    start_demo,
 )
 
 DEFAULT_OUTPUT = Path("results") / "lume-demo"
 ROWS_PER_BIOGRAPHY = 6  # a Task2 document: one sentence completion and five questions
 # Rates that reach the retain model's forgetting in a few evaluations (see docs/lume.md)
 METHOD_LR = {"GA+GD": 2e-4, "NPO+GD": 2e-4, "ME+GD": 4e-4, "IDK+AP": 2e-4}
-# Measured on the project's 2-core machine with the default settings (nothing else running):
-# from nothing, and when the committed scores are reused (models trained only).
-MINUTES_FROM_NOTHING = 15.0
-MINUTES_REUSING = 9.0
+# On the project's 2-core machine with the default settings (nothing else running): from nothing
+# (measured), and when the committed scores are reused (models trained only: 10.6 measured with
+# 64 new tokens; the five scorings take about 2.5 of the 13.6)
+MINUTES_FROM_NOTHING = 13.6
+MINUTES_REUSING = 11.0
 
 
 @dataclass
@@ -128,21 +126,13 @@ def matched_forgetting(settings: LumeDemoSettings, retain_run: Path) -> dict[str
 
 def run_lume_demo(settings: LumeDemoSettings | None = None) -> dict[str, Any]:
     """Run the LUME demo (see the module docstring); returns its runs and models."""
-    from harness_ext.workflows.leaderboard import build_leaderboard
     from unlearn_methods.config import FinetuneConfig, UnlearnConfig
     from unlearn_methods.finetune import finetune
     from unlearn_methods.train import train
 
     settings = settings or LumeDemoSettings()
-    cache = Path(settings.cache or cache_dir() / "demo")
-    cache.mkdir(parents=True, exist_ok=True)
-    runs = Path(settings.output) / "runs"
-    clock = Clock(6 + len(settings.methods) * (2 if settings.audit else 1))
-    print(demo_reuse.outlook(runs, *settings.expected_minutes()), flush=True)
-    clock.step(
-        "base model: " + (settings.model or "the packaged SmolLM2-135M-Instruct (converted once)")
-    )
-    base = Path(settings.model) if settings.model else packaged_smollm2()
+    start = start_demo(settings)
+    cache, runs, clock, base = start.cache, start.runs, start.clock, start.base
     forget_rows, retain_rows = settings.training_rows("forget"), settings.training_rows("retain")
     # rows of similar length batched together (a completion is three times a question's length)
     tuning = FinetuneConfig(
@@ -160,9 +150,7 @@ def run_lume_demo(settings: LumeDemoSettings | None = None) -> dict[str, Any]:
     )
     clock.step(f"retain model: fine-tune on {retain_rows} only")
     retain = cached_model(cache, "lume-retain", replace(tuning, data=retain_rows), finetune)
-    for name, model in (("target", target), ("retain model", retain)):
-        if note := demo_reuse.weights_check(runs, name, model_digest(model)):
-            print(note, flush=True)
+    check_trained_weights(runs, target, retain)
 
     scored_as = scoring(settings, runs)
     clock.step("score the retain model (the reference of forgetting and privacy)")
@@ -187,12 +175,8 @@ def run_lume_demo(settings: LumeDemoSettings | None = None) -> dict[str, Any]:
         clock.step(f"audit the {method} model: {settings.audit}")
         audit(model, settings, scored_as, target_run, method, retain)
 
-    clock.step("leaderboard")
-    remove_stale_runs(runs, scored)
     title = f"lm-unlearn demo: {base.name} unlearns LUME's {settings.subtask} biographies"
-    board = build_leaderboard([runs], Path(settings.output), title=title)
-    print(board.markdown)
-    minutes = (time.time() - clock.started) / 60
+    minutes = finish_demo(start, settings.output, scored, title)
     print(f"demo finished in {minutes:.1f} min; open {Path(settings.output) / 'leaderboard.html'}")
     return {"retain_run": retain_run, "target_run": target_run, "models": unlearned,
             "minutes": minutes}  # fmt: skip
