@@ -263,3 +263,28 @@ def test_rows_count_within_the_chosen_subtasks_as_training_names_them(monkeypatc
         lume_docs(LumeOptions.from_metadata({"retain_rows": "0:13", "holdout": "retain[12:24]"}))
     with pytest.raises(Exception, match="forget_rows must be 'start:stop'"):
         LumeOptions.from_metadata({"forget_rows": "first"})
+
+
+def test_the_lm_eval_command_line_gives_every_metric_on_the_real_data(tmp_path):
+    """`lm_eval --tasks lume_unlearn --metadata '{"data_dir": ...}'` as a user runs it, from
+    another folder: every metric of the task in the table, the scores numbers."""
+    import subprocess
+    import sys
+
+    from tofu_tasks.lume.metric_list import metric_list
+
+    options = {"data_dir": str(LUME), "max_rows_per_set": 1, "max_new_tokens": 8,
+               "holdout": "retain[2600:]", "mmlu": 0.4}  # fmt: skip
+    command = [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
+               f"pretrained={MODEL},dtype=float32", "--tasks", "lume_unlearn", "--device", "cpu",
+               "--batch_size", "8", "--metadata", json.dumps(options)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = done.stdout.replace(" ", "")
+    for entry in metric_list():
+        assert f"|{entry['metric']}|" in table, entry["metric"]
+    for metric in ("lume_task_aggregate", "lume_mia_score", "lume_final_score"):
+        cells = [c.strip() for c in next(
+            line for line in done.stdout.splitlines() if f"|{metric}" in line.replace(" ", "")
+        ).split("|")]  # fmt: skip
+        assert 0.0 <= float(cells[cells.index(metric) + 2]) <= 1.0, metric

@@ -44,8 +44,7 @@ EXAMPLES = {
     "demo": [
         "lm-unlearn demo",
         "lm-unlearn demo --methods ME+GD,IDK+AP,GA+GD,NPO+GD --audit relearn,quantize,paraphrase",
-        "lm-unlearn demo --no-audit --no-matching",
-        "lm-unlearn demo --benchmark lume",
+        "lm-unlearn demo --benchmark lume --audit relearn",
     ],
     "reference": [
         "lm-unlearn reference --model locuslab/tofu_ft_llama2-7b --prompt-format llama2 "
