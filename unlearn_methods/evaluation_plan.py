@@ -87,9 +87,14 @@ def eval_task(options: UnlearnConfig) -> tuple[str, dict[str, Any]]:
             f"forget10[360:400]), {' or '.join(p + 'forget' for p in MUSE_PREFIXES)} or "
             f"lume:forget"
         )
+    return f"tofu_{name}_unlearn", forget_rows(start, stop)
+
+
+def forget_rows(start: int | None, stop: int | None) -> dict[str, Any]:
+    """The task option ``forget_rows`` of a rows spec's slice (none for the whole split)."""
     if start is None and stop is None:
-        return f"tofu_{name}_unlearn", {}
-    return f"tofu_{name}_unlearn", {"forget_rows": f"{start or 0}:{'' if stop is None else stop}"}
+        return {}
+    return {"forget_rows": f"{start or 0}:{'' if stop is None else stop}"}
 
 
 def lume_rows(name: str, start: int | None, stop: int | None) -> dict[str, Any]:
@@ -105,10 +110,7 @@ def lume_rows(name: str, start: int | None, stop: int | None) -> dict[str, Any]:
             f"--eval-every scores the forget rows unlearned; lume:{name} are retain rows: pass "
             f"--eval-forget lume:forget (optionally one subtask's rows, lume:forget/Task2[:48])"
         )
-    rows: dict[str, Any] = {"subtasks": [subtask]} if subtask else {}
-    if start is not None or stop is not None:
-        rows["forget_rows"] = f"{start or 0}:{'' if stop is None else stop}"
-    return rows
+    return {**({"subtasks": [subtask]} if subtask else {}), **forget_rows(start, stop)}
 
 
 def is_muse(task: str) -> bool:

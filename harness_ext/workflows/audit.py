@@ -44,7 +44,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from harness_ext.workflows.audit_attacks import attacked_model, plan
+from harness_ext.workflows.audit_attacks import attacked_model, plan, relearn_data_folders
 from harness_ext.workflows.audit_report import write_report
 from harness_ext.workflows.audit_scores import (
     forget_samples,
@@ -142,12 +142,9 @@ def _check_relearn_text(settings: AuditSettings, variant: Variant) -> None:
     """The forget text (or LUME's rows) relearning reads exists and gives training examples."""
     from unlearn_methods.data import UnlearnDataError, read_rows
 
-    kind, data_dir = settings.scoring.benchmark.kind, settings.scoring.metadata.get("data_dir")
-    folders = {"muse_data_dir": data_dir if kind == "muse" else None,
-               "lume_data_dir": data_dir if kind == "lume" else None}  # fmt: skip
     for part in variant.settings["trained_on"].split(","):
         try:
-            rows = read_rows(part, **folders)
+            rows = read_rows(part, **relearn_data_folders(settings.scoring))
         except UnlearnDataError as err:
             raise AuditError(f"relearn: {err}") from err
         if not rows:

@@ -17,6 +17,7 @@ from harness_ext.workflows.audit_settings import (
     QUANTIZE_SCHEMES,
     AuditError,
     AuditSettings,
+    RelearnSettings,
     Variant,
     audited,
     forget_row_count,
@@ -80,20 +81,43 @@ def relearn_variant(settings: AuditSettings, base: dict[str, Any]) -> Variant:
     split, r = settings.scoring.split, settings.relearn
     total = forget_row_count(split, base.get("data_dir"))
     trained, scored_rows = relearn_rows(r.rows, total, r.split)
-    trained_slices, scored_slices = row_slices(trained), row_slices(scored_rows)
-    scored_text = ",".join(f"{a}:{b}" for a, b in scored_slices)
-    scored = {**base, "forget_rows": scored_text}
     which = "rows given by hand" if r.rows is not None else (r.split or "same-authors")
-    what = {"split": which,
-            "trained_on": ",".join(f"{split}[{a}:{b}]" for a, b in trained_slices),
-            "scored_rows": scored_text, "steps": r.steps,
-            "learning_rate": r.learning_rate, "lr_schedule": "constant, no warm-up",
-            "batch_size": r.batch_size, "weights": "LoRA (r 8, alpha 32)" if r.lora else "all",
-            "seed": r.seed, "max_length": r.max_length}  # fmt: skip
-    shown = ", ".join(f"{a}-{b - 1}" for a, b in trained_slices)
-    title = f"relearn ({which}: trained rows {shown}), {r.steps} steps, lr {r.learning_rate:g}" + (
+    return rows_relearn_variant(r, base, which, split, trained, scored_rows, "trained rows")
+
+
+def relearning(r: RelearnSettings) -> dict[str, Any]:
+    """How a model relearns: the settings every relearn variant records after its data."""
+    return {"steps": r.steps, "learning_rate": r.learning_rate,
+            "lr_schedule": "constant, no warm-up", "batch_size": r.batch_size,
+            "weights": "LoRA (r 8, alpha 32)" if r.lora else "all", "seed": r.seed,
+            "max_length": r.max_length}  # fmt: skip
+
+
+def relearn_title(shown: str, r: RelearnSettings) -> str:
+    return f"relearn ({shown}), {r.steps} steps, lr {r.learning_rate:g}" + (
         ", LoRA" if r.lora else ""
     )
+
+
+def rows_relearn_variant(
+    r: RelearnSettings,
+    base: dict[str, Any],
+    which: str,
+    name: str,
+    trained: list[int],
+    scored_rows: list[int],
+    rows_word: str,
+) -> Variant:
+    """Relearning on forget rows (``name[a:b]``, rows specs of ``lm-unlearn finetune``), the
+    other rows scored (the task option ``forget_rows``)."""
+    trained_slices, scored_slices = row_slices(trained), row_slices(scored_rows)
+    scored_text = ",".join(f"{a}:{b}" for a, b in scored_slices)
+    what = {"split": which,
+            "trained_on": ",".join(f"{name}[{a}:{b}]" for a, b in trained_slices),
+            "scored_rows": scored_text, **relearning(r)}  # fmt: skip
+    shown = ", ".join(f"{a}-{b - 1}" for a, b in trained_slices)
+    title = relearn_title(f"{which}: {rows_word} {shown}", r)
+    scored = {**base, "forget_rows": scored_text}
     return Variant("relearn", "relearn", what, scored, scored, f"rows {scored_text}", title)
 
 
@@ -102,14 +126,9 @@ def text_relearn_variant(
 ) -> Variant:
     """Relearning on forget text (``trained_on``, text specs of ``lm-unlearn finetune``), the
     forget sets scored whole."""
-    r = settings.relearn
-    what = {"split": which, "trained_on": trained_on, "scored_rows": "all", "steps": r.steps,
-            "learning_rate": r.learning_rate, "lr_schedule": "constant, no warm-up",
-            "batch_size": r.batch_size, "weights": "LoRA (r 8, alpha 32)" if r.lora else "all",
-            "seed": r.seed, "max_length": r.max_length}  # fmt: skip
-    title = f"relearn ({shown}), {r.steps} steps, lr {r.learning_rate:g}" + (
-        ", LoRA" if r.lora else ""
-    )
+    what = {"split": which, "trained_on": trained_on, "scored_rows": "all",
+            **relearning(settings.relearn)}  # fmt: skip
+    title = relearn_title(shown, settings.relearn)
     scored = "" if base == settings.scoring.metadata else audited(settings.scoring).described
     return Variant("relearn", "relearn", what, base, base, scored, title)
 
@@ -169,35 +188,22 @@ def lume_relearn_variant(settings: AuditSettings, base: dict[str, Any]) -> Varia
             f"relearning LUME's rows trains on one subtask's rows or on all of them (training "
             f"data names no other choice: lume:forget/Task2[...]); the audit scores {subtasks}"
         )
-    trained, scored_rows = lume_relearn_rows(settings, options, r.rows)
-    name = "lume:forget" + (f"/{subtasks[0]}" if len(subtasks) == 1 else "")
-    trained_slices, scored_slices = row_slices(trained), row_slices(scored_rows)
-    scored_text = ",".join(f"{a}:{b}" for a, b in scored_slices)
+    rows = "forget" + (f"/{subtasks[0]}" if len(subtasks) == 1 else "")
+    trained, scored_rows = lume_relearn_rows(rows, options, r.rows)
     which = "rows given by hand" if r.rows is not None else "the first half of the documents"
-    what = {"split": which, "trained_on": ",".join(f"{name}[{a}:{b}]" for a, b in trained_slices),
-            "scored_rows": scored_text, "steps": r.steps, "learning_rate": r.learning_rate,
-            "lr_schedule": "constant, no warm-up", "batch_size": r.batch_size,
-            "weights": "LoRA (r 8, alpha 32)" if r.lora else "all", "seed": r.seed,
-            "max_length": r.max_length}  # fmt: skip
-    shown = ", ".join(f"{a}-{b - 1}" for a, b in trained_slices)
-    title = f"relearn ({which}: forget rows {shown}), {r.steps} steps, lr {r.learning_rate:g}" + (
-        ", LoRA" if r.lora else ""
-    )
-    scored = {**base, "forget_rows": scored_text}
-    return Variant("relearn", "relearn", what, scored, scored, f"rows {scored_text}", title)
+    return rows_relearn_variant(r, base, which, f"lume:{rows}", trained, scored_rows, "forget rows")
 
 
 def lume_relearn_rows(
-    settings: AuditSettings, options: Any, text: str | None
+    rows_name: str, options: Any, text: str | None
 ) -> tuple[list[int], list[int]]:
-    """(rows trained on, rows scored), numbered as ``forget_rows`` numbers them: by default the
-    rows of the first half of the documents among the forget rows the audit scores."""
+    """(rows trained on, rows scored) of LUME's rows ``rows_name`` (``forget/Task2``), numbered
+    as ``forget_rows`` numbers them: by default the rows of the first half of the documents
+    among the forget rows the audit scores."""
     from tofu_tasks.lume.data import LumeDataError, document_of, read_rows
 
-    subtasks = options.subtask_list()
     try:
-        rows = read_rows("forget" + (f"/{subtasks[0]}" if len(subtasks) == 1 else ""),
-                         options.data_dir)  # fmt: skip
+        rows = read_rows(rows_name, options.data_dir)
     except LumeDataError as err:
         raise AuditError(f"relearn: {err}") from err
     chosen = options.scored_rows("forget", len(rows))
@@ -221,6 +227,14 @@ def lume_relearn_rows(
             f"forget rows are scored{' (give two documents or more)' if text is None else ''}"
         )
     return sorted(trained), scored
+
+
+def relearn_data_folders(scoring: Any) -> dict[str, str | None]:
+    """The data folder of the scored benchmark (task option ``data_dir``) as the training
+    option that reads it: ``data_dir`` (TOFU), ``muse_data_dir`` or ``lume_data_dir``."""
+    kind, data_dir = scoring.benchmark.kind, scoring.metadata.get("data_dir")
+    return {f"{prefix}data_dir": data_dir if kind == owner else None
+            for prefix, owner in (("", "tofu"), ("muse_", "muse"), ("lume_", "lume"))}  # fmt: skip
 
 
 def quantize_variant(settings: AuditSettings, base: dict[str, Any], bits: int) -> Variant:
@@ -278,16 +292,13 @@ def relearned_model(settings: AuditSettings, spec: ModelSpec, variant: Variant) 
     # text is relearned without prompts (plain is recorded); rows as the task asks them
     text = is_text_spec(variant.settings["trained_on"])
     prompt_format = "plain" if text else scoring_prompt_format(spec, scoring)[0]
-    kind, data_dir = scoring.benchmark.kind, scoring.metadata.get("data_dir")
-    folders = {f"{name}data_dir": data_dir if kind == owner else None
-               for name, owner in (("", "tofu"), ("muse_", "muse"), ("lume_", "lume"))}  # fmt: skip
     options = FinetuneConfig(
         model=spec.peft or spec.pretrained, output_dir=str(folder),
         data=variant.settings["trained_on"], num_train_epochs=1.0, max_steps=r.steps,
         learning_rate=r.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
         per_device_train_batch_size=r.batch_size, effective_batch_size=r.batch_size,
         max_length=r.max_length, prompt_format=prompt_format, lora=r.lora, seed=r.seed,
-        pad_token=_pad_token(spec), overwrite=True, **folders,
+        pad_token=_pad_token(spec), overwrite=True, **relearn_data_folders(scoring),
     )  # fmt: skip
     print(f"relearn: {r.steps} steps on {options.data} at lr {r.learning_rate:g} -> {folder}")
     started = time.time()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness_ext.workflows.demo_steps import (
+    audit_model,
     cached_model,
     check_trained_weights,
     finish_demo,
@@ -133,11 +134,8 @@ def audit(
 ) -> None:
     """``lm-unlearn audit`` of one unlearned model against the target's scoring run, with the
     retain model as the control of relearning."""
-    from harness_ext.workflows.audit import run_audit
-    from harness_ext.workflows.audit_settings import AuditSettings, RelearnSettings
     from harness_ext.workflows.score_inputs import ScoreSettings
 
-    relearning = "relearn" in settings.audit
     scoring = ScoreSettings(
         prompt_format=settings.prompt_format,
         metadata=demo_task_options(settings),
@@ -147,19 +145,7 @@ def audit(
         batch_size=str(settings.score_batch_size),
         output=runs,
     )
-    run_audit(
-        AuditSettings(
-            model=str(model),
-            scoring=scoring,
-            attacks=settings.audit,
-            target=str(target_run),
-            control=str(retain_model) if relearning else None,
-            control_label="retain model" if relearning else None,
-            output=Path(settings.output) / "audit" / method.replace("+", "_"),
-            relearn=RelearnSettings(learning_rate=settings.relearn_lr),
-            command="lm-unlearn demo",  # the command that ran this audit
-        )
-    )
+    audit_model(model, scoring, settings, target_run, retain_model, "lm-unlearn demo")
 
 
 def matched_forgetting(settings: DemoSettings, retain_run: Path) -> dict[str, Any]:

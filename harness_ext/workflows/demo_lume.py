@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness_ext.workflows.demo_steps import (
+    audit_model,
     cached_model,
     check_trained_weights,
     finish_demo,
@@ -173,39 +174,11 @@ def run_lume_demo(settings: LumeDemoSettings | None = None) -> dict[str, Any]:
         scored.append(score_as(model, scored_as, retain_reference=retain_run))
     for method, model in unlearned.items() if settings.audit else ():
         clock.step(f"audit the {method} model: {settings.audit}")
-        audit(model, settings, scored_as, target_run, method, retain)
+        labelled, command = replace(scored_as, label=method), "lm-unlearn demo --benchmark lume"
+        audit_model(model, labelled, settings, target_run, retain, command)
 
     title = f"lm-unlearn demo: {base.name} unlearns LUME's {settings.subtask} biographies"
     minutes = finish_demo(start, settings.output, scored, title)
     print(f"demo finished in {minutes:.1f} min; open {Path(settings.output) / 'leaderboard.html'}")
     return {"retain_run": retain_run, "target_run": target_run, "models": unlearned,
             "minutes": minutes}  # fmt: skip
-
-
-def audit(
-    model: Path,
-    settings: LumeDemoSettings,
-    scored_as: Any,
-    target_run: Path,
-    method: str,
-    retain_model: Path,
-) -> None:
-    """``lm-unlearn audit --forget lume`` of one unlearned model against the target's run, with
-    the retain model as the control of relearning."""
-    from harness_ext.workflows.audit import run_audit
-    from harness_ext.workflows.audit_settings import AuditSettings, RelearnSettings
-
-    relearning = "relearn" in settings.audit
-    run_audit(
-        AuditSettings(
-            model=str(model),
-            scoring=replace(scored_as, label=method),
-            attacks=settings.audit,
-            target=str(target_run),
-            control=str(retain_model) if relearning else None,
-            control_label="retain model" if relearning else None,
-            output=Path(settings.output) / "audit" / method.replace("+", "_"),
-            relearn=RelearnSettings(learning_rate=settings.relearn_lr),
-            command="lm-unlearn demo --benchmark lume",
-        )
-    )

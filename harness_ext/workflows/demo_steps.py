@@ -146,3 +146,28 @@ def finish_demo(start: DemoStart, output: Path, scored: list[Path], title: str) 
     remove_stale_runs(start.runs, scored)
     print(build_leaderboard([start.runs], Path(output), title=title).markdown)
     return (time.time() - start.clock.started) / 60
+
+
+def audit_model(
+    model: Path, scoring: Any, settings: Any, target_run: Path, retain_model: Path, command: str
+) -> None:
+    """``lm-unlearn audit`` of one unlearned model (``scoring``: its ScoreSettings, labelled with
+    the method) against the target's run, with the retain model as the control of relearning,
+    into ``<output>/audit/<method>``; ``command`` is recorded as the one that ran it."""
+    from harness_ext.workflows.audit import run_audit
+    from harness_ext.workflows.audit_settings import AuditSettings, RelearnSettings
+
+    relearning = "relearn" in settings.audit
+    run_audit(
+        AuditSettings(
+            model=str(model),
+            scoring=scoring,
+            attacks=settings.audit,
+            target=str(target_run),
+            control=str(retain_model) if relearning else None,
+            control_label="retain model" if relearning else None,
+            output=Path(settings.output) / "audit" / scoring.label.replace("+", "_"),
+            relearn=RelearnSettings(learning_rate=settings.relearn_lr),
+            command=command,
+        )
+    )

@@ -11,15 +11,15 @@
 - ``holdout``: ``retain[start:stop]``, rows of the retain file the model was never trained on:
   the non-members of membership inference (the MIA score), left out of the retain set (default
   none: the official models were trained on every row, and the MIA score reads "N/A");
-
-Row numbers count the rows of the chosen ``subtasks`` in file order (all subtasks: the file's
-rows), as training data names them: ``lume:retain/Task2[:48]`` trains on the rows that
-``{"subtasks": ["Task2"], "retain_rows": "0:48"}`` scores.
 - ``mmlu``: the model's MMLU accuracy for the final score: a number, or a results file or run
   folder of lm-eval's ``mmlu`` or of this project's ``wmdp_unlearn`` (its ``mmlu_acc``);
 - ``max_new_tokens``: the generation budget (default 256, the challenge's);
 - ``retain_reference``: the retain model's run of this task (the shared membership attacks'
   reference, privleak).
+
+Row numbers count the rows of the chosen ``subtasks`` in file order (all subtasks: the file's
+rows), as training data names them: ``lume:retain/Task2[:48]`` trains on the rows that
+``{"subtasks": ["Task2"], "retain_rows": "0:48"}`` scores.
 
 Prompt formats and output-quality models do not apply: each input is given to the model as it
 is, as the challenge's evaluation does.
